@@ -28,7 +28,7 @@ func registry() -> StageRegistry {
 }
 
 func build(_ text: String, file: String = "r.yaml") -> (Graph?, [Diagnostic]) {
-    let dir = TempDir()
+    let dir = TemporaryDirectory()
     let path = dir.write(file, text)
     dir.write("data.txt", "x")
     let loaded = RecipeLoader.load(path: path, overrides: [], environment: [:])

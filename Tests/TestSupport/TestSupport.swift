@@ -1,36 +1,59 @@
-// Helpers shared by the test targets: temporary directories and files, and locating the built binary.
+// Helpers shared by the test targets: temporary directories with real files, and timing bounds.
 import Foundation
 import YAMLSupport
 
-/// A fresh temporary directory, removed when the value is released.
-public final class TempDir: @unchecked Sendable {
-    public let url: URL
+/// A fresh directory under the system temp dir, removed when the value is deinitialised.
+public final class TemporaryDirectory: @unchecked Sendable {
+    public let path: String
 
-    public init(_ prefix: String = "hprune-test") {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
-        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    public init(prefix: String = "hprune-test") {
+        let base = FileManager.default.temporaryDirectory.path
+        let name = "\(prefix)-\(UUID().uuidString.prefix(8))"
+        path = (base as NSString).appendingPathComponent(name)
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }
 
-    deinit { try? FileManager.default.removeItem(at: url) }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
 
-    public var path: String { url.path }
-
-    /// Writes `text` to `name` (creating folders) and returns its path.
+    /// Writes `text` to `name` (relative; intermediate folders are created) and returns the full path.
     @discardableResult
     public func write(_ name: String, _ text: String) -> String {
-        let file = url.appendingPathComponent(name)
-        try? FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try? Data(text.utf8).write(to: file)
-        return file.path
+        write(name, bytes: Array(text.utf8))
     }
 
+    /// Writes raw bytes to `name` and returns the full path.
     @discardableResult
     public func write(_ name: String, bytes: [UInt8]) -> String {
-        let file = url.appendingPathComponent(name)
-        try? FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try? Data(bytes).write(to: file)
-        return file.path
+        let full = (path as NSString).appendingPathComponent(name)
+        let dir = (full as NSString).deletingLastPathComponent
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: full, contents: Data(bytes))
+        return full
     }
+}
+
+/// Runs `body` and returns its result with the elapsed time in seconds.
+public func timed<T>(_ body: () throws -> T) rethrows -> (T, Double) {
+    let clock = ContinuousClock()
+    var result: T?
+    let elapsed = try clock.measure { result = try body() }
+    let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+    return (result!, seconds)
+}
+
+/// The diagnostics a YAML parse throws, or [] if it succeeds.
+public func parseDiagnostics(_ bytes: [UInt8], file: String = "t.yaml",
+                             limits: YAMLLimits = .default) -> [Diagnostic] {
+    do {
+        _ = try YAMLParser.parse(bytes, file: file, limits: limits)
+        return []
+    } catch {
+        return error.diagnostics
+    }
+}
+
+extension TemporaryDirectory {
+    public var url: URL { URL(fileURLWithPath: path) }
 }
 
 /// The repository root (for fixtures and recipes), found from this file's location.
