@@ -201,7 +201,8 @@ extension ArtifactStore {
         var strays: [String] = []
         for shard in ((try? POSIX.listDirectory(objectsPath)) ?? []).sorted() {
             let shardPath = objectsPath + "/" + shard
-            guard let st = POSIX.lstat(shardPath), POSIX.isDirectory(st), shard.utf8.count == 2 else {
+            guard let st = POSIX.lstat(shardPath), POSIX.isDirectory(st), shard.utf8.count == 2,
+                  shard.utf8.allSatisfy({ Digest.hexValue($0) != nil }), shard == shard.lowercased() else {
                 strays.append(shardPath)
                 continue
             }

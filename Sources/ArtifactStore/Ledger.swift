@@ -274,6 +274,10 @@ public final class Ledger: Sendable {
 
     /// Records that a run starts now; returns its new id.
     public func beginRun(_ start: RunStart, at date: Date = Date()) throws -> RunID {
+        try beginRun(start, at: date, pid: getpid())
+    }
+
+    func beginRun(_ start: RunStart, at date: Date, pid: Int32) throws -> RunID {
         try wrap {
             let formatter = DateFormatter()
             formatter.locale = Locale(identifier: "en_US_POSIX")
@@ -291,7 +295,7 @@ public final class Ledger: Sendable {
                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)
                         """, arguments: [id.rawValue, start.recipePath, start.recipeName, start.recipeText, files,
                                          start.recipeDigest, start.resolvedJSON, date.timeIntervalSince1970,
-                                         RunStatus.running.rawValue, start.host, Int(getpid()), start.backend,
+                                         RunStatus.running.rawValue, start.host, Int(pid), start.backend,
                                          start.device, start.version, argv])
                     return db.changesCount == 1
                 }
