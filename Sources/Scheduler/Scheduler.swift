@@ -6,7 +6,6 @@ import ArtifactStore
 import Foundation
 import StageGraph
 
-public enum StageStatus: String, Sendable, Codable { case ran, cached, failed, skipped, cancelled }
 
 public struct StageResult: Sendable {
     public var name: String
@@ -203,7 +202,7 @@ public struct Scheduler: Sendable {
     /// Peak resident set size of this process (bytes).
     public static func peakResidentBytes() -> Int {
         var usage = rusage()
-        getrusage(RUSAGE_SELF, &usage)
+        getrusage(RUSAGE_SELF.rawValue, &usage)
         return Int(usage.ru_maxrss) * 1024
     }
 }

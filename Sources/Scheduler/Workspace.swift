@@ -13,9 +13,10 @@ public struct Workspace: Sendable {
     public var recipeDirectory: URL
 
     /// Loads and checks a recipe; throws every problem found.
+    /// `sources` collects the text of every file read, for rendering diagnostics with source lines.
     public static func load(path: String, overrides: [String] = [], environment: [String: String],
-                            registry: StageRegistry) throws(DiagnosticError) -> Workspace {
-        let loaded = RecipeLoader.load(path: path, overrides: overrides, environment: environment)
+                            registry: StageRegistry, sources: SourceCache = SourceCache()) throws(DiagnosticError) -> Workspace {
+        let loaded = RecipeLoader(environment: environment, sources: sources).load(path: path, overrides: overrides)
         var diagnostics = loaded.diagnostics
         var graph: Graph?
         if let recipe = loaded.recipe {

@@ -33,15 +33,16 @@ enum Terminal {
     static func errRaw(_ s: String) { FileHandle.standardError.write(Data(s.utf8)) }
 
     /// Prints diagnostics like a compiler, with source lines and carets.
-    static func report(_ diagnostics: [Diagnostic]) {
-        let renderer = DiagnosticRenderer(sources: SourceCache(), color: stderrIsTTY && environment["NO_COLOR"] == nil)
-        if !diagnostics.isEmpty { err(renderer.render(diagnostics)) }
+    static func report(_ diagnostics: [Diagnostic], sources: SourceCache = SourceCache()) {
+        let renderer = DiagnosticRenderer(sources: sources, color: stderrIsTTY && environment["NO_COLOR"] == nil)
+        if !diagnostics.isEmpty { errRaw(renderer.render(diagnostics)) }
         let errors = diagnostics.filter { $0.severity == .error }.count
         if errors > 1 { err("\(errors) errors") }
     }
 
     /// Stable JSON on stdout: sorted keys, no escaped slashes.
     static func printJSON(_ value: Any) {
+        precondition(JSONSerialization.isValidJSONObject(value), "internal: not JSON-serialisable: \(value)")
         let data = (try? JSONSerialization.data(withJSONObject: value,
                                                 options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])) ?? Data("null".utf8)
         print(String(decoding: data, as: UTF8.self))
@@ -51,11 +52,12 @@ enum Terminal {
 extension RecipeOptions {
     /// Loads and checks the recipe; on problems prints them all and exits 2.
     func workspace() throws -> Workspace {
+        let sources = SourceCache()
         do {
             return try Workspace.load(path: recipe, overrides: overrides, environment: Terminal.environment,
-                                      registry: StageKinds.registry)
+                                      registry: StageKinds.registry, sources: sources)
         } catch {
-            Terminal.report(error.diagnostics)
+            Terminal.report(error.diagnostics, sources: sources)
             throw Exit.invalid
         }
     }

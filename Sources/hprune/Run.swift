@@ -76,7 +76,7 @@ struct Run: AsyncParsableCommand {
         recorder.end(status: status)
 
         if json {
-            Terminal.printJSON(["run": runID, "status": status, "stages": results.map { r -> [String: Any] in
+            Terminal.printJSON(["run": runID.rawValue, "status": status, "stages": results.map { r -> [String: Any] in
                 var d: [String: Any] = ["name": r.name, "kind": r.kind, "status": r.status.rawValue,
                                         "key": r.key ?? NSNull(), "seconds": (r.seconds * 1000).rounded() / 1000,
                                         "outputs": r.outputs.mapValues(\.hex)]

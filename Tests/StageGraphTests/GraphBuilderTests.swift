@@ -31,7 +31,7 @@ func build(_ text: String, file: String = "r.yaml") -> (Graph?, [Diagnostic]) {
     let dir = TemporaryDirectory()
     let path = dir.write(file, text)
     dir.write("data.txt", "x")
-    let loaded = RecipeLoader.load(path: path, overrides: [], environment: [:])
+    let loaded = RecipeLoader(environment: [:]).load(path: path)
     guard let recipe = loaded.recipe else { return (nil, loaded.diagnostics) }
     let built = GraphBuilder.build(recipe, registry: registry())
     return (built.graph, loaded.diagnostics + built.diagnostics)
