@@ -159,7 +159,10 @@ public enum GraphBuilder {
             guard let next = nodes[current].dependencies.compactMap({ index[$0] }).first(where: blocked.contains) else { return nil }
             current = next
         }
-        // path[position[current]...] is the cycle, in dependency direction; print it in data-flow order.
-        return path[position[current]!...].reversed().map { nodes[$0].name }
+        // path[position[current]...] is the cycle, in dependency direction; print it in data-flow order,
+        // starting from the stage declared first so the message does not depend on where the walk began.
+        let cycle = Array(path[position[current]!...].reversed())
+        let start = cycle.indices.min { cycle[$0] < cycle[$1] }!
+        return (cycle[start...] + cycle[..<start]).map { nodes[$0].name }
     }
 }

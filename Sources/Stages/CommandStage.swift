@@ -104,6 +104,8 @@ public struct CommandStage: ExecutableStageKind {
         let stderr = try FileHandle(forWritingTo: stderrURL)
         defer { try? stdout.close(); try? stderr.close() }
 
+        // Foundation starts the program as the leader of a new process group, so cancelling can signal the
+        // whole group: children it spawned stop with it.
         let process = Process()
         process.executableURL = program
         process.arguments = Array(argv.dropFirst())
@@ -164,12 +166,14 @@ public struct CommandStage: ExecutableStageKind {
         return result
     }
 
-    /// SIGTERM, then SIGKILL after two seconds if the program ignores it.
+    /// SIGTERM to the program's process group, then SIGKILL after two seconds if anything is left.
     static func stop(_ process: Process) {
         guard process.isRunning else { return }
-        process.terminate()
         let pid = process.processIdentifier
+        kill(-pid, SIGTERM)
+        kill(pid, SIGTERM)
         DispatchQueue.global().asyncAfter(deadline: .now() + 2) {
+            kill(-pid, SIGKILL)
             if process.isRunning, process.processIdentifier == pid { kill(pid, SIGKILL) }
         }
     }
