@@ -35,6 +35,8 @@ public struct RunOptions: Sendable {
 public enum SchedulerEvent: Sendable {
     case started(stage: String, kind: String, index: Int, total: Int)
     case finished(StageResult, index: Int, total: Int)
+    /// Something the user should see even in quiet mode (e.g. a damaged cache entry).
+    case warning(String)
 }
 
 public struct Scheduler: Sendable {
@@ -162,7 +164,7 @@ public struct Scheduler: Sendable {
             return result(.failed, key: key, error: "stage kind '\(stage.kind.name)' cannot run in this build")
         }
         if !options.force.contains(stage.name), let hit = store.action(for: key),
-           Set(hit.outputs.keys).isSuperset(of: stage.outputs.map(\.name)) {
+           Set(hit.outputs.keys).isSuperset(of: stage.outputs.map(\.name)), verifyCachedOutputs(hit, stage: stage.name) {
             return result(.cached, key: key, outputs: hit.outputs)
         }
         if Task.isCancelled { return result(.cancelled, key: key, error: "interrupted") }
@@ -196,6 +198,24 @@ public struct Scheduler: Sendable {
             return result(Task.isCancelled ? .cancelled : .failed, key: key, error: "\(error)", recorder: recorder)
         }
     }
+
+    /// Cached outputs up to `verifyLimit` bytes in all are re-hashed before they are trusted; a corrupt object
+    /// is reported and evicted by the store, and the stage runs again. Larger artifacts (model weights) are
+    /// verified by their readers as they read them.
+    func verifyCachedOutputs(_ record: ActionRecord, stage: String) -> Bool {
+        let total = record.objectSizes.values.reduce(0, +)
+        guard total <= Self.verifyLimit else { return true }
+        for hex in record.objectSizes.keys.sorted() {
+            guard let digest = Digest(hex: hex) else { continue }
+            do { try store.verify(digest) } catch {
+                events(.warning("stage '\(stage)': cached output is damaged (\(error)); running it again"))
+                return false
+            }
+        }
+        return true
+    }
+
+    static let verifyLimit: Int64 = 256 << 20
 
     private func nilIfEmpty(_ s: String?) -> String? { (s?.isEmpty ?? true) ? nil : s }
 

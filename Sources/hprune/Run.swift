@@ -104,6 +104,8 @@ struct Run: AsyncParsableCommand {
 enum ProgressLines {
     static func line(for event: SchedulerEvent, quiet: Bool) -> String? {
         switch event {
+        case .warning(let message):
+            return "warning: " + message
         case .started(let stage, let kind, let i, let n):
             return quiet ? nil : "[\(i)/\(n)] ▶ \(stage) (\(kind))"
         case .finished(let r, let i, let n):
