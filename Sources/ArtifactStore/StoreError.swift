@@ -84,3 +84,8 @@ public struct StoreWarning: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { "\(path): warning: \(message)" }
 }
+
+extension StoreError: LocalizedError {
+    /// The same text as `description`, so `localizedDescription` shows the path and the fix.
+    public var errorDescription: String? { description }
+}

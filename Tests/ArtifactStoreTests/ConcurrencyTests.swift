@@ -58,6 +58,21 @@ func storeWorkload(root: URL, scratch: URL, rounds: Range<Int>, bigSize: Int) th
         #expect(try FileManager.default.contentsOfDirectory(atPath: root.path + "/tmp").isEmpty)
     }
 
+    @Test func oneStoreSharedByManyThreads() throws {
+        let dir = try TempDir(); defer { dir.remove() }
+        let store = try ArtifactStore(root: dir.url)
+        let results = ResultBox()
+        DispatchQueue.concurrentPerform(iterations: 4) { worker in
+            results.set(worker, Result {
+                try (0..<50).map { i in try store.put(pseudoRandomData(count: 10_000 + i, seed: UInt64(i))).hex }
+            })
+        }
+        let first = try results.get(0)
+        for worker in 1..<4 { #expect(try results.get(worker) == first) }
+        #expect(try store.list().count == 50)
+        #expect(try store.verify().isClean)
+    }
+
     @Test func twoProcessesOnOneRoot() throws {
         let dir = try TempDir(); defer { dir.remove() }
         let root = dir.sub("store")
@@ -87,7 +102,11 @@ func storeWorkload(root: URL, scratch: URL, rounds: Range<Int>, bigSize: Int) th
             if shards.count >= 3 { break }
             usleep(20_000)
         }
-        usleep(UInt32.random(in: 0..<40_000))
+        // Aim the kill at a moment when an object is being written (a temp file exists).
+        let writing = Date(timeIntervalSinceNow: 5)
+        while Date() < writing, ((try? FileManager.default.contentsOfDirectory(atPath: root.path + "/tmp")) ?? []).isEmpty {
+            usleep(500)
+        }
         #expect(child.isRunning, "the child must still be writing when killed")
         kill(child.processIdentifier, SIGKILL)
         child.waitUntilExit()
@@ -96,6 +115,8 @@ func storeWorkload(root: URL, scratch: URL, rounds: Range<Int>, bigSize: Int) th
         let store = try ArtifactStore(root: root)
         let report = try store.verify()
         #expect(report.isClean, "\(report)")
+        // What the kill interrupted is at most a temp file (young, so kept until it is a minute old).
+        #expect(report.staleTempFiles == 0)
         #expect(report.objectsChecked > 0)
         #expect(try store.ledger.runs().allSatisfy { $0.status != .running }, "the killed run is marked interrupted")
         // The next run finishes, reusing what the killed one stored.
