@@ -160,10 +160,23 @@ public func dequantize4bit(_ q: Quantized4Bit, into out: UnsafeMutableBufferPoin
     let absmax = q.blockAbsmax()
     let values = q.type.codebook.values
     let n = q.count
-    for i in 0..<n {
-        let byte = q.packed[i >> 1]
-        let code = (i & 1) == 0 ? byte >> 4 : byte & 0x0F
-        out[i] = values[Int(code)] * absmax[i / q.blockSize]
+    let bs = q.blockSize
+    values.withUnsafeBufferPointer { lut in
+        q.packed.withUnsafeBufferPointer { packed in
+            for blk in 0..<absmax.count {
+                let scale = absmax[blk]
+                let start = blk * bs
+                let end = min(start + bs, n)
+                var i = start  // B is even: blocks start on a byte boundary
+                while i + 1 < end {
+                    let byte = packed[i >> 1]
+                    out[i] = lut[Int(byte >> 4)] * scale
+                    out[i + 1] = lut[Int(byte & 0x0F)] * scale
+                    i += 2
+                }
+                if i < end { out[i] = lut[Int(packed[i >> 1] >> 4)] * scale }
+            }
+        }
     }
 }
 
@@ -185,34 +198,35 @@ enum FourBitKernel {
     ) {
         let n = w.count
         let fullBlocks = n / blockSize
-        let b = book.bounds
-        let map = book.sortedToCode
-        let (b0, b1, b2, b3, b4, b5, b6, b7) = (b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7])
-        let (b8, b9, b10, b11, b12, b13, b14) = (b[8], b[9], b[10], b[11], b[12], b[13], b[14])
-        let identity = book.type == .nf4
+        // bounds (15) and the sorted-position -> code map (16), in raw memory for the hot loop.
+        let b = UnsafeMutablePointer<Float>.allocate(capacity: 16)
+        let map = UnsafeMutablePointer<UInt8>.allocate(capacity: 16)
+        defer { b.deallocate(); map.deallocate() }
+        for i in 0..<15 { b[i] = book.bounds[i] }
+        b[15] = .infinity  // never read: the search below touches indices 0...14 only
+        for i in 0..<16 { map[i] = book.sortedToCode[i] }
 
-        // The sorted position of s: how many bounds are not >= s (NaN counts all 15).
-        @inline(__always) func position(_ s: Float) -> UInt8 {
-            var p: UInt8 = 0
-            p &+= b0 >= s ? 0 : 1; p &+= b1 >= s ? 0 : 1; p &+= b2 >= s ? 0 : 1; p &+= b3 >= s ? 0 : 1
-            p &+= b4 >= s ? 0 : 1; p &+= b5 >= s ? 0 : 1; p &+= b6 >= s ? 0 : 1; p &+= b7 >= s ? 0 : 1
-            p &+= b8 >= s ? 0 : 1; p &+= b9 >= s ? 0 : 1; p &+= b10 >= s ? 0 : 1; p &+= b11 >= s ? 0 : 1
-            p &+= b12 >= s ? 0 : 1; p &+= b13 >= s ? 0 : 1; p &+= b14 >= s ? 0 : 1
-            return p
+        // The code of s: its sorted position p = #{ i : !(bounds[i] >= s) } (bounds ascending, so a branch-free
+        // 4-step binary search finds it; NaN fails every test and lands on 15), mapped to the stored code.
+        @inline(__always) func code(_ s: Float) -> UInt8 {
+            var p = b[7] >= s ? 0 : 8
+            p += b[p + 3] >= s ? 0 : 4
+            p += b[p + 1] >= s ? 0 : 2
+            p += b[p] >= s ? 0 : 1
+            return map[p]
         }
-        @inline(__always) func code(_ s: Float) -> UInt8 { identity ? position(s) : map[Int(position(s))] }
         let padCode = code(0)
 
         // Absmax with torch.max semantics: NaN anywhere in the block gives NaN.
         @inline(__always) func blockMax(_ start: Int, _ end: Int) -> Float {
             var m: Float = 0
-            var sawNaN = false
+            var nanCount = 0
             for i in start..<end {
                 let a = abs(w[i])
                 m = a > m ? a : m
-                sawNaN = sawNaN || a.isNaN
+                nanCount &+= a.isNaN ? 1 : 0
             }
-            return sawNaN ? .nan : m
+            return nanCount > 0 ? .nan : m
         }
 
         for blk in 0..<fullBlocks {
