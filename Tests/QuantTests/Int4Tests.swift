@@ -45,3 +45,26 @@ struct Int4Tests {
         }
     }
 }
+
+struct QuantizeWeightTests {
+    @Test("quantizeWeight covers every format and round-trips within each format's error",
+          arguments: [QuantFormat.nf4(blockSize: 64), .fp4(blockSize: 128), .int4(.symmetric, blockSize: 64),
+                      .int4(.asymmetric, blockSize: 128), .int8])
+    func everyFormat(_ format: QuantFormat) throws {
+        let w = lcgWeights(count: 24 * 128, seed: 11)
+        let q = try quantizeWeight(w, shape: [24, 128], format: format, doubleQuant: true)
+        #expect(q.format == format)
+        let back = q.dequantized()
+        let maxErr = zip(back, w).map { abs($0 - $1) }.max()!
+        #expect(maxErr < (format == .int8 ? 0.005 : 0.1), "\(format): max error \(maxErr)")
+        #expect(q.storageBytes < w.count * 4 / (format == .int8 ? 3 : 6))
+    }
+
+    @Test("quantizeWeight: bf16 source must be bf16 values; shape must match")
+    func errors() {
+        #expect(throws: QuantError.self) { try quantizeWeight([1, 2, 3], shape: [2, 2], format: .int8) }
+        #expect(throws: QuantError.notRepresentable(index: 0, value: 0.1, dtype: .bfloat16)) {
+            try quantizeWeight([0.1, 0.5], shape: [2], format: .nf4(blockSize: 64), sourceDType: .bfloat16)
+        }
+    }
+}
