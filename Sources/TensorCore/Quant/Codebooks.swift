@@ -26,10 +26,15 @@ public enum FourBitType: String, Hashable, Sendable, CaseIterable {
 /// - NF4 codes are already sorted, so the code is p itself.
 /// - FP4 has two +0.0 entries (codes 0 and 8; bitsandbytes builds `-0` from the integer `-0`, which is +0.0).
 ///   `argsort` puts code 0 first, so s in (-0.0026, 0] gets code 0 and s in (0, 0.0026] gets code 8.
-///   bitsandbytes' CUDA kernel (`dQuantizeFP4`) instead sets the sign bit from the value's sign, so tiny values
-///   may get 0 vs 8 differently there; both decode to 0.0, so dequantised weights agree.
-/// - The CUDA NF4 kernel (`dQuantizeNF4`) compares against decimal midpoint constants with `>`; those constants
-///   round to the same float32 values as `bounds` here, so CPU and CUDA NF4 agree.
+///
+/// bitsandbytes' CUDA quantiser (`csrc/kernels.cu`) is a different rule; read from source, not run here:
+/// - NF4 (`dQuantizeNF4`) compares with `>` against decimal midpoints that round to exactly these float32
+///   `bounds`, so finite values get the same codes (NaN there gets code 0, and an all-zero block 0 * inf = NaN too).
+/// - FP4 (`dQuantizeFP4`) takes the sign bit from x < 0 and searches |x| against decimal pivots; five of the
+///   seven round to float32 values 1 to 14 ulps off the midpoints here (e.g. 0.583333f is 6 ulps below 7/12,
+///   0.00260417f 14 ulps above 1/384), so values that close to a pivot can get the neighbouring code, and tiny
+///   negatives get code 8 instead of 0.
+/// - It multiplies by 1/absmax in every block, the partial last one included.
 public struct FourBitCodebook: Hashable, Sendable {
     /// Which table this is.
     public let type: FourBitType

@@ -134,7 +134,7 @@ public struct Int8RowLayout: Hashable, Sendable {
     public var storageBytes: Int { rows * cols + rows * 4 }
 }
 
-/// The size facts every layout relies on; checked by `QuantLayoutTests` and at start-up of the quantisers.
+/// The size facts every layout relies on (checked by `LayoutTests`).
 public enum QuantLayoutAssertions {
     /// `PackedNibbles` is exactly one byte, scales are 4-byte IEEE floats, codes are bytes.
     public static var hold: Bool {
