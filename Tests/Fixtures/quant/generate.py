@@ -177,6 +177,8 @@ w = torch.randn(24, 40) * torch.logspace(-3, 3, 24).unsqueeze(1)
 w[0, :5] = torch.tensor([1e-40, -1e-40, 1e-38, 3e-39, -7e-39])
 add("mixed_scale_24x40", w)
 add("large_100x200", torch.randn(100, 200) * 0.02, [("nf4", 64, True), ("fp4", 64, True), ("nf4", 128, True)])
+add("blocksizes_50x100", torch.randn(50, 100),
+    [("nf4", 32, True), ("fp4", 32, False), ("nf4", 256, False), ("fp4", 512, True), ("nf4", 4096, True)])
 w = torch.randn(4, 64)
 w[0, 3] = float("nan")
 w[2, 7] = float("inf")
