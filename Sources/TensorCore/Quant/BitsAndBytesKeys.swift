@@ -143,6 +143,12 @@ extension Quantized4Bit {
             }
             return t
         }
+        func floatTensor(_ key: String, count: Int) throws -> [Float] {
+            guard let f = try tensor(key, .float32, count: count).floats() else {
+                throw QuantError.badTensor(key: key, expected: "F32 with \(count) elements", got: "unreadable bytes")
+            }
+            return f
+        }
         let packed = try tensor(weightName, .uint8, count: layout.packedByteCount).bytes
         let nested = dict["nested_offset"] != nil
         let scales: Absmax4Bit
@@ -154,11 +160,11 @@ extension Quantized4Bit {
                 throw QuantError.badQuantState(key: stateKey, reason: "nested_blocksize \(nb) is not supported (256)")
             }
             let codes = try tensor(weightName + ".absmax", .uint8, count: layout.blockCount).bytes
-            let nAbs = try tensor(weightName + ".nested_absmax", .float32, count: layout.nestedBlockCount).floats()!
-            let map = try tensor(weightName + ".nested_quant_map", .float32, count: 256).floats()!
+            let nAbs = try floatTensor(weightName + ".nested_absmax", count: layout.nestedBlockCount)
+            let map = try floatTensor(weightName + ".nested_quant_map", count: 256)
             scales = .nested(NestedAbsmax(codes: codes, absmax: nAbs, offset: Float(offset), codeTable: map))
         } else {
-            scales = .plain(try tensor(weightName + ".absmax", .float32, count: layout.blockCount).floats()!)
+            scales = .plain(try floatTensor(weightName + ".absmax", count: layout.blockCount))
         }
         if let mapTensor = tensors[weightName + ".quant_map"] {
             guard let map = mapTensor.floats(), map == type.codebook.values else {
