@@ -69,5 +69,6 @@ let package = Package(
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Stages", "StageGraph", "ArtifactStore", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["hprune", "TestSupport"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "CPUBackend", "TestSupport"]),
+        .testTarget(name: "QuantTests", dependencies: ["TensorCore"]),
     ]
 )
