@@ -44,6 +44,8 @@ let package = Package(
         ),
         .target(name: "TensorCore"),
         .target(name: "CPUBackend", dependencies: ["TensorCore", "CPUKernels"]),
+        .target(name: "Checkpoint"),
+        .target(name: "ModelSpec", dependencies: ["Checkpoint"]),
 
         // ── where the halves meet ────────────────────────────────────────────────────────
         .target(
@@ -69,5 +71,7 @@ let package = Package(
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Stages", "StageGraph", "ArtifactStore", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "CPUBackend", "TestSupport"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
+        .testTarget(name: "ModelSpecTests", dependencies: ["ModelSpec", "Checkpoint"]),
     ]
 )
