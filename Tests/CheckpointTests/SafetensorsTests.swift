@@ -64,6 +64,10 @@ func tempDir() throws -> String {
         try SafetensorsWriter.write(payloads, metadata: ["format": "pt"], to: out)
         #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == theirs)
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["swift_written.safetensors"])  // no temp left
+        // Record mode: leave our file next to Python's; generate.py then loads it with Python.
+        if ProcessInfo.processInfo.environment["HPRUNE_RECORD_FIXTURES"] == "1" {
+            try SafetensorsWriter.write(payloads, metadata: ["format": "pt"], to: fixtures + "/compat/swift_written.safetensors")
+        }
     }
 
     @Test func headerIsPaddedToEightBytesWithSpaces() throws {

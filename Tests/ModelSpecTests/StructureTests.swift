@@ -161,3 +161,36 @@ func tempDir() throws -> String {
         #expect(throws: ModelSpecError.self) { try parse(#"{"_class_name": "FluxTransformer2DModel", "guidance_embeds": 1}"#) }
     }
 }
+
+/// The parity fixtures the forward/backward will be held to are complete and consistent with
+/// the structure (inputs named as diffusers' forward args, a gradient for every parameter).
+@Suite struct FixtureInventory {
+    @Test(arguments: ["sd3_tiny", "sd35_tiny", "flux_tiny", "flux_tiny_noguid"])
+    func ioFixtureHasInputsAndSample(model: String) throws {
+        let io = try SafetensorsFile(path: fixtures + "/\(model)/io.safetensors")
+        var want: Set = ["hidden_states", "encoder_hidden_states", "pooled_projections", "timestep", "sample"]
+        if model.hasPrefix("flux") { want.formUnion(["img_ids", "txt_ids"]) }
+        if model == "flux_tiny" { want.insert("guidance") }
+        #expect(Set(io.names) == want)
+        #expect(io.tensors.allSatisfy { $0.dtype == .f32 })
+        #expect(try io.info("sample").shape == io.info("hidden_states").shape)
+        #expect(try io.info("hidden_states").shape[0] == 2)
+        let entry = try #require(try manifest()[model] as? [String: Any])
+        for r in entry["removals"] as! [[String: Any]] {
+            let f = try SafetensorsFile(path: fixtures + "/" + (r["file"] as! String))
+            #expect(f.metadata["removed"] == (r["removed"] as! [String]).joined(separator: ","))
+            #expect(try f.info("sample").shape == io.info("sample").shape)
+        }
+    }
+
+    @Test(arguments: ["sd35_tiny", "flux_tiny"])
+    func trainFixtureHasEveryGradient(model: String) throws {
+        let train = try SafetensorsFile(path: fixtures + "/\(model)/train.safetensors")
+        let s = ModelStructure(try ModelConfig.load(path: fixtures + "/\(model)/config.json"))
+        let params = s.tensors.filter { !$0.isBuffer }
+        #expect(Set(train.names) == Set(params.map { "grad." + $0.name } + ["target", "loss"]))
+        for p in params { #expect(try train.info("grad." + p.name).shape == p.shape) }
+        #expect(try train.info("loss").shape == [])
+        #expect(train.nonFiniteTensors().isEmpty)
+    }
+}
