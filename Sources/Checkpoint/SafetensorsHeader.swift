@@ -114,9 +114,8 @@ public struct SafetensorsHeader: Sendable, Hashable {
                 }
                 continue
             }
-            let at = keyOffset(name)
             func bad(_ kind: CheckpointError.Kind, _ message: String, _ fix: String) -> CheckpointError {
-                CheckpointError(kind, file: file, tensor: name, offset: at, message: message, fix: fix)
+                CheckpointError(kind, file: file, tensor: name, offset: keyOffset(name), message: message, fix: fix)
             }
             guard let entry = value.objectValue else {
                 throw bad(.invalidEntry, "entry is \(value.typeName), expected {dtype, shape, data_offsets}",

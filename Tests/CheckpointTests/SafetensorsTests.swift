@@ -158,3 +158,41 @@ func tempDir() throws -> String {
         #expect(e3.kind == .invalidConfig)
     }
 }
+
+@Suite struct StreamingWrites {
+    let payloads = [TensorPayload(name: "b", shape: [3], floats: [1, 2, 3]),
+                    TensorPayload(name: "a", dtype: .bf16, shape: [2], data: Data([0x80, 0x3f, 0x00, 0x40]))]
+
+    @Test func streamedFileEqualsSerialized() throws {
+        let path = try tempDir() + "/s.safetensors"
+        let byName = Dictionary(uniqueKeysWithValues: payloads.map { ($0.name, $0.data) })
+        var order: [String] = []
+        try SafetensorsWriter.write(entries: payloads.map { TensorEntry(name: $0.name, dtype: $0.dtype, shape: $0.shape) },
+                                    metadata: ["format": "pt"], to: path) { info in
+            order.append(info.name)
+            return byName[info.name]!
+        }
+        #expect(order == ["b", "a"])  // F32 before BF16, as the reference lays them out
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == SafetensorsWriter.serialize(payloads, metadata: ["format": "pt"]))
+        #expect(try SafetensorsFile(path: path).floats("a") == [1, 2])
+    }
+
+    /// A failure half-way leaves neither the target nor a temporary file.
+    @Test func failedWriteLeavesNothing() throws {
+        let dir = try tempDir()
+        struct Boom: Error {}
+        #expect(throws: Boom.self) {
+            try SafetensorsWriter.write(entries: payloads.map { TensorEntry(name: $0.name, dtype: $0.dtype, shape: $0.shape) },
+                                        to: dir + "/x.safetensors") { info in
+                if info.name == "a" { throw Boom() }
+                return payloads[0].data
+            }
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
+        // Wrong byte count is refused the same way.
+        #expect(throws: CheckpointError.self) {
+            try SafetensorsWriter.write(entries: [TensorEntry(name: "a", dtype: .f32, shape: [2])], to: dir + "/y.safetensors") { _ in Data(count: 4) }
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
+    }
+}

@@ -117,3 +117,34 @@ func copyFixture(_ model: String, config edit: ((inout [String: Any]) -> Void)? 
         #expect(e.kind == .offsetsOutOfBounds && e.file == w)
     }
 }
+
+@Suite struct FullSizeLayout {
+    /// A full-size SD3.5 Large Turbo checkpoint layout (bf16, 16 GB logical) as a sparse file:
+    /// opening and validating it reads only the header, never the weights.
+    @Test func sd35LargeTurboSparseCheckpointValidatesFromTheHeader() throws {
+        let config = #"{"_class_name": "SD3Transformer2DModel", "attention_head_dim": 64, "caption_projection_dim": 2432, "in_channels": 16, "joint_attention_dim": 4096, "num_attention_heads": 38, "num_layers": 38, "out_channels": 16, "patch_size": 2, "pooled_projection_dim": 2048, "pos_embed_max_size": 192, "qk_norm": "rms_norm", "sample_size": 128}"#
+        guard case .success(let v) = JSONValue.parse(Data(config.utf8)), let o = v.objectValue else { Issue.record(); return }
+        let s = ModelStructure(try ModelConfig.parse(o, file: "config.json"))
+        let (head, layout) = try SafetensorsWriter.header(for: s.tensors.map { TensorEntry(name: $0.name, dtype: .bf16, shape: $0.shape) },
+                                                          metadata: ["format": "pt"])
+        let dir = try tempDir()
+        try Data(config.utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        let weights = dir + "/" + DiffusersFolder.weightsName
+        try head.write(to: URL(fileURLWithPath: weights))
+        let total = head.count + layout.last!.dataOffsets.upperBound
+        let h = try #require(FileHandle(forWritingAtPath: weights))
+        try h.truncate(atOffset: UInt64(total))
+        try h.close()
+        #expect(total > 16_000_000_000)
+
+        let clock = ContinuousClock()
+        let start = clock.now
+        let c = try ModelCheckpoint(path: dir)
+        let elapsed = clock.now - start
+        #expect(c.folder.tensors.count == s.tensors.count)
+        #expect(try s.parameterCount(after: c.removal) == 8_056_627_520)
+        #expect(elapsed < .seconds(5), "open + validate took \(elapsed)")
+        print("SD3.5 Large Turbo layout (\(s.tensors.count) tensors, header \(head.count) B): open + validate in \(elapsed)")
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}

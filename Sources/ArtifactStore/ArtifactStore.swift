@@ -1,0 +1,1 @@
+// ArtifactStore module: see Docs/architecture.md.

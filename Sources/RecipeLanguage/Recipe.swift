@@ -1,0 +1,74 @@
+// A recipe after loading: `extends` merged, `--set` overrides applied, `${…}` interpolated, top-level keys
+// checked. Stage bodies are kept as YAML nodes (with marks) because their schema belongs to the stage kind,
+// which `StageGraph` checks against the registry.
+import YAMLSupport
+
+/// A named entry of `models:` or `datasets:`.
+public struct Declaration: Sendable, Hashable {
+    public var name: String
+    /// Where the name was written (the key).
+    public var mark: SourceMark
+    /// The mapping under the name, interpolated.
+    public var body: YAMLNode
+
+    public init(name: String, mark: SourceMark, body: YAMLNode) {
+        self.name = name
+        self.mark = mark
+        self.body = body
+    }
+}
+
+/// One entry of `stages:`.
+public struct StageDeclaration: Sendable, Hashable {
+    public var name: String
+    public var mark: SourceMark
+    /// The value of `kind:` (empty if missing; the loader reports that).
+    public var kind: String
+    public var kindMark: SourceMark
+    /// The whole stage mapping, interpolated (it includes `kind`).
+    public var body: YAMLNode
+
+    public init(name: String, mark: SourceMark, kind: String, kindMark: SourceMark, body: YAMLNode) {
+        self.name = name
+        self.mark = mark
+        self.kind = kind
+        self.kindMark = kindMark
+        self.body = body
+    }
+}
+
+public struct Recipe: Sendable {
+    /// The path the recipe was loaded from, as given.
+    public var file: String
+    public var schemaVersion: Int
+    public var name: String
+    public var description: String?
+    public var seed: Int
+    /// `cpu`, `cuda` or `auto`.
+    public var backend: String
+    public var vars: [String: YAMLNode]
+    public var models: [Declaration]
+    public var datasets: [Declaration]
+    public var stages: [StageDeclaration]
+    /// The whole document after merge, overrides and interpolation: what `diff` compares by dotted path.
+    public var document: YAMLNode
+    /// Every file that went into the recipe (itself first, then what it extends), for digests and messages.
+    public var files: [String]
+
+    public init(file: String, schemaVersion: Int, name: String, description: String?, seed: Int, backend: String,
+                vars: [String: YAMLNode], models: [Declaration], datasets: [Declaration],
+                stages: [StageDeclaration], document: YAMLNode, files: [String]) {
+        self.file = file
+        self.schemaVersion = schemaVersion
+        self.name = name
+        self.description = description
+        self.seed = seed
+        self.backend = backend
+        self.vars = vars
+        self.models = models
+        self.datasets = datasets
+        self.stages = stages
+        self.document = document
+        self.files = files
+    }
+}

@@ -1,0 +1,1 @@
+// StageGraph module: see Docs/architecture.md.

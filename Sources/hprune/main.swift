@@ -1,0 +1,2 @@
+// The hprune command line. Placeholder until the CLI lands.
+print("hprune")
