@@ -2,6 +2,7 @@
 // sub-components and parameter counts, bytes by dtype. Codable for `--json`, `renderText()` for people.
 
 import Checkpoint
+import Foundation
 
 /// The report of `inspect(path:)`.
 public struct InspectReport: Sendable, Hashable, Codable {
@@ -54,11 +55,25 @@ public struct InspectReport: Sendable, Hashable, Codable {
     public var nonFiniteTensors: [String]
 }
 
-/// Opens, validates and summarises a diffusers model folder.
+/// Opens, validates and summarises a diffusers model folder, or a bare safetensors file.
 ///
-/// Throws the errors of `ModelCheckpoint.init(path:)`. `scanNonFinite` reads every float tensor
-/// once to list NaN/Inf tensors (a full pass over the weights).
+/// A folder (or a `diffusion_pytorch_model.safetensors` next to its config.json) is checked
+/// against its config: throws the errors of `ModelCheckpoint.init(path:)`. Any other file is
+/// validated as safetensors only and reported with architecture `"safetensors"`, no blocks, and
+/// every element counted as a parameter. `scanNonFinite` reads every float tensor once to list
+/// NaN/Inf tensors (a full pass over the weights).
 public func inspect(path: String, scanNonFinite: Bool = true) throws -> InspectReport {
+    var isDir: ObjCBool = false
+    let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
+    if exists && !isDir.boolValue {
+        let url = URL(fileURLWithPath: path)
+        let dir = url.deletingLastPathComponent().path
+        if url.lastPathComponent == DiffusersFolder.weightsName,
+           FileManager.default.fileExists(atPath: dir + "/" + DiffusersFolder.configName) {
+            return try inspect(path: dir, scanNonFinite: scanNonFinite)
+        }
+        return try inspectFile(path: path, scanNonFinite: scanNonFinite)
+    }
     let ckpt = try ModelCheckpoint(path: path)
     let s = ckpt.structure
     var blocks: [InspectReport.Block] = []
@@ -85,6 +100,19 @@ public func inspect(path: String, scanNonFinite: Bool = true) throws -> InspectR
         bytesByDType: bytes, totalBytes: bytes.values.reduce(0, +), files: ckpt.folder.files.map(\.path),
         unexpectedTensors: ckpt.unexpectedTensors, uncheckedTensors: ckpt.uncheckedTensors,
         nonFiniteTensors: scanNonFinite ? ckpt.folder.nonFiniteTensors() : [])
+}
+
+/// The report for a bare safetensors file (no config): storage only.
+private func inspectFile(path: String, scanNonFinite: Bool) throws -> InspectReport {
+    let f = try SafetensorsFile(path: path)
+    var bytes: [String: Int] = [:]
+    for t in f.tensors { bytes[t.dtype.rawValue, default: 0] += t.byteCount }
+    let elements = f.tensors.reduce(0) { $0 + $1.elementCount }
+    return InspectReport(
+        path: path, architecture: "safetensors", config: f.metadata.mapValues { .string($0) }, innerDim: 0,
+        parametersFull: elements, parameters: elements, bufferElements: 0, removed: [], blocks: [],
+        tensorCount: f.tensors.count, bytesByDType: bytes, totalBytes: bytes.values.reduce(0, +), files: [path],
+        unexpectedTensors: [], uncheckedTensors: [], nonFiniteTensors: scanNonFinite ? f.nonFiniteTensors() : [])
 }
 
 /// The config as diffusers key → value, defaults filled in.
@@ -117,7 +145,8 @@ extension InspectReport {
             return String(n)
         }
         var out: [String] = []
-        out.append("\(path): \(architecture), \(blocks.count) blocks, D=\(innerDim)")
+        out.append(blocks.isEmpty ? "\(path): \(architecture), \(tensorCount) tensors"
+                                  : "\(path): \(architecture), \(blocks.count) blocks, D=\(innerDim)")
         let pct = parametersFull > 0 ? 100.0 * Double(parameters) / Double(parametersFull) : 100
         out.append("parameters: \(parameters) (\(count(parameters))), \(String(format: "%.1f", pct))% of \(count(parametersFull)); buffers: \(bufferElements) elements")
         out.append("config: " + config.keys.sorted().map { k in "\(k)=\(render(config[k]!))" }.joined(separator: " "))

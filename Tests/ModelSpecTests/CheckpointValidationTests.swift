@@ -148,3 +148,28 @@ func copyFixture(_ model: String, config edit: ((inout [String: Any]) -> Void)? 
         try? FileManager.default.removeItem(atPath: dir)
     }
 }
+
+@Suite struct InspectFiles {
+    @Test func bareSafetensorsFile() throws {
+        let r = try inspect(path: fixtures + "/compat/python_written.safetensors")
+        #expect(r.architecture == "safetensors" && r.blocks.isEmpty && r.tensorCount == 13)
+        #expect(r.config["format"] == .string("pt"))
+        #expect(Set(r.nonFiniteTensors) == ["x_nan", "x_inf16"])
+        #expect(r.renderText().hasPrefix(fixtures + "/compat/python_written.safetensors: safetensors, 13 tensors"))
+    }
+
+    @Test func weightsFileInsideAFolderIsInspectedAsTheModel() throws {
+        let r = try inspect(path: fixtures + "/sd3_tiny/" + DiffusersFolder.weightsName)
+        #expect(r.architecture == "SD3Transformer2DModel" && r.blocks.count == 2)
+    }
+
+    @Test func hostileBareFileIsRefused() throws {
+        let path = try tempDir() + "/h.safetensors"
+        var bytes = [UInt8](repeating: 0, count: 8)
+        bytes[5] = 1  // header length 2^40
+        try Data(bytes + Array("{}".utf8)).write(to: URL(fileURLWithPath: path))
+        let e = try #require(throws: CheckpointError.self) { try inspect(path: path) }
+        #expect(e.kind == .headerLengthTooLarge && e.file == path)
+        #expect(throws: CheckpointError.self) { try inspect(path: "/nonexistent/file.safetensors") }
+    }
+}
