@@ -14,6 +14,9 @@
 #   compat/python_written.safetensors + compat/python_written.json   safetensors byte-compat check
 #   sd35_large_turbo_layout/     SD3.5-Large-Turbo-shaped (38 layers, rms qk-norm) with tiny dims, bf16
 #   (checked after writing: each folder reloads with diffusers and gives the same output)
+#
+# Optional cross-check: HP_OFFICIAL_IDENTITY=/path/to/HierarchicalPrune/utils/identity_block.py
+# compares every single-address removal against the official identity modules.
 
 import copy
 import json
@@ -168,6 +171,72 @@ def apply_removal(model, addresses):
     return model
 
 
+def apply_removal_official(model, addresses, off):
+    """The same removals with the official identity classes (utils/identity_block.py, loaded from
+    a local copy), constructed with the arguments model/builder.py passes. FLUX single-block
+    `block` and `proj_mlp_out` are skipped: the official versions target the pre-0.35 diffusers
+    single-block signature."""
+    is_flux = isinstance(model, FluxTransformer2DModel)
+    D = model.inner_dim
+    n_double = len(model.transformer_blocks)
+    for addr in addresses:
+        parts = addr.split(".")
+        i = int(parts[1])
+        comp = parts[2] if len(parts) == 3 else "block"
+        if not is_flux or i < n_double:
+            blk = model.transformer_blocks[i]
+            dual = getattr(blk, "use_dual_attention", False)
+            cpo = getattr(blk, "context_pre_only", False)
+            if comp == "block":
+                model.transformer_blocks[i] = off.Identity_Block_Flux() if is_flux else off.Identity_Block_SD()
+            elif comp in ("norm1", "w_norm1"):
+                kw = {"embedding_dim": D} if comp == "w_norm1" else {}
+                blk.norm1 = off.Identity_Block_AdaLayerNormZero(**kw) if is_flux else \
+                    off.Identity_Block_AdaLayerNormZero(use_dual_attention=dual, **kw)
+            elif comp in ("norm1_context", "w_norm1_context"):
+                kw = {"embedding_dim": D} if comp == "w_norm1_context" else {}
+                blk.norm1_context = off.Identity_Block_AdaLayerNormZero(**kw) if is_flux else \
+                    off.Identity_Block_AdaLayerNormZero(context_pre_only=cpo, **kw)
+            elif comp == "attn":
+                blk.attn = off.Identity_Block_JointAttn()
+                if getattr(blk, "attn2", None) is not None:
+                    blk.attn2 = off.Identity_Block_JointAttn()
+            elif comp == "ff":
+                blk.ff = off.Identity_Block_FeedForward()
+            elif comp == "ff_context":
+                blk.ff_context = off.Identity_Block_FeedForward()
+        else:
+            blk = model.single_transformer_blocks[i - n_double]
+            if comp == "norm":
+                blk.norm = off.Identity_Block_AdaLayerNormZeroSingle()
+            elif comp == "w_norm":
+                blk.norm = off.Identity_Block_AdaLayerNormZeroSingle(embedding_dim=D)
+            elif comp == "attn":
+                blk.attn = off.Identity_Block_JointAttn()
+            else:
+                return None
+    return model
+
+
+def check_against_official(name, model, inputs, path):
+    """Every single-address removal: our identities and the official ones give the same output."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("official_identity_block", path)
+    off = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(off)
+    checked = 0
+    for addr in addresses_of(model):
+        theirs = apply_removal_official(copy.deepcopy(model), [addr], off)
+        if theirs is None:
+            continue
+        ours = apply_removal(copy.deepcopy(model), [addr])
+        with torch.no_grad():
+            a, b = forward(ours, inputs), forward(theirs, inputs)
+        assert torch.equal(a, b), f"{name} {addr}: max diff {(a - b).abs().max()}"
+        checked += 1
+    print(f"{name}: {checked} single-address removals identical to the official identity modules")
+
+
 def addresses_of(model):
     is_flux = isinstance(model, FluxTransformer2DModel)
     out = []
@@ -283,6 +352,9 @@ def make_model(name, spec, manifest):
     for addr in addresses_of(model):
         m = apply_removal(copy.deepcopy(model), [addr])
         entry["address_parameters"][addr] = num_params(model) - num_params(m)
+
+    if os.environ.get("HP_OFFICIAL_IDENTITY"):
+        check_against_official(name, model, inputs, os.environ["HP_OFFICIAL_IDENTITY"])
 
     for k, rem in enumerate(spec.get("removals", [])):
         m = apply_removal(copy.deepcopy(model), rem)
