@@ -1,1 +1,0 @@
-// ArtifactStore module: see Docs/architecture.md.

@@ -1,1 +1,0 @@
-// CPUBackend module: see Docs/architecture.md.

@@ -1,1 +1,0 @@
-// StageGraph module: see Docs/architecture.md.

@@ -1,1 +1,0 @@
-// Stages module: see Docs/architecture.md.

@@ -1,2 +1,0 @@
-// The hprune command line. Placeholder until the CLI lands.
-print("hprune")
