@@ -88,7 +88,7 @@ struct LoadSession {
         }
         var interpolator = Interpolator(environment: loader.environment, maxDepth: loader.limits.maxDepth,
                                         maxSubstitutedNodes: loader.limits.maxAliasNodes)
-        document = interpolator.run(document)
+        interpolator.run(&document)
         diagnostics += interpolator.diagnostics
         var checker = TopLevelChecker(file: file)
         let recipe = checker.check(document, files: files)
