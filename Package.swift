@@ -67,7 +67,8 @@ let package = Package(
         .testTarget(name: "StageGraphTests", dependencies: ["StageGraph", "Stages", "RecipeLanguage", "TestSupport"]),
         .testTarget(name: "ArtifactStoreTests", dependencies: ["ArtifactStore", "TestSupport"]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Stages", "StageGraph", "ArtifactStore", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["hprune", "TestSupport"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "CPUBackend", "TestSupport"]),
+        .testTarget(name: "QuantTests", dependencies: ["TensorCore"]),
     ]
 )

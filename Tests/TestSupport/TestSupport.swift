@@ -64,3 +64,22 @@ public func parseDiagnostics(_ bytes: [UInt8], file: String = "t.yaml",
         return error.diagnostics
     }
 }
+
+extension TemporaryDirectory {
+    public var url: URL { URL(fileURLWithPath: path) }
+}
+
+/// The repository root (for fixtures and recipes), found from this file's location.
+public func repositoryRoot(_ file: StaticString = #filePath) -> URL {
+    var url = URL(fileURLWithPath: "\(file)")
+    while url.path != "/" {
+        url.deleteLastPathComponent()
+        if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
+    }
+    return URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+}
+
+/// Whether any diagnostic's one-line form contains all of `parts`.
+public func contains(_ diagnostics: [Diagnostic], _ parts: String...) -> Bool {
+    diagnostics.contains { d in parts.allSatisfy { d.description.contains($0) } }
+}

@@ -1,0 +1,228 @@
+// The scheduler: runs ready stages concurrently (up to `jobs`), reuses cached results by action key, records
+// every action, and stops cleanly: on a failure (unless keep-going) or on cancellation (SIGINT) running stages
+// are cancelled, later ones are not started, and nothing half-written is left (objects are written atomically,
+// scratch directories are removed).
+import ArtifactStore
+import Foundation
+import StageGraph
+
+
+public struct StageResult: Sendable {
+    public var name: String
+    public var kind: String
+    public var status: StageStatus
+    public var key: String?
+    public var seconds: Double
+    public var outputs: [String: Digest]
+    public var error: String?
+    public var log: String?
+    public var metrics: [(name: String, value: Double, unit: String)]
+    /// Peak resident memory of the process when the stage ended, in bytes.
+    public var peakMemory: Int
+}
+
+public struct RunOptions: Sendable {
+    public var jobs: Int
+    public var keepGoing: Bool
+    public var force: Set<String>
+    public init(jobs: Int = ProcessInfo.processInfo.activeProcessorCount, keepGoing: Bool = false, force: Set<String> = []) {
+        self.jobs = max(1, jobs)
+        self.keepGoing = keepGoing
+        self.force = force
+    }
+}
+
+public enum SchedulerEvent: Sendable {
+    case started(stage: String, kind: String, index: Int, total: Int)
+    case finished(StageResult, index: Int, total: Int)
+    /// Something the user should see even in quiet mode (e.g. a damaged cache entry).
+    case warning(String)
+}
+
+public struct Scheduler: Sendable {
+    public var graph: Graph
+    public var kinds: [String: any ExecutableStageKind]
+    public var store: ArtifactStore
+    public var context: KeyContext
+    /// Every model/dataset source, resolved and hashed.
+    public var sources: [String: ArtifactRef]
+    public var fileDependencies: [String: [String: String]]
+    public var recipeDirectory: URL
+    public var backend: String
+    public var options: RunOptions
+    public var isTerminal: Bool
+    public var events: @Sendable (SchedulerEvent) -> Void
+    public var output: @Sendable (String) -> Void
+
+    public init(graph: Graph, kinds: [String: any ExecutableStageKind], store: ArtifactStore, context: KeyContext,
+                sources: [String: ArtifactRef], fileDependencies: [String: [String: String]] = [:],
+                recipeDirectory: URL, backend: String, options: RunOptions, isTerminal: Bool = false,
+                events: @escaping @Sendable (SchedulerEvent) -> Void = { _ in },
+                output: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.graph = graph
+        self.kinds = kinds
+        self.store = store
+        self.context = context
+        self.sources = sources
+        self.fileDependencies = fileDependencies
+        self.recipeDirectory = recipeDirectory
+        self.backend = backend
+        self.options = options
+        self.isTerminal = isTerminal
+        self.events = events
+        self.output = output
+    }
+
+    /// Runs the graph; returns one result per stage in graph order.
+    public func run() async -> [StageResult] {
+        let stages = graph.stages
+        let total = stages.count
+        var results: [String: StageResult] = [:]
+        var outputs: [String: [String: Digest]] = [:]
+        var started: Set<String> = []
+        var stopping = false
+
+        await withTaskGroup(of: StageResult.self) { group in
+            var running = 0
+            func launchReady() {
+                var progress = true
+                while progress {
+                    progress = false
+                    for (index, stage) in stages.enumerated() where !started.contains(stage.name) {
+                        if stopping { return }
+                        let deps = stage.dependencies
+                        if deps.contains(where: { d in results[d].map { $0.status != .ran && $0.status != .cached } ?? false }) {
+                            started.insert(stage.name)
+                            let failed = deps.filter { d in results[d].map { $0.status != .ran && $0.status != .cached } ?? false }
+                            let r = StageResult(name: stage.name, kind: stage.kind.name, status: .skipped, key: nil, seconds: 0,
+                                                outputs: [:], error: "not run: depends on " + failed.joined(separator: ", "),
+                                                log: nil, metrics: [], peakMemory: 0)
+                            results[stage.name] = r
+                            events(.finished(r, index: index + 1, total: total))
+                            progress = true
+                            continue
+                        }
+                        guard running < options.jobs, deps.allSatisfy({ results[$0] != nil }) else { continue }
+                        started.insert(stage.name)
+                        running += 1
+                        var inputs: [String: ArtifactRef] = [:]
+                        for b in stage.bindings {
+                            switch b.source {
+                            case .source(let n): inputs[b.path] = sources[n]
+                            case .stage(let s, let port):
+                                if let d = outputs[s]?[port] { inputs[b.path] = ArtifactRef(type: b.type, digest: d) }
+                            }
+                        }
+                        let digests = inputs.mapValues { $0.digest }
+                        group.addTask {
+                            await execute(stage, inputs: inputs, inputDigests: digests, index: index + 1, total: total)
+                        }
+                    }
+                }
+            }
+            launchReady()
+            while let r = await group.next() {
+                running -= 1
+                results[r.name] = r
+                outputs[r.name] = r.outputs
+                let index = (stages.firstIndex { $0.name == r.name } ?? 0) + 1
+                events(.finished(r, index: index, total: total))
+                if r.status == .cancelled || Task.isCancelled { stopping = true; group.cancelAll() }
+                if r.status == .failed && !options.keepGoing { stopping = true; group.cancelAll() }
+                launchReady()
+            }
+        }
+        let cancelled = Task.isCancelled
+        return stages.map { stage in
+            results[stage.name] ?? StageResult(
+                name: stage.name, kind: stage.kind.name, status: cancelled ? .cancelled : .skipped, key: nil, seconds: 0,
+                outputs: [:], error: cancelled ? "not run: the run was interrupted" : "not run: an earlier stage failed",
+                log: nil, metrics: [], peakMemory: 0)
+        }
+    }
+
+    /// Runs one stage, or reuses its cached outputs.
+    func execute(_ stage: StageNode, inputs: [String: ArtifactRef], inputDigests: [String: Digest],
+                 index: Int, total: Int) async -> StageResult {
+        let clock = ContinuousClock.now
+        func result(_ status: StageStatus, key: String?, outputs: [String: Digest] = [:], error: String? = nil,
+                    log: String? = nil, recorder: StageRecorder? = nil) -> StageResult {
+            let d = ContinuousClock.now - clock
+            return StageResult(name: stage.name, kind: stage.kind.name, status: status, key: key,
+                               seconds: Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18,
+                               outputs: outputs, error: error, log: log ?? nilIfEmpty(recorder?.logText), metrics: recorder?.metrics ?? [],
+                               peakMemory: Self.peakResidentBytes())
+        }
+        let key = Planner.key(stage, context: context, files: fileDependencies[stage.name] ?? [:]) { endpoint in
+            switch endpoint {
+            case .source(let n): return sources[n].map { "sha256:" + $0.digest.hex }
+            case .stage: return stage.bindings.first { $0.source == endpoint }.flatMap { inputDigests[$0.path] }.map { "sha256:" + $0.hex }
+            }
+        }
+        guard let key else { return result(.failed, key: nil, error: "internal: an input of '\(stage.name)' has no digest") }
+        guard let kind = kinds[stage.kind.name] else {
+            return result(.failed, key: key, error: "stage kind '\(stage.kind.name)' cannot run in this build")
+        }
+        if !options.force.contains(stage.name), let hit = store.action(for: key),
+           Set(hit.outputs.keys).isSuperset(of: stage.outputs.map(\.name)), verifyCachedOutputs(hit, stage: stage.name) {
+            return result(.cached, key: key, outputs: hit.outputs)
+        }
+        if Task.isCancelled { return result(.cancelled, key: key, error: "interrupted") }
+        events(.started(stage: stage.name, kind: stage.kind.name, index: index, total: total))
+
+        let work = store.root.appendingPathComponent("tmp").appendingPathComponent("stage-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: work) }
+        let recorder = StageRecorder()
+        do {
+            try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+            let ctx = StageContext(stage: stage, inputs: inputs, store: store, workDirectory: work,
+                                   recipeDirectory: recipeDirectory, seed: context.seed, backend: backend,
+                                   progress: ProgressSink(stage: stage.name, isTerminal: isTerminal, emit: output),
+                                   recorder: recorder)
+            let outs = try await kind.run(ctx)
+            if Task.isCancelled { return result(.cancelled, key: key, error: "interrupted", recorder: recorder) }
+            let missing = stage.outputs.map(\.name).filter { outs[$0] == nil }
+            if !missing.isEmpty {
+                return result(.failed, key: key, error: "internal: stage produced no '\(missing.joined(separator: "', '"))'")
+            }
+            let d = ContinuousClock.now - clock
+            let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+            try store.recordAction(ActionRecord(key: key, stage: stage.name, kind: stage.kind.name, outputs: outs,
+                                                createdAt: Date(), seconds: seconds, extra: [:]))
+            return result(.ran, key: key, outputs: outs, recorder: recorder)
+        } catch is CancellationError {
+            return result(.cancelled, key: key, error: "interrupted", recorder: recorder)
+        } catch let failure as StageFailure {
+            return result(Task.isCancelled ? .cancelled : .failed, key: key, error: failure.message, log: failure.log.map { (recorder.logText.isEmpty ? "" : recorder.logText + "\n") + $0 }, recorder: recorder)
+        } catch {
+            return result(Task.isCancelled ? .cancelled : .failed, key: key, error: "\(error)", recorder: recorder)
+        }
+    }
+
+    /// Cached outputs up to `verifyLimit` bytes in all are re-hashed before they are trusted; a corrupt object
+    /// is reported and evicted by the store, and the stage runs again. Larger artifacts (model weights) are
+    /// verified by their readers as they read them.
+    func verifyCachedOutputs(_ record: ActionRecord, stage: String) -> Bool {
+        let total = record.objectSizes.values.reduce(0, +)
+        guard total <= Self.verifyLimit else { return true }
+        for hex in record.objectSizes.keys.sorted() {
+            guard let digest = Digest(hex: hex) else { continue }
+            do { try store.verify(digest) } catch {
+                events(.warning("stage '\(stage)': cached output is damaged (\(error)); running it again"))
+                return false
+            }
+        }
+        return true
+    }
+
+    static let verifyLimit: Int64 = 256 << 20
+
+    private func nilIfEmpty(_ s: String?) -> String? { (s?.isEmpty ?? true) ? nil : s }
+
+    /// Peak resident set size of this process (bytes).
+    public static func peakResidentBytes() -> Int {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Int(usage.ru_maxrss) * 1024
+    }
+}

@@ -1,0 +1,1 @@
+// TensorCore module: see Docs/architecture.md.

@@ -1,0 +1,146 @@
+// `hprune run`: check, plan and execute a recipe; reuse cached stages; record the run in the ledger.
+// SIGINT cancels running stages cleanly (exit 130); a failed stage exits 1; an invalid recipe exits 2.
+import ArgumentParser
+import ArtifactStore
+import Foundation
+import Scheduler
+import StageGraph
+import Stages
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a recipe: stages whose inputs and params are unchanged are taken from the cache.",
+        discussion: """
+            Examples:
+              hprune run recipes/quickstart.yaml
+              hprune run recipes/quickstart.yaml --set vars.budget=0.3 --jobs 1
+              hprune run recipes/quickstart.yaml --force score --json
+            """)
+
+    @OptionGroup var recipe: RecipeOptions
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "cpu | cuda | auto (default: the recipe's `backend:`).") var backend: String?
+    @Option(help: "Stages to run at once (default: the number of cores).") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Flag(help: "After a failure, keep running the stages that do not depend on it.") var keepGoing = false
+    @Option(name: .customLong("force"), help: "Re-run STAGE even if cached (repeatable).") var force: [String] = []
+    @Flag(help: "Print JSON: {\"run\", \"stages\": [{name, kind, status, key, seconds, outputs}]}.") var json = false
+    @Flag(name: .shortAndLong, help: "Print only failures and the summary.") var quiet = false
+
+    func validate() throws {
+        guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
+    }
+
+    func run() async throws {
+        let ws = try recipe.workspace()
+        try checkStageNames(force, in: ws)
+        let store = try storeOptions.open(for: ws)
+        let backendName = try BackendChoice.resolve(requested: backend ?? ws.recipe.backend, recipe: ws.recipe)
+        let sources: [String: ArtifactRef]
+        let deps: [String: [String: String]]
+        do {
+            sources = try ws.hashSources(store: store)
+            deps = try ws.hashFileDependencies(store: store)
+        } catch {
+            Terminal.report(error.diagnostics)
+            throw Exit.invalid
+        }
+
+        let recorder = RunRecorder(store: store, workspace: ws, backend: backendName)
+        let runID = try recorder.begin()
+        let quiet = self.quiet || json
+        if !quiet { Terminal.err("run \(runID): recipe \(ws.recipe.name), \(ws.graph.stages.count) stages, backend \(backendName), store \(store.root.path)") }
+
+        let scheduler = Scheduler(
+            graph: ws.graph, kinds: StageKinds.executables, store: store, context: ws.keyContext(backend: backendName),
+            sources: sources, fileDependencies: deps, recipeDirectory: ws.recipeDirectory, backend: backendName,
+            options: RunOptions(jobs: jobs, keepGoing: keepGoing, force: Set(force)), isTerminal: Terminal.stderrIsTTY,
+            events: { event in
+                recorder.handle(event)
+                if let line = ProgressLines.line(for: event, quiet: quiet) { Terminal.err(line) }
+            },
+            output: { line in
+                guard !quiet else { return }
+                if line.hasPrefix("\r") { Terminal.errRaw(line) } else { Terminal.err(line) }
+            })
+
+        let task = Task { await scheduler.run() }
+        let interrupt = Interrupt.onSIGINT {
+            Terminal.err("\ninterrupted: cancelling running stages (nothing half-written is kept)…")
+            task.cancel()
+        }
+        let results = await task.value
+        interrupt.cancel()
+
+        let status: String = results.contains { $0.status == .cancelled } ? "cancelled"
+            : results.contains { $0.status == .failed || $0.status == .skipped } ? "failed" : "succeeded"
+        recorder.end(status: status)
+
+        if json {
+            Terminal.printJSON(["run": runID.rawValue, "status": status, "stages": results.map { r -> [String: Any] in
+                var d: [String: Any] = ["name": r.name, "kind": r.kind, "status": r.status.rawValue,
+                                        "key": r.key ?? NSNull(), "seconds": (r.seconds * 1000).rounded() / 1000,
+                                        "outputs": r.outputs.mapValues(\.hex)]
+                if let e = r.error { d["error"] = e }
+                return d
+            }])
+        }
+        for r in results where r.status == .failed {
+            Terminal.err("error: stage '\(r.name)' failed: \(r.error ?? "unknown error")")
+        }
+        let counts = Dictionary(grouping: results, by: \.status).mapValues(\.count)
+        let summary = [StageStatus.ran, .cached, .failed, .skipped, .cancelled].compactMap { s in counts[s].map { "\($0) \(s.rawValue)" } }
+        if !json || status != "succeeded" {
+            Terminal.err("run \(runID) \(status): " + summary.joined(separator: ", "))
+        }
+        switch status {
+        case "cancelled": throw Exit.interrupted
+        case "failed": throw Exit.failed
+        default: break
+        }
+    }
+}
+
+/// Per-stage progress lines: `[2/5] ✓ score  ran 1.24s`.
+enum ProgressLines {
+    static func line(for event: SchedulerEvent, quiet: Bool) -> String? {
+        switch event {
+        case .warning(let message):
+            return "warning: " + message
+        case .started(let stage, let kind, let i, let n):
+            return quiet ? nil : "[\(i)/\(n)] ▶ \(stage) (\(kind))"
+        case .finished(let r, let i, let n):
+            let time = ProgressBar.duration(r.seconds)
+            switch r.status {
+            case .ran: return quiet ? nil : "[\(i)/\(n)] ✓ \(r.name)  ran in \(time)"
+            case .cached: return quiet ? nil : "[\(i)/\(n)] ✓ \(r.name)  cached"
+            case .failed: return "[\(i)/\(n)] ✗ \(r.name)  failed after \(time)"
+            case .skipped: return quiet ? nil : "[\(i)/\(n)] - \(r.name)  skipped (\(r.error ?? ""))"
+            case .cancelled: return quiet ? nil : "[\(i)/\(n)] ✗ \(r.name)  cancelled"
+            }
+        }
+    }
+}
+
+/// Turns SIGINT into a callback (once), instead of killing the process mid-write.
+final class Interrupt: @unchecked Sendable {
+    private let source: DispatchSourceSignal
+
+    private init(_ source: DispatchSourceSignal) { self.source = source }
+
+    static func onSIGINT(_ handler: @escaping @Sendable () -> Void) -> Interrupt {
+        signal(SIGINT, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        source.setEventHandler {
+            handler()
+            // A second Ctrl-C while cancelling stops at once.
+            signal(SIGINT, SIG_DFL)
+        }
+        source.resume()
+        return Interrupt(source)
+    }
+
+    func cancel() {
+        source.cancel()
+        signal(SIGINT, SIG_DFL)
+    }
+}
