@@ -147,6 +147,22 @@ import YAMLSupport
         #expect(result.diagnostics.first?.message.contains("makes the document larger than 1000000 copied nodes") == true)
     }
 
+    @Test func blockStylePlainScalarsNeedNoQuotes() throws {
+        let (result, _) = load("""
+            vars:
+              root: ${env.ROOT}
+            stages:
+              s:
+                kind: command
+                path: ${vars.root}/x
+                run: [sh, -c, 'echo $${HOME} "$HPRUNE_OUT"']
+            """, env: ["ROOT": "/r"])
+        #expect(result.diagnostics.isEmpty, "\(result.diagnostics)")
+        let s = try #require(result.recipe?.stages.first?.body)
+        #expect(s["path"]?.string == "/r/x")
+        #expect(s["run"]?.items?.last?.string == "echo ${HOME} \"$HPRUNE_OUT\"")
+    }
+
     @Test func keysAreNotInterpolated() throws {
         let (result, _) = load("vars: { k: v }\nstages:\n  s: { kind: x, env: { \"${vars.k}\": 1 } }\n")
         #expect(result.diagnostics.isEmpty)
