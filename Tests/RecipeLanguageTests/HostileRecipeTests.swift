@@ -97,3 +97,24 @@ import YAMLSupport
         #expect(d?.message == "environment variable 'HPRUNE_SURELY_UNSET' is not set (used as ${env.HPRUNE_SURELY_UNSET})")
     }
 }
+
+@Suite struct OversizedInputTests {
+    @Test func endlessDeviceIsCutAtTheLimit() throws {
+        var loader = RecipeLoader(environment: [:])
+        loader.limits.maxBytes = 1 << 20
+        let ((result, cpu), _) = timed { cpuTimed { loader.load(path: "/dev/zero") } }
+        #expect(cpu < 2)
+        #expect(result.recipe == nil)
+        #expect(result.diagnostics.map(\.description) == [
+            "/dev/zero: error: '/dev/zero' is larger than the 1048576-byte limit for recipes "
+                + "(recipes are small text files; is this the right file?)",
+        ])
+    }
+
+    @Test func directoryIsNotARecipe() {
+        let ws = Workspace(["d/x.yaml": "a: 1\n"])
+        let result = ws.load("d")
+        #expect(result.recipe == nil)
+        #expect(result.diagnostics.map(\.message) == ["'\(ws.path("d"))' is a directory, not a recipe file"])
+    }
+}
