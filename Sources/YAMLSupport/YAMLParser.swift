@@ -189,8 +189,8 @@ private struct TreeBuilder {
             aliasNodes += target.size
             if aliasNodes > limits.maxAliasNodes {
                 return .error("alias '*\(name)' expands the document beyond \(limits.maxAliasNodes) nodes",
-                              at: at, hint: "aliases that copy aliases grow exponentially (a 'billion laughs' "
-                                  + "document); write the data out or use fewer levels")
+                              at: at, hint: "aliases that copy aliases grow exponentially, as in a 'billion laughs' "
+                                  + "document; write the data out or use fewer levels")
             }
             if parents.count + target.height > limits.maxDepth {
                 return depthError(at)
