@@ -36,6 +36,8 @@ struct Interpolator {
         guard case .mapping(var pairs) = document.value else { return }
         document.value = .scalar("", .plain)   // release the array so `pairs` is uniquely owned
         for pair in pairs where pair.key.scalarText == "vars" {
+            vars.reserveCapacity(pair.value.pairs?.count ?? 0)
+            resolved.reserveCapacity(pair.value.pairs?.count ?? 0)
             for v in pair.value.pairs ?? [] {
                 if let name = v.key.scalarText { vars[name] = v.value }
             }
