@@ -25,8 +25,8 @@ let package = Package(
             pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]
         ),
-        .target(name: "YAMLSupport", dependencies: ["CYAML"]),
-        .target(name: "RecipeLanguage", dependencies: ["YAMLSupport"]),
+        .target(name: "YAMLSupport", dependencies: ["CYAML"], swiftSettings: [.unsafeFlags(["-O"])]),
+        .target(name: "RecipeLanguage", dependencies: ["YAMLSupport"], swiftSettings: [.unsafeFlags(["-O"])]),
         .target(name: "StageGraph", dependencies: ["RecipeLanguage", "YAMLSupport"]),
         .target(
             name: "ArtifactStore",

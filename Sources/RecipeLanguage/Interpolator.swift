@@ -16,6 +16,7 @@ struct Interpolator {
     private var vars: [String: YAMLNode] = [:]
     private var resolved: [String: YAMLNode] = [:]
     private var substitutedNodes = 0
+    private var reportedBudget = false
     /// Variables being resolved, outermost first (for cycle messages).
     private var resolving: [String] = []
     /// Walk frames alive, across nested variable resolutions; bounds recursion on hostile input.
@@ -30,10 +31,16 @@ struct Interpolator {
         self.maxSubstitutedNodes = maxSubstitutedNodes
     }
 
-    mutating func run(_ document: YAMLNode) -> YAMLNode {
-        guard case .mapping(var pairs) = document.value else { return document }
-        for pair in document["vars"]?.pairs ?? [] {
-            if let name = pair.key.scalarText { vars[name] = pair.value }
+    /// Interpolates `document` in place (in place so that large trees are not copied).
+    mutating func run(_ document: inout YAMLNode) {
+        guard case .mapping(var pairs) = document.value else { return }
+        document.value = .scalar("", .plain)   // release the array so `pairs` is uniquely owned
+        for pair in pairs where pair.key.scalarText == "vars" {
+            vars.reserveCapacity(pair.value.pairs?.count ?? 0)
+            resolved.reserveCapacity(pair.value.pairs?.count ?? 0)
+            for v in pair.value.pairs ?? [] {
+                if let name = v.key.scalarText { vars[name] = v.value }
+            }
         }
         for i in pairs.indices {
             if pairs[i].key.scalarText == "vars", case .mapping(var varPairs) = pairs[i].value.value {
@@ -44,17 +51,15 @@ struct Interpolator {
                 }
                 pairs[i].value.value = .mapping(varPairs)
             } else {
-                pairs[i].value = walk(pairs[i].value, depth: 2)
+                walk(&pairs[i].value, depth: 2)
             }
         }
-        var out = document
-        out.value = .mapping(pairs)
-        return out
+        document.value = .mapping(pairs)
     }
 
     /// Interpolates every scalar value under `node` (mapping keys are left as written). `depth` is the node's
     /// depth in the document (the root is 1), so substituted values keep the tree within `maxDepth`.
-    private mutating func walk(_ node: YAMLNode, depth: Int) -> YAMLNode {
+    private mutating func walk(_ node: inout YAMLNode, depth: Int) {
         frames += 1
         defer { frames -= 1 }
         if frames > 2 * maxDepth {
@@ -63,25 +68,32 @@ struct Interpolator {
                 diagnostics.append(.error("values and the variables they use nest more than \(2 * maxDepth) "
                                           + "levels deep", at: node.mark))
             }
-            return node
+            return
         }
-        var node = node
         switch node.value {
         case .scalar(let text, _):
             // Fast path: most scalars have nothing to interpolate.
-            guard text.contains("${") else { return node }
-            return interpolate(node, text: text, depth: depth)
+            guard Self.hasReference(text) else { return }
+            node = interpolate(node, text: text, depth: depth)
         case .sequence(var items):
             node.value = .scalar("", .plain)   // release the array so `items` is uniquely owned
-            for i in items.indices { items[i] = walk(items[i], depth: depth + 1) }
+            for i in items.indices { walk(&items[i], depth: depth + 1) }
             node.value = .sequence(items)
-            return node
         case .mapping(var pairs):
             node.value = .scalar("", .plain)
-            for i in pairs.indices { pairs[i].value = walk(pairs[i].value, depth: depth + 1) }
+            for i in pairs.indices { walk(&pairs[i].value, depth: depth + 1) }
             node.value = .mapping(pairs)
-            return node
         }
+    }
+
+    /// Whether `text` contains `${` (a byte scan; much cheaper than a substring search).
+    static func hasReference(_ text: String) -> Bool {
+        var afterDollar = false
+        for byte in text.utf8 {
+            if afterDollar, byte == UInt8(ascii: "{") { return true }
+            afterDollar = byte == UInt8(ascii: "$")
+        }
+        return false
     }
 
     private enum Part {
@@ -122,6 +134,8 @@ struct Interpolator {
             guard var value = resolve(reference, at: node.mark) else { return node }
             let budget = maxSubstitutedNodes - substitutedNodes
             guard let (size, height) = Self.measure(value, budget: budget) else {
+                if reportedBudget { return node }
+                reportedBudget = true
                 diagnostics.append(.error("${\(reference)} makes the document larger than \(maxSubstitutedNodes) "
                                           + "copied nodes", at: node.mark,
                                           hint: "variables that copy variables grow exponentially; use fewer levels"))
@@ -258,7 +272,8 @@ struct Interpolator {
             return raw
         }
         resolving.append(name)
-        let value = walk(raw, depth: 3)   // vars.NAME sits at depth 3: document, vars, value
+        var value = raw
+        walk(&value, depth: 3)   // vars.NAME sits at depth 3: document, vars, value
         resolving.removeLast()
         resolved[name] = value
         return value

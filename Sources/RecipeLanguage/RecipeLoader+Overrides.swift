@@ -58,7 +58,8 @@ extension LoadSession {
             do {
                 value = try YAMLParser.parse(valueText, file: file, limits: loader.limits)
             } catch {
-                diagnostics += error.diagnostics.map { Self.shift($0, file: file, by: base + valueColumn) }
+                let end = base + arg.unicodeScalars.count + 1
+                diagnostics += error.diagnostics.map { Self.shift($0, file: file, by: base + valueColumn, end: end) }
                     .map { d in var d = d; d.message = "\(label): " + d.message; return d }
                 return
             }
@@ -141,13 +142,16 @@ extension LoadSession {
         return node
     }
 
-    static func shift(_ d: Diagnostic, file: String, by columns: Int) -> Diagnostic {
+    /// Moves a diagnostic's marks into the argument; a mark past its one line (libyaml's end of input)
+    /// goes to the end of the argument, so the caret stays on the line shown.
+    static func shift(_ d: Diagnostic, file: String, by columns: Int, end: Int) -> Diagnostic {
         var d = d
-        if var m = d.mark, m.file == file, m.line == 1 {
-            m.column += columns
+        if var m = d.mark, m.file == file {
+            m.column = m.line == 1 ? m.column + columns : end
+            m.line = 1
             d.mark = m
         }
-        d.notes = d.notes.map { shift($0, file: file, by: columns) }
+        d.notes = d.notes.map { shift($0, file: file, by: columns, end: end) }
         return d
     }
 

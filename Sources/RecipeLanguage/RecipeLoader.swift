@@ -88,7 +88,7 @@ struct LoadSession {
         }
         var interpolator = Interpolator(environment: loader.environment, maxDepth: loader.limits.maxDepth,
                                         maxSubstitutedNodes: loader.limits.maxAliasNodes)
-        document = interpolator.run(document)
+        interpolator.run(&document)
         diagnostics += interpolator.diagnostics
         var checker = TopLevelChecker(file: file)
         let recipe = checker.check(document, files: files)
@@ -115,17 +115,29 @@ struct LoadSession {
             diagnostics.append(.error("'\(display)' is a directory, not a recipe file", at: at))
             return nil
         }
-        if let size = (try? FileManager.default.attributesOfItem(atPath: display))?[.size] as? Int,
-           size > loader.limits.maxBytes {
-            diagnostics.append(.error("'\(display)' is \(size) bytes, larger than the \(loader.limits.maxBytes)-byte "
-                                      + "limit for recipes", at: at))
-            return nil
-        }
-        guard let data = FileManager.default.contents(atPath: display) else {
+        // Read at most one byte past the limit, so /dev/zero or a huge file cannot exhaust memory.
+        guard let handle = FileHandle(forReadingAtPath: display) else {
             diagnostics.append(.error("cannot read '\(display)'", at: at, hint: "check its permissions"))
             return nil
         }
-        return loadBytes([UInt8](data), display: display, chain: chain + [ExtendsLink(absolute: absolute, display: display)])
+        defer { try? handle.close() }
+        var bytes: [UInt8] = []
+        do {
+            while bytes.count <= loader.limits.maxBytes,
+                  let chunk = try handle.read(upToCount: min(1 << 20, loader.limits.maxBytes + 1 - bytes.count)),
+                  !chunk.isEmpty {
+                bytes += chunk
+            }
+        } catch {
+            diagnostics.append(.error("cannot read '\(display)': \(error.localizedDescription)", at: at))
+            return nil
+        }
+        if bytes.count > loader.limits.maxBytes {
+            diagnostics.append(.error("'\(display)' is larger than the \(loader.limits.maxBytes)-byte limit for recipes",
+                                      at: at, hint: "recipes are small text files; is this the right file?"))
+            return nil
+        }
+        return loadBytes(bytes, display: display, chain: chain + [ExtendsLink(absolute: absolute, display: display)])
     }
 
     mutating func loadBytes(_ bytes: [UInt8], display: String, chain: [ExtendsLink]) -> YAMLNode? {

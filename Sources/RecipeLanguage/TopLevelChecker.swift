@@ -128,6 +128,7 @@ struct TopLevelChecker {
             return [:]
         }
         var vars: [String: YAMLNode] = [:]
+        vars.reserveCapacity(pairs.count)
         for pair in pairs {
             guard let name = identifier(pair.key, what: "variable") else { continue }
             vars[name] = pair.value

@@ -86,7 +86,8 @@ private struct TreeBuilder {
         /// Values of `<<` keys, merged when the mapping ends.
         var merges: [YAMLNode] = []
         var mergeKeyMark: SourceMark?
-        /// First mark of each scalar key written explicitly, for duplicate detection.
+        /// First mark of each scalar key written explicitly, for duplicate detection; filled only once the
+        /// mapping has more than `smallMapping` pairs (small ones are scanned, which is cheaper).
         var seen: [String: SourceMark] = [:]
         var size = 1
         var height = 1
@@ -95,7 +96,11 @@ private struct TreeBuilder {
     let file: String
     let bytes: [UInt8]
     let limits: YAMLLimits
-    var stack: [Frame] = []
+    /// The innermost open collection. Below the first real collection sits a sentinel sequence frame whose
+    /// single item becomes the root, so there is always a frame to add to.
+    var top = Frame(isMapping: false, mark: SourceMark(file: "", line: 0, column: 0))
+    /// The frames enclosing `top`, outermost first; `parents.count` is the depth of `top`.
+    var parents: [Frame] = []
     var root: Built?
     var anchors: [String: Built] = [:]
     var aliasNodes = 0
@@ -129,11 +134,11 @@ private struct TreeBuilder {
             guard yaml_parser_parse(parser, &event) == 1 else {
                 return .failure(DiagnosticError(errors + [libyamlError(parser.pointee)]))
             }
-            let type = event.type
+            let type = event.type.rawValue
             let fatal = handle(&event)
             yaml_event_delete(&event)
             if let fatal { return .failure(DiagnosticError(errors + [fatal])) }
-            if type == YAML_STREAM_END_EVENT { break }
+            if type == YAML_STREAM_END_EVENT.rawValue { break }
         }
         if !errors.isEmpty { return .failure(DiagnosticError(errors)) }
         guard let root else {
@@ -147,8 +152,9 @@ private struct TreeBuilder {
     /// Handles one event; returns a diagnostic if parsing must stop.
     mutating func handle(_ event: inout yaml_event_t) -> Diagnostic? {
         let at = mark(event.start_mark)
-        switch event.type {
-        case YAML_DOCUMENT_START_EVENT:
+        // Compare raw values: cheaper than the imported enums' generic `==` in unoptimised builds.
+        switch event.type.rawValue {
+        case YAML_DOCUMENT_START_EVENT.rawValue:
             documents += 1
             if documents == 1 { firstDocumentMark = at; return nil }
             var d = Diagnostic.error("a recipe file must hold exactly one YAML document; a second one starts here",
@@ -157,21 +163,21 @@ private struct TreeBuilder {
                                                                  at: firstDocumentMark)) }
             return d
 
-        case YAML_SCALAR_EVENT:
+        case YAML_SCALAR_EVENT.rawValue:
             let s = event.data.scalar
             let text = String(decoding: UnsafeBufferPointer(start: s.value, count: Int(s.length)), as: UTF8.self)
             let style: ScalarStyle
-            switch s.style {
-            case YAML_SINGLE_QUOTED_SCALAR_STYLE: style = .singleQuoted
-            case YAML_DOUBLE_QUOTED_SCALAR_STYLE: style = .doubleQuoted
-            case YAML_LITERAL_SCALAR_STYLE: style = .literal
-            case YAML_FOLDED_SCALAR_STYLE: style = .folded
+            switch s.style.rawValue {
+            case YAML_SINGLE_QUOTED_SCALAR_STYLE.rawValue: style = .singleQuoted
+            case YAML_DOUBLE_QUOTED_SCALAR_STYLE.rawValue: style = .doubleQuoted
+            case YAML_LITERAL_SCALAR_STYLE.rawValue: style = .literal
+            case YAML_FOLDED_SCALAR_STYLE.rawValue: style = .folded
             default: style = .plain
             }
             let node = YAMLNode(.scalar(text, style), mark: at, tag: Self.string(s.tag))
             return complete(Built(node: node, size: 1, height: 1), anchor: Self.string(s.anchor))
 
-        case YAML_ALIAS_EVENT:
+        case YAML_ALIAS_EVENT.rawValue:
             let name = Self.string(event.data.alias.anchor) ?? ""
             guard let target = anchors[name] else {
                 errors.append(.error("alias '*\(name)' refers to no anchor '&\(name)' defined before it", at: at,
@@ -183,25 +189,30 @@ private struct TreeBuilder {
             aliasNodes += target.size
             if aliasNodes > limits.maxAliasNodes {
                 return .error("alias '*\(name)' expands the document beyond \(limits.maxAliasNodes) nodes",
-                              at: at, hint: "aliases that copy aliases grow exponentially (a 'billion laughs' "
-                                  + "document); write the data out or use fewer levels")
+                              at: at, hint: "aliases that copy aliases grow exponentially, as in a 'billion laughs' "
+                                  + "document; write the data out or use fewer levels")
             }
-            if stack.count + target.height > limits.maxDepth {
+            if parents.count + target.height > limits.maxDepth {
                 return depthError(at)
             }
             return complete(target, anchor: nil)
 
-        case YAML_SEQUENCE_START_EVENT, YAML_MAPPING_START_EVENT:
-            if stack.count + 1 > limits.maxDepth { return depthError(at) }
-            let isMapping = event.type == YAML_MAPPING_START_EVENT
+        case YAML_SEQUENCE_START_EVENT.rawValue, YAML_MAPPING_START_EVENT.rawValue:
+            if parents.count + 1 > limits.maxDepth { return depthError(at) }
+            let isMapping = event.type.rawValue == YAML_MAPPING_START_EVENT.rawValue
             let tag = isMapping ? Self.string(event.data.mapping_start.tag) : Self.string(event.data.sequence_start.tag)
             let anchor = isMapping ? Self.string(event.data.mapping_start.anchor)
                                    : Self.string(event.data.sequence_start.anchor)
-            stack.append(Frame(isMapping: isMapping, mark: at, tag: tag, anchor: anchor))
+            parents.append(top)
+            top = Frame(isMapping: isMapping, mark: at, tag: tag, anchor: anchor)
             return nil
 
-        case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
-            guard let frame = stack.popLast() else { return nil }
+        case YAML_SEQUENCE_END_EVENT.rawValue, YAML_MAPPING_END_EVENT.rawValue:
+            guard !parents.isEmpty else { return nil }
+            let frame = top
+            // Assign straight from the array: a local copy would keep the parent's arrays shared, and the
+            // next append would copy them (quadratic in unoptimised builds).
+            top = parents.removeLast()
             let node: YAMLNode
             if frame.isMapping {
                 node = YAMLNode(.mapping(resolveMerges(frame)), mark: frame.mark, tag: frame.tag)
@@ -220,42 +231,59 @@ private struct TreeBuilder {
                hint: "a recipe never needs this much nesting; is the file generated or corrupt?")
     }
 
-    /// Attaches a finished node to its parent (or makes it the root) and records its anchor.
+    /// Attaches a finished node to the innermost open collection (or makes it the root) and records its anchor.
     mutating func complete(_ built: Built, anchor: String?) -> Diagnostic? {
         if let anchor { anchors[anchor] = built }
-        guard !stack.isEmpty else {
+        if parents.isEmpty {
             root = built
             return nil
         }
-        let top = stack.count - 1
-        stack[top].size += built.size
-        stack[top].height = max(stack[top].height, built.height + 1)
-        guard stack[top].isMapping else {
-            stack[top].items.append(built.node)
+        top.size += built.size
+        if built.height >= top.height { top.height = built.height + 1 }
+        if !top.isMapping {
+            top.items.append(built.node)
             return nil
         }
-        guard let key = stack[top].pendingKey else {
-            stack[top].pendingKey = built.node
+        guard let key = top.pendingKey else {
+            top.pendingKey = built.node
             return nil
         }
-        stack[top].pendingKey = nil
+        top.pendingKey = nil
         if Self.isMergeKey(key) {
-            if let first = stack[top].mergeKeyMark {
+            if let first = top.mergeKeyMark {
                 errors.append(duplicateKey("<<", at: key.mark, first: first))
             } else {
-                stack[top].mergeKeyMark = key.mark
+                top.mergeKeyMark = key.mark
             }
-            stack[top].merges.append(built.node)
+            top.merges.append(built.node)
             return nil
         }
-        if case .scalar(let text, _) = key.value {
-            if let first = stack[top].seen[text] {
-                errors.append(duplicateKey(text, at: key.mark, first: first))
-                return nil
-            }
-            stack[top].seen[text] = key.mark
+        if case .scalar(let text, _) = key.value, let first = Self.firstMark(ofKey: text, at: key.mark, in: &top) {
+            errors.append(duplicateKey(text, at: key.mark, first: first))
+            return nil
         }
-        stack[top].pairs.append(YAMLPair(key: key, value: built.node))
+        top.pairs.append(YAMLPair(key: key, value: built.node))
+        return nil
+    }
+
+    static let smallMapping = 8
+
+    /// The mark of an earlier explicit key `text` in `frame`, if there is one; otherwise records `text`.
+    /// Static on purpose: a method on `self` would hold a copy of `top` and make every insert copy it.
+    static func firstMark(ofKey text: String, at mark: SourceMark, in frame: inout Frame) -> SourceMark? {
+        if frame.pairs.count < Self.smallMapping {
+            for pair in frame.pairs {
+                if case .scalar(let k, _) = pair.key.value, k == text { return pair.key.mark }
+            }
+            return nil
+        }
+        if frame.seen.isEmpty {
+            for pair in frame.pairs {
+                if case .scalar(let k, _) = pair.key.value { frame.seen[k] = pair.key.mark }
+            }
+        }
+        if let first = frame.seen[text] { return first }
+        frame.seen[text] = mark
         return nil
     }
 
@@ -281,7 +309,7 @@ private struct TreeBuilder {
                 errors.append(badMerge(value))
             }
         }
-        var taken = Set(frame.seen.keys)
+        var taken = Set(frame.pairs.compactMap(\.key.scalarText))
         var result: [YAMLPair] = []
         for source in sources {
             for pair in source.pairs ?? [] {
