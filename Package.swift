@@ -27,7 +27,7 @@ let package = Package(
         ),
         .target(name: "YAMLSupport", dependencies: ["CYAML"], swiftSettings: [.unsafeFlags(["-O"])]),
         .target(name: "RecipeLanguage", dependencies: ["YAMLSupport"], swiftSettings: [.unsafeFlags(["-O"])]),
-        .target(name: "StageGraph", dependencies: ["RecipeLanguage", "YAMLSupport"]),
+        .target(name: "StageGraph", dependencies: ["RecipeLanguage", "YAMLSupport"], swiftSettings: [.unsafeFlags(["-O"])]),
         .target(
             name: "ArtifactStore",
             dependencies: [
