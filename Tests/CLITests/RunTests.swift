@@ -247,3 +247,32 @@ func statuses(_ r: CLIResult) -> [String: String] {
     #expect(r.status == 2)
     #expect(r.stderr.contains("but the recipe pins 0000"))
 }
+
+@Test func depsEnterTheKeyEnvIsPassedAndTimeoutStops() throws {
+    let dir = TemporaryDirectory()
+    dir.write("script.sh", "echo \"$GREETING\" > \"$HPRUNE_OUT/g.txt\"\n")
+    let recipe = dir.write("d.yaml", """
+        recipe: 1
+        stages:
+          s:
+            kind: command
+            run: [sh, script.sh]
+            deps: [script.sh]
+            env: { GREETING: hi }
+            outputs: [g.txt]
+        """)
+    #expect(statuses(try CLI.run(["run", recipe, "--json"])) == ["s": "ran"])
+    #expect(statuses(try CLI.run(["run", recipe, "--json"])) == ["s": "cached"])
+    dir.write("script.sh", "echo \"$GREETING!\" > \"$HPRUNE_OUT/g.txt\"\n")
+    #expect(statuses(try CLI.run(["run", recipe, "--json"])) == ["s": "ran"])
+
+    let slow = dir.write("t.yaml", """
+        recipe: 1
+        stages:
+          s: { kind: command, run: [sleep, "20"], timeout: 0.3 }
+        """)
+    let r = try CLI.run(["run", slow])
+    #expect(r.status == 1)
+    #expect(r.stderr.contains("timed out after 0.3s"), "\(r.stderr)")
+    #expect(r.seconds < 8)
+}
