@@ -32,7 +32,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
     }
 
     /// Sets the number of threads every CPU kernel uses (process-wide; `nil` or ≤ 0 = all cores).
-    public static func setThreadCount(_ n: Int?) { hp_threads_init(Int32(n ?? 0)) }
+    public static func setThreadCount(_ n: Int?) { _ = hp_threads_init(Int32(n ?? 0)) }
     /// The number of threads kernels use now.
     public static var threadCount: Int { Int(hp_threads_count()) }
     /// ISA features of this CPU the kernels can use.
@@ -47,11 +47,21 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         try host(x, op).assumingMemoryBound(to: UInt16.self)
     }
 
-    private func act(_ a: Activation) -> Int32 {
+    private func act(_ a: Activation) -> hp_act {
         switch a {
-        case .none: Int32(HP_ACT_NONE)
-        case .geluTanh: Int32(HP_ACT_GELU_TANH)
-        case .silu: Int32(HP_ACT_SILU)
+        case .none: HP_ACT_NONE
+        case .geluTanh: HP_ACT_GELU_TANH
+        case .silu: HP_ACT_SILU
+        }
+    }
+
+    /// Turns a kernel's status code into an error naming the op.
+    private func check(_ status: Int32, _ op: Op) throws {
+        switch status {
+        case Int32(HP_OK): return
+        case Int32(HP_ENOMEM): throw BackendError.outOfMemory(bytes: 0)
+        case Int32(HP_EUNSUPPORTED): throw BackendError.invalidArgument(op, "the CPU kernel does not support these arguments")
+        default: throw BackendError.invalidArgument(op, "the CPU kernel rejected its arguments (status \(status))")
         }
     }
 
@@ -68,19 +78,19 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
             return out
         case (.f32, .bf16):
             let out = try zeros(x.shape, dtype: .bf16)
-            hp_f32_to_bf16(src.assumingMemoryBound(to: Float.self), try u16(out, .cast), Int64(n))
+            hp_convert_f32_to_bf16(src.assumingMemoryBound(to: Float.self), try u16(out, .cast), Int64(n))
             return out
         case (.f32, .f16):
             let out = try zeros(x.shape, dtype: .f16)
-            hp_f32_to_f16(src.assumingMemoryBound(to: Float.self), try u16(out, .cast), Int64(n))
+            hp_convert_f32_to_f16(src.assumingMemoryBound(to: Float.self), try u16(out, .cast), Int64(n))
             return out
         case (.bf16, .f32):
             let (out, p) = try newF32(x.shape)
-            hp_bf16_to_f32(src.assumingMemoryBound(to: UInt16.self), p, Int64(n))
+            hp_convert_bf16_to_f32(src.assumingMemoryBound(to: UInt16.self), p, Int64(n))
             return out
         case (.f16, .f32):
             let (out, p) = try newF32(x.shape)
-            hp_f16_to_f32(src.assumingMemoryBound(to: UInt16.self), p, Int64(n))
+            hp_convert_f16_to_f32(src.assumingMemoryBound(to: UInt16.self), p, Int64(n))
             return out
         case (.i8, .f32), (.u8, .f32):
             return try tensor(try floats(x), shape: x.shape, dtype: .f32)             // exact
@@ -378,45 +388,58 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         let pa = try host(a, .matmul), pb = try host(b, .matmul), pbias = try bias.map { try ro($0, .matmul) }
         let (out, o) = try newF32(s.outShape)
         guard out.count > 0 else { return out }
-        let lda = Int64(transposeA ? s.m : s.k), ldb = Int64(transposeB ? s.k : s.n)
-        let sa = Int64(s.m * s.k), sb = s.bBatched ? Int64(s.k * s.n) : 0, sc = Int64(s.m * s.n)
+        let lda = transposeA ? s.m : s.k, ldb = transposeB ? s.k : s.n
+        let sa = s.m * s.k, sb = s.bBatched ? s.k * s.n : 0, sc = s.m * s.n
+        let ta: Int32 = transposeA ? 1 : 0, tb: Int32 = transposeB ? 1 : 0
         if a.dtype == .f32 {
-            hp_gemm_f32(Int64(s.batch), Int64(s.m), Int64(s.n), Int64(s.k),
-                        pa.assumingMemoryBound(to: Float.self), lda, sa, transposeA ? 1 : 0,
-                        pb.assumingMemoryBound(to: Float.self), ldb, sb, transposeB ? 1 : 0,
-                        o, Int64(s.n), sc, pbias, act(activation), 0)
+            try check(hp_gemm_f32_batched(ta, tb, s.m, s.n, s.k, 1, pa.assumingMemoryBound(to: Float.self), lda, sa,
+                                          pb.assumingMemoryBound(to: Float.self), ldb, sb, 0, o, s.n, sc, pbias,
+                                          act(activation), s.batch), .matmul)
         } else {
-            hp_gemm_bf16(Int64(s.batch), Int64(s.m), Int64(s.n), Int64(s.k),
-                         pa.assumingMemoryBound(to: UInt16.self), lda, sa, transposeA ? 1 : 0,
-                         pb.assumingMemoryBound(to: UInt16.self), ldb, sb, transposeB ? 1 : 0,
-                         o, Int64(s.n), sc, pbias, act(activation), 0)
+            try check(hp_gemm_bf16_batched(ta, tb, s.m, s.n, s.k, 1, pa.assumingMemoryBound(to: UInt16.self), lda, sa,
+                                           pb.assumingMemoryBound(to: UInt16.self), ldb, sb, 0, o, HP_F32, s.n, sc,
+                                           pbias, act(activation), s.batch), .matmul)
         }
         return out
     }
 
-    public func matmulW4A16(_ x: Tensor, _ w: QuantizedWeight, bias: Tensor?, activation: Activation) throws -> Tensor {
-        try OpChecks.dtype(.matmulW4A16, x, [.f32, .bf16, .f16], backend: displayName)
+    public func matmulW4A16(_ x: Tensor, _ w: Packed4BitWeight, bias: Tensor?, activation: Activation) throws -> Tensor {
+        try OpChecks.dtype(.matmulW4A16, x, [.f32, .bf16], backend: displayName)
         let (rows, n, k) = try OpChecks.matmulW4A16(x, w, bias: bias)
         let px = try host(x, .matmulW4A16)
         let packed = try host(w.packed, .matmulW4A16).assumingMemoryBound(to: UInt8.self)
-        let absmax = try ro(w.absmax, .matmulW4A16), code = try ro(w.codebook, .matmulW4A16)
+        let scale = try ro(w.scale, .matmulW4A16), code = try ro(w.codebook, .matmulW4A16)
+        let zero = try w.zero.map { try ro($0, .matmulW4A16) }
         let pbias = try bias.map { try ro($0, .matmulW4A16) }
         let (out, o) = try newF32(Array(x.shape.dropLast()) + [n])
         guard out.count > 0 else { return out }
-        let dt: Int32 = x.dtype == .f32 ? Int32(HP_DT_F32) : x.dtype == .bf16 ? Int32(HP_DT_BF16) : Int32(HP_DT_F16)
-        hp_gemm_w4a16(Int64(rows), Int64(n), Int64(k), px, dt, packed, absmax, Int64(w.format.blockSize), code,
-                      o, pbias, act(activation))
+        var weight = hp_q4_weight(data: packed, scale: scale, zero: zero, code: code, n: n, k: k, block: w.blockSize)
+        try check(hp_gemm_w4a16(rows, px, x.dtype == .f32 ? HP_F32 : HP_BF16, k, &weight, pbias, act(activation),
+                                o, HP_F32, n), .matmulW4A16)
         return out
+    }
+
+    /// Kernel arguments for contiguous (B,H,L,D) tensors (zero strides mean contiguous).
+    private func attentionArgs(_ s: OpChecks.AttentionSizes, scale: Float, dtype: hp_dtype,
+                               q: UnsafeRawPointer, k: UnsafeRawPointer, v: UnsafeRawPointer,
+                               o: UnsafeMutableRawPointer, lse: UnsafeMutablePointer<Float>) -> hp_attn_args {
+        var a = hp_attn_args()
+        (a.B, a.H, a.Lq, a.Lk, a.D) = (s.b, s.h, s.lq, s.lk, s.d)
+        a.scale = scale
+        a.dtype = dtype
+        (a.q, a.k, a.v, a.o, a.lse) = (q, k, v, o, lse)
+        return a
     }
 
     public func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, scale: Float) throws -> (out: Tensor, lse: Tensor) {
         try OpChecks.dtype(.attention, q, [.f32, .bf16], backend: displayName)
         let s = try OpChecks.attention(.attention, q, k, v)
         let pq = try host(q, .attention), pk = try host(k, .attention), pv = try host(v, .attention)
-        let (out, o) = try newF32(q.shape), (lse, l) = try newF32([s.b, s.h, s.lq])
+        let out = try zeros(q.shape, dtype: q.dtype), (lse, l) = try newF32([s.b, s.h, s.lq])
         guard out.count > 0 else { return (out, lse) }
-        hp_attention_fwd(Int64(s.b), Int64(s.h), Int64(s.lq), Int64(s.lk), Int64(s.d), pq, pk, pv,
-                         q.dtype == .f32 ? Int32(HP_DT_F32) : Int32(HP_DT_BF16), scale, o, l)
+        var args = attentionArgs(s, scale: scale, dtype: q.dtype == .f32 ? HP_F32 : HP_BF16, q: pq, k: pk, v: pv,
+                                 o: out.hostPointer!, lse: l)
+        try check(hp_attention_forward(&args), .attention)
         return (out, lse)
     }
 
@@ -431,8 +454,12 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         let g = try ro(dout, .attentionBackward), pq = try ro(q, .attentionBackward), pk = try ro(k, .attentionBackward)
         let pv = try ro(v, .attentionBackward), po = try ro(out, .attentionBackward), pl = try ro(lse, .attentionBackward)
         let (dq, pdq) = try newF32(q.shape), (dk, pdk) = try newF32(k.shape), (dv, pdv) = try newF32(v.shape)
-        hp_attention_bwd(Int64(s.b), Int64(s.h), Int64(s.lq), Int64(s.lk), Int64(s.d), g, pq, pk, pv, po, pl, scale,
-                         pdq, pdk, pdv)
+        guard q.count > 0 || k.count > 0 else { return (dq, dk, dv) }
+        var args = attentionArgs(s, scale: scale, dtype: HP_F32, q: pq, k: pk, v: pv, o: UnsafeMutableRawPointer(mutating: po),
+                                 lse: UnsafeMutablePointer(mutating: pl))
+        (args.dout, args.dq, args.dk, args.dv) = (UnsafeRawPointer(g), UnsafeMutableRawPointer(pdq),
+                                                  UnsafeMutableRawPointer(pdk), UnsafeMutableRawPointer(pdv))
+        try check(hp_attention_backward(&args), .attentionBackward)
         return (dq, dk, dv)
     }
 

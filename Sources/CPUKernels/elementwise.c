@@ -20,6 +20,24 @@ typedef struct {
     int flag;
 } job;
 
+// Splits [0, n) into tasks of `chunk` items for the pool (hp_parallel_for is task-based).
+typedef void (*range_fn)(void *ctx, int64_t begin, int64_t end);
+typedef struct { range_fn fn; void *ctx; int64_t n, chunk; } chunked;
+
+static void chunk_task(void *v, long task, int thread) {
+    (void)thread;
+    const chunked *c = v;
+    int64_t b = (int64_t)task * c->chunk, e = b + c->chunk < c->n ? b + c->chunk : c->n;
+    c->fn(c->ctx, b, e);
+}
+
+static void par_for(int64_t n, int64_t chunk, range_fn fn, void *ctx) {
+    if (n <= 0) return;
+    if (chunk < 1) chunk = 1;
+    chunked c = { fn, ctx, n, chunk };
+    hp_parallel_for((long)((n + chunk - 1) / chunk), chunk_task, &c);
+}
+
 static int64_t grain_rows(int64_t D) { int64_t g = GRAIN / (D > 0 ? D : 1); return g > 0 ? g : 1; }
 
 // Lane-blocked sum of a row: HP_LANES partial sums combined in a fixed tree order.
@@ -65,12 +83,12 @@ static inline float f16_to_f32(uint16_t h) {
     return v.f;
 }
 
-void hp_f32_to_bf16(const float *x, uint16_t *y, int64_t n) { for (int64_t i = 0; i < n; i++) y[i] = f32_to_bf16(x[i]); }
-void hp_bf16_to_f32(const uint16_t *x, float *y, int64_t n) {
+void hp_convert_f32_to_bf16(const float *x, uint16_t *y, int64_t n) { for (int64_t i = 0; i < n; i++) y[i] = f32_to_bf16(x[i]); }
+void hp_convert_bf16_to_f32(const uint16_t *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) { union { uint32_t u; float f; } v = { (uint32_t)x[i] << 16 }; y[i] = v.f; }
 }
-void hp_f32_to_f16(const float *x, uint16_t *y, int64_t n) { for (int64_t i = 0; i < n; i++) y[i] = f32_to_f16(x[i]); }
-void hp_f16_to_f32(const uint16_t *x, float *y, int64_t n) { for (int64_t i = 0; i < n; i++) y[i] = f16_to_f32(x[i]); }
+void hp_convert_f32_to_f16(const float *x, uint16_t *y, int64_t n) { for (int64_t i = 0; i < n; i++) y[i] = f32_to_f16(x[i]); }
+void hp_convert_f16_to_f32(const uint16_t *x, float *y, int64_t n) { for (int64_t i = 0; i < n; i++) y[i] = f16_to_f32(x[i]); }
 
 // ── elementwise ─────────────────────────────────────────────────────────────────────────────────────
 
@@ -92,16 +110,16 @@ static void axpy_range(void *v, int64_t b, int64_t e) {
 }
 
 void hp_add_f32(const float *a, const float *b, float *y, int64_t n, int64_t nb) {
-    job j = { .a = a, .b = b, .y = y, .nb = nb }; hp_parallel_for(n, GRAIN, add_range, &j);
+    job j = { .a = a, .b = b, .y = y, .nb = nb }; par_for(n, GRAIN, add_range, &j);
 }
 void hp_mul_f32(const float *a, const float *b, float *y, int64_t n, int64_t nb) {
-    job j = { .a = a, .b = b, .y = y, .nb = nb }; hp_parallel_for(n, GRAIN, mul_range, &j);
+    job j = { .a = a, .b = b, .y = y, .nb = nb }; par_for(n, GRAIN, mul_range, &j);
 }
 void hp_scale_f32(const float *x, float s, float *y, int64_t n) {
-    job j = { .a = x, .y = y, .s = s }; hp_parallel_for(n, GRAIN, scale_range, &j);
+    job j = { .a = x, .y = y, .s = s }; par_for(n, GRAIN, scale_range, &j);
 }
 void hp_axpy_f32(float *y, float alpha, const float *x, int64_t n) {
-    job j = { .a = x, .y = y, .s = alpha }; hp_parallel_for(n, GRAIN, axpy_range, &j);
+    job j = { .a = x, .y = y, .s = alpha }; par_for(n, GRAIN, axpy_range, &j);
 }
 
 #define GELU_C 0.7978845608028654f
@@ -134,13 +152,13 @@ static void silu_bwd_range(void *v, int64_t b, int64_t e) {
     }
 }
 
-void hp_gelu_f32(const float *x, float *y, int64_t n) { job j = { .a = x, .y = y }; hp_parallel_for(n, GRAIN / 8, gelu_range, &j); }
+void hp_gelu_f32(const float *x, float *y, int64_t n) { job j = { .a = x, .y = y }; par_for(n, GRAIN / 8, gelu_range, &j); }
 void hp_gelu_backward_f32(const float *dy, const float *x, float *dx, int64_t n) {
-    job j = { .a = dy, .b = x, .y = dx }; hp_parallel_for(n, GRAIN / 8, gelu_bwd_range, &j);
+    job j = { .a = dy, .b = x, .y = dx }; par_for(n, GRAIN / 8, gelu_bwd_range, &j);
 }
-void hp_silu_f32(const float *x, float *y, int64_t n) { job j = { .a = x, .y = y }; hp_parallel_for(n, GRAIN / 8, silu_range, &j); }
+void hp_silu_f32(const float *x, float *y, int64_t n) { job j = { .a = x, .y = y }; par_for(n, GRAIN / 8, silu_range, &j); }
 void hp_silu_backward_f32(const float *dy, const float *x, float *dx, int64_t n) {
-    job j = { .a = dy, .b = x, .y = dx }; hp_parallel_for(n, GRAIN / 8, silu_bwd_range, &j);
+    job j = { .a = dy, .b = x, .y = dx }; par_for(n, GRAIN / 8, silu_bwd_range, &j);
 }
 
 // modulate / gate: parallel over the B·L rows.
@@ -154,7 +172,7 @@ static void modulate_range(void *v, int64_t b, int64_t e) {
 }
 void hp_modulate_f32(const float *x, const float *shift, const float *scale, float *y, int64_t B, int64_t L, int64_t D) {
     job j = { .a = x, .b = shift, .c = scale, .y = y, .L = L, .D = D };
-    hp_parallel_for(B * L, grain_rows(D), modulate_range, &j);
+    par_for(B * L, grain_rows(D), modulate_range, &j);
 }
 
 static void gate_range(void *v, int64_t b, int64_t e) {
@@ -167,7 +185,7 @@ static void gate_range(void *v, int64_t b, int64_t e) {
 }
 void hp_gate_residual_f32(const float *res, const float *gate, const float *y, float *out, int64_t B, int64_t L, int64_t D) {
     job j = { .a = res, .b = gate, .c = y, .y = out, .L = L, .D = D };
-    hp_parallel_for(B * L, grain_rows(D), gate_range, &j);
+    par_for(B * L, grain_rows(D), gate_range, &j);
 }
 
 // Backwards with a sum over L: parallel over (b, column block) so each (b,d) sum runs in increasing l on one thread.
@@ -195,7 +213,7 @@ static void modulate_bwd_range(void *v, int64_t b, int64_t e) {
 void hp_modulate_backward_f32(const float *dy, const float *x, const float *scale, float *dx, float *dshift,
                               float *dscale, int64_t B, int64_t L, int64_t D) {
     job j = { .a = dy, .b = x, .c = scale, .y = dx, .z = dshift, .w = dscale, .L = L, .D = D };
-    hp_parallel_for(B * ((D + COLS - 1) / COLS), 1, modulate_bwd_range, &j);
+    par_for(B * ((D + COLS - 1) / COLS), 1, modulate_bwd_range, &j);
 }
 
 static void gate_bwd_range(void *v, int64_t b, int64_t e) {
@@ -217,7 +235,7 @@ static void gate_bwd_range(void *v, int64_t b, int64_t e) {
 void hp_gate_residual_backward_f32(const float *dout, const float *gate, const float *y, float *dy, float *dgate,
                                    int64_t B, int64_t L, int64_t D) {
     job j = { .a = dout, .b = gate, .c = y, .y = dy, .z = dgate, .L = L, .D = D };
-    hp_parallel_for(B * ((D + COLS - 1) / COLS), 1, gate_bwd_range, &j);
+    par_for(B * ((D + COLS - 1) / COLS), 1, gate_bwd_range, &j);
 }
 
 static void rope_range(void *v, int64_t b, int64_t e) {
@@ -236,7 +254,7 @@ static void rope_range(void *v, int64_t b, int64_t e) {
 void hp_rope_f32(const float *x, const float *cos, const float *sin, float *y, int64_t outer, int64_t L, int64_t D,
                  int inverse) {
     job j = { .a = x, .b = cos, .c = sin, .y = y, .L = L, .D = D, .flag = inverse };
-    hp_parallel_for(outer * L, grain_rows(D), rope_range, &j);
+    par_for(outer * L, grain_rows(D), rope_range, &j);
 }
 
 // ── LayerNorm ───────────────────────────────────────────────────────────────────────────────────────
@@ -264,7 +282,7 @@ static void layernorm_range(void *v, int64_t b, int64_t e) {
 }
 void hp_layernorm_f32(const float *x, float *y, float *mean, float *rstd, int64_t rows, int64_t D, float eps) {
     job j = { .a = x, .y = y, .z = mean, .w = rstd, .D = D, .eps = eps };
-    hp_parallel_for(rows, grain_rows(D), layernorm_range, &j);
+    par_for(rows, grain_rows(D), layernorm_range, &j);
 }
 void hp_layernorm_f32_ref(const float *x, float *y, float *mean, float *rstd, int64_t rows, int64_t D, float eps) {
     for (int64_t r = 0; r < rows; r++) {
@@ -300,7 +318,7 @@ static void layernorm_bwd_range(void *v, int64_t b, int64_t e) {
 void hp_layernorm_backward_f32(const float *dy, const float *x, const float *mean, const float *rstd, float *dx,
                                int64_t rows, int64_t D) {
     job j = { .a = dy, .b = x, .c = mean, .d = rstd, .y = dx, .D = D };
-    hp_parallel_for(rows, grain_rows(D), layernorm_bwd_range, &j);
+    par_for(rows, grain_rows(D), layernorm_bwd_range, &j);
 }
 void hp_layernorm_backward_f32_ref(const float *dy, const float *x, const float *mean, const float *rstd, float *dx,
                                    int64_t rows, int64_t D) {
@@ -337,7 +355,7 @@ static void rmsnorm_range(void *v, int64_t b, int64_t e) {
 }
 void hp_rmsnorm_f32(const float *x, const float *w, float *y, float *rstd, int64_t rows, int64_t D, float eps) {
     job j = { .a = x, .b = w, .y = y, .z = rstd, .D = D, .eps = eps };
-    hp_parallel_for(rows, grain_rows(D), rmsnorm_range, &j);
+    par_for(rows, grain_rows(D), rmsnorm_range, &j);
 }
 void hp_rmsnorm_f32_ref(const float *x, const float *w, float *y, float *rstd, int64_t rows, int64_t D, float eps) {
     for (int64_t r = 0; r < rows; r++) {
@@ -375,8 +393,8 @@ static void rmsnorm_dw_range(void *v, int64_t b, int64_t e) {
 void hp_rmsnorm_backward_f32(const float *dy, const float *x, const float *w, const float *rstd, float *dx, float *dw,
                              int64_t rows, int64_t D) {
     job j = { .a = dy, .b = x, .c = w, .d = rstd, .y = dx, .z = dw, .rows = rows, .D = D };
-    hp_parallel_for(rows, grain_rows(D), rmsnorm_bwd_range, &j);
-    if (dw) hp_parallel_for(D, 64, rmsnorm_dw_range, &j);
+    par_for(rows, grain_rows(D), rmsnorm_bwd_range, &j);
+    if (dw) par_for(D, 64, rmsnorm_dw_range, &j);
 }
 void hp_rmsnorm_backward_f32_ref(const float *dy, const float *x, const float *w, const float *rstd, float *dx,
                                  float *dw, int64_t rows, int64_t D) {
@@ -412,7 +430,7 @@ static void softmax_range(void *v, int64_t b, int64_t e) {
     }
 }
 void hp_softmax_f32(const float *x, float *y, int64_t rows, int64_t D) {
-    job j = { .a = x, .y = y, .D = D }; hp_parallel_for(rows, grain_rows(D) / 4 + 1, softmax_range, &j);
+    job j = { .a = x, .y = y, .D = D }; par_for(rows, grain_rows(D) / 4 + 1, softmax_range, &j);
 }
 void hp_softmax_f32_ref(const float *x, float *y, int64_t rows, int64_t D) {
     for (int64_t r = 0; r < rows; r++) {
@@ -435,7 +453,7 @@ static void softmax_bwd_range(void *v, int64_t b, int64_t e) {
     }
 }
 void hp_softmax_backward_f32(const float *dy, const float *y, float *dx, int64_t rows, int64_t D) {
-    job j = { .a = dy, .b = y, .y = dx, .D = D }; hp_parallel_for(rows, grain_rows(D), softmax_bwd_range, &j);
+    job j = { .a = dy, .b = y, .y = dx, .D = D }; par_for(rows, grain_rows(D), softmax_bwd_range, &j);
 }
 
 // ── reductions ──────────────────────────────────────────────────────────────────────────────────────
@@ -480,8 +498,8 @@ static void sum_cols_range(void *v, int64_t b, int64_t e) {
 }
 void hp_sum_axis_f32(const float *x, float *y, int64_t outer, int64_t R, int64_t inner) {
     job j = { .a = x, .y = y, .rows = R, .D = inner };
-    if (outer == 1 && inner > 1) hp_parallel_for(inner, COLS, sum_cols_range, &j);
-    else hp_parallel_for(outer, 1 + GRAIN / (R * inner + 1), sum_axis_range, &j);
+    if (outer == 1 && inner > 1) par_for(inner, COLS, sum_cols_range, &j);
+    else par_for(outer, 1 + GRAIN / (R * inner + 1), sum_axis_range, &j);
 }
 
 #define BLOCK 4096
@@ -501,7 +519,7 @@ static double blocked_sumsq(const float *a, const float *b, int64_t n) {
     int64_t blocks = (n + BLOCK - 1) / BLOCK;
     double *partial = malloc(sizeof(double) * (size_t)blocks);
     job j = { .a = a, .b = b, .w = (float *)(void *)partial, .n = n };
-    hp_parallel_for(blocks, 4, sumsq_range, &j);
+    par_for(blocks, 4, sumsq_range, &j);
     double s = 0;
     for (int64_t i = 0; i < blocks; i++) s += partial[i];
     free(partial);
@@ -515,7 +533,7 @@ static void scaled_diff_range(void *v, int64_t b, int64_t e) {
     for (int64_t i = b; i < e; i++) j->y[i] = j->s * (j->a[i] - j->b[i]);
 }
 void hp_scaled_diff_f32(const float *a, const float *b, float c, float *da, int64_t n) {
-    job j = { .a = a, .b = b, .s = c, .y = da }; hp_parallel_for(n, GRAIN, scaled_diff_range, &j);
+    job j = { .a = a, .b = b, .s = c, .y = da }; par_for(n, GRAIN, scaled_diff_range, &j);
 }
 
 // ── AdamW ───────────────────────────────────────────────────────────────────────────────────────────
@@ -537,7 +555,7 @@ static void adamw_range(void *vj, int64_t b, int64_t e) {
 void hp_adamw_f32(float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1, float b2, float eps,
                   float wd, float bc1, float bc2) {
     adam_job j = { p, g, m, v, lr, b1, b2, eps, wd, bc1, sqrtf(bc2) };
-    hp_parallel_for(n, GRAIN, adamw_range, &j);
+    par_for(n, GRAIN, adamw_range, &j);
 }
 void hp_adamw_f32_ref(float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1, float b2, float eps,
                       float wd, float bc1, float bc2) {

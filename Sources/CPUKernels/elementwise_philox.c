@@ -82,7 +82,17 @@ static void randn_range(void *v, int64_t b, int64_t e) {
     }
 }
 
+#define RANDN_CHUNK 4096
+
+static void randn_task(void *v, long task, int thread) {
+    (void)thread;
+    const randn_job *j = v;
+    int64_t b = (int64_t)task * RANDN_CHUNK, e = b + RANDN_CHUNK < j->n ? b + RANDN_CHUNK : j->n;
+    randn_range((void *)j, b, e);
+}
+
 void hp_randn_f32(float *y, int64_t n, uint64_t seed, uint64_t offset) {
+    if (n <= 0) return;
     randn_job j = { y, n, seed, offset };
-    hp_parallel_for(n, 4096, randn_range, &j);
+    hp_parallel_for((long)((n + RANDN_CHUNK - 1) / RANDN_CHUNK), randn_task, &j);
 }

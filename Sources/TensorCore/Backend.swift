@@ -111,9 +111,9 @@ public protocol Backend: AnyObject, Sendable {
     func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool, bias: Tensor?,
                 activation: Activation) throws -> Tensor
     /// x (…,K) f32/bf16 times a 4-bit weight (N,K) transposed → (…,N) f32 = act(x·Wᵀ + bias), dequantised on the fly.
-    func matmulW4A16(_ x: Tensor, _ w: QuantizedWeight, bias: Tensor?, activation: Activation) throws -> Tensor
-    /// Fused softmax(q·kᵀ·scale)·v: q (B,H,Lq,D), k, v (B,H,Lk,D) (f32, or all bf16) → out (B,H,Lq,D) f32 and
-    /// the row log-sum-exp lse (B,H,Lq) f32 (of the scaled scores) for the backward.
+    func matmulW4A16(_ x: Tensor, _ w: Packed4BitWeight, bias: Tensor?, activation: Activation) throws -> Tensor
+    /// Fused softmax(q·kᵀ·scale)·v: q (B,H,Lq,D), k, v (B,H,Lk,D) (all f32 or all bf16) → out (B,H,Lq,D) in q's
+    /// dtype and the row log-sum-exp lse (B,H,Lq) f32 (natural log of Σ exp(scaled scores)) for the backward.
     func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, scale: Float) throws -> (out: Tensor, lse: Tensor)
     /// Gradients of `attention` (all f32): dq (B,H,Lq,D), dk, dv (B,H,Lk,D).
     func attentionBackward(_ dout: Tensor, _ q: Tensor, _ k: Tensor, _ v: Tensor, out: Tensor, lse: Tensor,
@@ -216,7 +216,7 @@ extension Backend {
     public func mse(_ a: Tensor, _ b: Tensor) throws -> Tensor { throw BackendError.unsupported(.mse, backend: displayName) }
     public func mseBackward(_ a: Tensor, _ b: Tensor, dloss: Float) throws -> Tensor { throw BackendError.unsupported(.mseBackward, backend: displayName) }
     public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool, bias: Tensor?, activation: Activation) throws -> Tensor { throw BackendError.unsupported(.matmul, backend: displayName) }
-    public func matmulW4A16(_ x: Tensor, _ w: QuantizedWeight, bias: Tensor?, activation: Activation) throws -> Tensor { throw BackendError.unsupported(.matmulW4A16, backend: displayName) }
+    public func matmulW4A16(_ x: Tensor, _ w: Packed4BitWeight, bias: Tensor?, activation: Activation) throws -> Tensor { throw BackendError.unsupported(.matmulW4A16, backend: displayName) }
     public func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, scale: Float) throws -> (out: Tensor, lse: Tensor) { throw BackendError.unsupported(.attention, backend: displayName) }
     public func attentionBackward(_ dout: Tensor, _ q: Tensor, _ k: Tensor, _ v: Tensor, out: Tensor, lse: Tensor, scale: Float) throws -> (dq: Tensor, dk: Tensor, dv: Tensor) { throw BackendError.unsupported(.attentionBackward, backend: displayName) }
     public func adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, step: Int, config: AdamWConfig) throws { throw BackendError.unsupported(.adamw, backend: displayName) }

@@ -1,23 +1,21 @@
 // Element types of tensors: full-precision floats, small integers, and the 4-bit weight formats.
-// A 4-bit dtype carries its `QuantFormat` (code table kind + block size); the packed layout is in QuantizedWeight.swift.
+// A 4-bit dtype carries its block (group) size; the packed layout is documented on `Packed4BitWeight`.
+// The quantisation module (TensorCore/Quant) owns the code tables and maps its `QuantFormat` onto these cases.
 
 /// The element type of a tensor.
 ///
-/// 4-bit formats pack two values per byte (first value in the high nibble, as bitsandbytes) and
-/// need per-block scales that live beside the packed bytes in a `QuantizedWeight`.
+/// 4-bit formats pack two values per byte (first value in the high nibble, as bitsandbytes) and need per-block
+/// scales that live beside the packed bytes in a `Packed4BitWeight`.
 ///
 ///     let w: DType = .nf4(blockSize: 64)
 public enum DType: Hashable, Sendable, CustomStringConvertible {
     case f32, bf16, f16, i8, u8
-    /// A 4-bit weight format with its block (or group) size.
-    case q4(QuantFormat)
-
-    /// NF4 (bitsandbytes normal-float code), absmax per `blockSize` values.
-    public static func nf4(blockSize: Int = 64) -> DType { .q4(QuantFormat(.nf4, blockSize: blockSize)) }
-    /// FP4 (bitsandbytes e2m1 code), absmax per `blockSize` values.
-    public static func fp4(blockSize: Int = 64) -> DType { .q4(QuantFormat(.fp4, blockSize: blockSize)) }
-    /// Symmetric int4 with one scale per group of `groupSize` values.
-    public static func int4(groupSize: Int = 128) -> DType { .q4(QuantFormat(.int4, blockSize: groupSize)) }
+    /// bitsandbytes NF4: value = nf4Code[q] · absmax[block].
+    case nf4(blockSize: Int)
+    /// bitsandbytes FP4: value = fp4Code[q] · absmax[block].
+    case fp4(blockSize: Int)
+    /// Linear 4-bit integers, one scale (and optional zero) per group: value = code[q] · scale (+ zero).
+    case int4(groupSize: Int)
 
     /// Bits per element (4 for the packed formats).
     public var bitsPerElement: Int {
@@ -25,7 +23,7 @@ public enum DType: Hashable, Sendable, CustomStringConvertible {
         case .f32: 32
         case .bf16, .f16: 16
         case .i8, .u8: 8
-        case .q4: 4
+        case .nf4, .fp4, .int4: 4
         }
     }
 
@@ -35,6 +33,14 @@ public enum DType: Hashable, Sendable, CustomStringConvertible {
     /// True for the dtypes that ops compute on directly (`f32`, `bf16`, `f16`).
     public var isFloatingPoint: Bool { self == .f32 || self == .bf16 || self == .f16 }
 
+    /// The block (group) size of a 4-bit format; nil for the others.
+    public var blockSize: Int? {
+        switch self {
+        case .nf4(let b), .fp4(let b), .int4(let b): b
+        default: nil
+        }
+    }
+
     public var description: String {
         switch self {
         case .f32: "f32"
@@ -42,31 +48,9 @@ public enum DType: Hashable, Sendable, CustomStringConvertible {
         case .f16: "f16"
         case .i8: "i8"
         case .u8: "u8"
-        case .q4(let f): "\(f.kind.rawValue)(block \(f.blockSize))"
+        case .nf4(let b): "nf4/\(b)"
+        case .fp4(let b): "fp4/\(b)"
+        case .int4(let b): "int4/\(b)"
         }
     }
-}
-
-/// The 4-bit code families. The code tables themselves are defined by the quantisation module (TensorCore/Quant).
-public enum QuantKind: String, Hashable, Sendable, CaseIterable {
-    /// bitsandbytes NF4: 16 normal-float levels in [-1, 1], value = code[q] * absmax.
-    case nf4
-    /// bitsandbytes FP4 (e2m1 with bias), value = code[q] * absmax.
-    case fp4
-    /// Symmetric int4: value = code[q] * scale with the code table chosen by the quantisation module.
-    case int4
-}
-
-/// A 4-bit format: which code table, and how many consecutive weights share one scale.
-public struct QuantFormat: Hashable, Sendable, CustomStringConvertible {
-    public var kind: QuantKind
-    /// Number of consecutive values (row-major over the flattened weight) sharing one scale (bitsandbytes default 64).
-    public var blockSize: Int
-
-    public init(_ kind: QuantKind, blockSize: Int) {
-        self.kind = kind
-        self.blockSize = blockSize
-    }
-
-    public var description: String { "\(kind.rawValue)/\(blockSize)" }
 }

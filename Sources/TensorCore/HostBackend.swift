@@ -32,7 +32,7 @@ extension HostBackend {
         case .u8:
             let o = p.assumingMemoryBound(to: UInt8.self)
             for i in values.indices { o[i] = UInt8(max(0, min(255, values[i].rounded(.toNearestOrEven)))) }
-        case .q4:
+        case .nf4, .fp4, .int4:
             throw BackendError.unsupportedDType(.cast, dtype, backend: displayName)
         }
         return t
@@ -64,7 +64,7 @@ extension HostBackend {
         case .u8:
             let s = p.assumingMemoryBound(to: UInt8.self)
             return (0..<n).map { Float(s[$0]) }
-        case .q4:
+        case .nf4, .fp4, .int4:
             throw BackendError.unsupportedDType(.cast, x.dtype, backend: displayName)
         }
     }

@@ -161,16 +161,19 @@ public enum OpChecks {
     }
 
     /// Checks a W4A16 call; returns (rows, N, K).
-    public static func matmulW4A16(_ x: Tensor, _ w: QuantizedWeight, bias: Tensor?) throws -> (rows: Int, n: Int, k: Int) {
+    public static func matmulW4A16(_ x: Tensor, _ w: Packed4BitWeight, bias: Tensor?) throws -> (rows: Int, n: Int, k: Int) {
+        guard w.packed.rank == 2, w.packed.dtype.bitsPerElement == 4, w.blockSize > 0 else {
+            throw fail(.matmulW4A16, "packed weight must be (N,K) in a 4-bit dtype with a positive block size, got \(w.packed.shape.shapeString) \(w.packed.dtype)")
+        }
         let n = w.outFeatures, k = w.inFeatures
         guard x.rank >= 1, x.lastDim == k else {
             throw fail(.matmulW4A16, "x must be (…,K) with K = \(k), got \(x.shape.shapeString)")
         }
-        guard w.packed.dtype == .q4(w.format), w.packed.shape == [n, k] else {
-            throw fail(.matmulW4A16, "packed weight must be (\(n),\(k)) \(DType.q4(w.format)), got \(w.packed.shape.shapeString) \(w.packed.dtype)")
-        }
-        guard w.format.blockSize > 0, w.absmax.dtype == .f32, w.absmax.count == w.blockCount else {
-            throw fail(.matmulW4A16, "absmax must hold \(w.blockCount) f32 values (one per block of \(w.format.blockSize)), got \(w.absmax.count) \(w.absmax.dtype)")
+        for (name, t) in [("scale", w.scale), ("zero", w.zero)] {
+            guard let t else { continue }
+            guard t.dtype == .f32, t.count == w.blockCount else {
+                throw fail(.matmulW4A16, "\(name) must hold \(w.blockCount) f32 values (one per block of \(w.blockSize)), got \(t.count) \(t.dtype)")
+            }
         }
         guard w.codebook.dtype == .f32, w.codebook.count == 16 else {
             throw fail(.matmulW4A16, "codebook must hold 16 f32 values, got \(w.codebook.count) \(w.codebook.dtype)")

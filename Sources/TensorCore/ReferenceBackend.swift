@@ -463,17 +463,18 @@ public final class ReferenceBackend: HostBackend, @unchecked Sendable {
         return try store(out, s.outShape)
     }
 
-    public func matmulW4A16(_ x: Tensor, _ w: QuantizedWeight, bias: Tensor?, activation: Activation) throws -> Tensor {
-        try OpChecks.dtype(.matmulW4A16, x, [.f32, .bf16, .f16], backend: displayName)
+    public func matmulW4A16(_ x: Tensor, _ w: Packed4BitWeight, bias: Tensor?, activation: Activation) throws -> Tensor {
+        try OpChecks.dtype(.matmulW4A16, x, [.f32, .bf16], backend: displayName)
         let (rows, n, k) = try OpChecks.matmulW4A16(x, w, bias: bias)
         let packed = try host(w.packed, .matmulW4A16).assumingMemoryBound(to: UInt8.self)
-        let absmax = try load(w.absmax, .matmulW4A16), code = try load(w.codebook, .matmulW4A16)
+        let scale = try load(w.scale, .matmulW4A16), code = try load(w.codebook, .matmulW4A16)
+        let zero = try w.zero.map { try load($0, .matmulW4A16) }
         let xv = try load(x, .matmulW4A16), bias = try bias.map { try load($0, .matmulW4A16) }
         // Dequantise the whole weight: the oracle may materialise it; fast kernels must not.
-        let weight: [Double] = (0..<(n * k)).map { i in
-            let byte = packed[i / 2]
-            let q = i % 2 == 0 ? byte >> 4 : byte & 0x0F
-            return code[Int(q)] * absmax[i / w.format.blockSize]
+        let weight: [Double] = (0..<(n * k)).map { e in
+            let byte = packed[e / 2]
+            let q = e % 2 == 0 ? byte >> 4 : byte & 0x0F
+            return code[Int(q)] * scale[e / w.blockSize] + (zero?[e / w.blockSize] ?? 0)
         }
         var out = Array(repeating: 0.0, count: rows * n)
         for r in 0..<rows { for j in 0..<n {
@@ -508,7 +509,8 @@ public final class ReferenceBackend: HostBackend, @unchecked Sendable {
                 lse[bh * s.lq + i] = m + log(l)
             }
         }
-        return (try store(out, q.shape), try store(lse, [s.b, s.h, s.lq]))
+        let o = q.dtype == .f32 ? try store(out, q.shape) : try tensor(out.map { Float($0) }, shape: q.shape, dtype: q.dtype)
+        return (o, try store(lse, [s.b, s.h, s.lq]))
     }
 
     public func attentionBackward(_ dout: Tensor, _ q: Tensor, _ k: Tensor, _ v: Tensor, out: Tensor, lse: Tensor,

@@ -15,7 +15,7 @@ struct TensorTests {
         #expect(x.rows(1..<2).reshaped([2, 2]).rowCount == 2)
         #expect(DType.nf4(blockSize: 64).byteCount(for: 7) == 4)
         #expect(DType.bf16.byteCount(for: 7) == 14)
-        #expect(DType.nf4().description == "nf4(block 64)")
+        #expect(DType.nf4(blockSize: 64).description == "nf4/64" && DType.int4(groupSize: 128).blockSize == 128)
     }
 
     @Test("heap storage is 64-byte aligned and zeroed")

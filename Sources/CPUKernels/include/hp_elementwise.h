@@ -11,10 +11,10 @@ extern "C" {
 #endif
 
 // ── conversions (round to nearest even; NaN stays NaN) ──────────────────────────────────────────────────
-void hp_f32_to_bf16(const float *x, uint16_t *y, int64_t n);
-void hp_bf16_to_f32(const uint16_t *x, float *y, int64_t n);
-void hp_f32_to_f16(const float *x, uint16_t *y, int64_t n);
-void hp_f16_to_f32(const uint16_t *x, float *y, int64_t n);
+void hp_convert_f32_to_bf16(const float *x, uint16_t *y, int64_t n);
+void hp_convert_bf16_to_f32(const uint16_t *x, float *y, int64_t n);
+void hp_convert_f32_to_f16(const float *x, uint16_t *y, int64_t n);
+void hp_convert_f16_to_f32(const uint16_t *x, float *y, int64_t n);
 
 // ── elementwise ─────────────────────────────────────────────────────────────────────────────────────
 /// y[i] = a[i] + b[i % nb]  (b repeats over a's leading axes; nb divides n).

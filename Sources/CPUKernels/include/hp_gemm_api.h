@@ -1,82 +1,94 @@
-// hp_gemm_api.h — the C entry points the CPU backend expects from the fast-kernel work (GEMM, W4A16, attention,
-// thread pool, CPU features). Until that branch merges, gemm_fallback.c implements every function here with plain
-// blocked loops; at merge time gemm_fallback.c is deleted and the fast kernels provide these exact symbols.
-//
-// Contract for all kernels: results must not depend on the thread count (each output element is reduced in a
-// fixed order), and calls may come from several threads at once.
+// hp_gemm_api.h — the C entry points the CPU backend expects from the fast-kernel branch: thread pool, CPU
+// features, GEMM f32/bf16, W4A16, fused attention. The declarations are copied from that branch's
+// include/cpu_kernels.h (same names, types and semantics), so the swap at merge is mechanical:
+//   1. delete Sources/CPUKernels/gemm_fallback.c (the temporary plain-C implementations of everything below);
+//   2. replace this file's body with `#pragma once` + `#include "cpu_kernels.h"`.
+// Contract: results independent of the thread count; functions return HP_OK (0) or a negative HP_E* code.
 #pragma once
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-// ── threads ─────────────────────────────────────────────────────────────────────────────────────
-/// A half-open range [begin, end) of work items handed to one thread.
-typedef void (*hp_range_fn)(void *ctx, int64_t begin, int64_t end);
-/// Sets the number of threads used by every kernel (including the caller); n <= 0 means all cores.
-void hp_threads_init(int n);
-/// The number of threads kernels use now.
-int hp_threads_count(void);
-/// Runs fn over [0, n) split into at most hp_threads_count() contiguous ranges of at least `grain` items.
-/// Blocks until all ranges are done. Nested calls run inline on the calling thread.
-void hp_parallel_for(int64_t n, int64_t grain, hp_range_fn fn, void *ctx);
+enum { HP_OK = 0, HP_EINVAL = -1, HP_ENOMEM = -2, HP_EUNSUPPORTED = -3 };
 
-// ── CPU features ────────────────────────────────────────────────────────────────────────────────
-/// Space-separated ISA features the kernels can use on this machine, e.g. "avx2 fma avx512f avx512bf16 amx-bf16".
-/// Returns a static string.
+// ── CPU features ────────────────────────────────────────────────────────────────────────────────────────────
+/// Space-separated names of the detected features, e.g. "sse2 avx2 fma avx512f ... avx512_bf16".
 const char *hp_cpu_features_string(void);
 
-// ── GEMM ────────────────────────────────────────────────────────────────────────────────────────
-/// Epilogue activations (after bias).
-enum { HP_ACT_NONE = 0, HP_ACT_GELU_TANH = 1, HP_ACT_SILU = 2 };
+// ── thread pool ─────────────────────────────────────────────────────────────────────────────────────────────
+/// (Re)starts the persistent pool with `n` threads in all (the caller counts as one); n <= 0 means one per
+/// online CPU. Returns the thread count.
+int hp_threads_init(int n);
+int hp_threads_count(void);
+/// task in [0, n_tasks), thread in [0, hp_threads_count()).
+typedef void (*hp_task_fn)(void *ctx, long task, int thread);
+/// Runs fn(ctx, t, thread) for every t, spread over the pool; returns when all are done. Nested calls and calls
+/// made while another caller holds the pool run serially on the calling thread.
+void hp_parallel_for(long n_tasks, hp_task_fn fn, void *ctx);
 
-/// Batched f32 GEMM:  C[p] (M,N) = act(op(A[p]) · op(B[p]) + bias)   (or C[p] += … when accumulate != 0,
-/// in which case bias and act must be NULL / HP_ACT_NONE).
-/// op(A) is (M,K): A is stored (M,K) with row stride lda, or (K,M) when transA (row stride lda).
-/// op(B) is (K,N): B is stored (K,N) with row stride ldb, or (N,K) when transB.
-/// strideA/strideB/strideC: elements between consecutive batch items (strideB = 0 shares one B).
-/// bias: (N) or NULL.
-void hp_gemm_f32(int64_t batch, int64_t M, int64_t N, int64_t K,
-                 const float *A, int64_t lda, int64_t strideA, int transA,
-                 const float *B, int64_t ldb, int64_t strideB, int transB,
-                 float *C, int64_t ldc, int64_t strideC,
-                 const float *bias, int act, int accumulate);
+// ── common enums ────────────────────────────────────────────────────────────────────────────────────────────
+typedef enum { HP_F32 = 0, HP_BF16 = 1 } hp_dtype;
+typedef enum { HP_ACT_NONE = 0, HP_ACT_GELU_TANH = 1, HP_ACT_SILU = 2 } hp_act;
 
-/// As hp_gemm_f32 with A and B in bf16 (uint16 bit patterns), f32 accumulation and f32 output.
-void hp_gemm_bf16(int64_t batch, int64_t M, int64_t N, int64_t K,
-                  const uint16_t *A, int64_t lda, int64_t strideA, int transA,
-                  const uint16_t *B, int64_t ldb, int64_t strideB, int transB,
-                  float *C, int64_t ldc, int64_t strideC,
-                  const float *bias, int act, int accumulate);
+// ── GEMM ────────────────────────────────────────────────────────────────────────────────────────────────────
+// C[M,N] = act(alpha * op(A)[M,K] · op(B)[K,N] + beta * C + bias[N])
+//   op(A): trans_a == 0 → A stored [M,K] (lda >= K); trans_a != 0 → A stored [K,M] (lda >= M).
+//   op(B): trans_b == 0 → B stored [K,N] (ldb >= N); trans_b != 0 → B stored [N,K] (ldb >= K).
+//   C stored [M,N] (ldc >= N). beta == 0 ignores C's old contents (NaN included). bias may be NULL.
+/// Batched: matrix b uses A + b*stride_a, B + b*stride_b, C + b*stride_c (strides in elements; 0 broadcasts).
+int hp_gemm_f32_batched(int trans_a, int trans_b, long M, long N, long K, float alpha,
+                        const float *A, long lda, long stride_a, const float *B, long ldb, long stride_b,
+                        float beta, float *C, long ldc, long stride_c, const float *bias, hp_act act, long batch);
+/// bf16 inputs, f32 accumulation; C is f32 (c_dtype HP_F32) or bf16 (HP_BF16, rounded to nearest even once,
+/// after the epilogue). With beta != 0 the old C is read in c_dtype.
+int hp_gemm_bf16_batched(int trans_a, int trans_b, long M, long N, long K, float alpha,
+                         const uint16_t *A, long lda, long stride_a, const uint16_t *B, long ldb, long stride_b,
+                         float beta, void *C, hp_dtype c_dtype, long ldc, long stride_c,
+                         const float *bias, hp_act act, long batch);
 
-// ── W4A16 ───────────────────────────────────────────────────────────────────────────────────────
-/// Activation dtypes for hp_gemm_w4a16.
-enum { HP_DT_F32 = 0, HP_DT_BF16 = 1, HP_DT_F16 = 2 };
+// ── 4-bit weights (W4A16) ───────────────────────────────────────────────────────────────────────────────────
+// W[N,K] flattened row-major (e = n*K + k), codes packed two per byte, FIRST element in the HIGH nibble
+// (bitsandbytes); `block` consecutive flattened elements share scale (and optional zero):
+//     w[e] = code[q[e]] * scale[e / block] (+ zero[e / block])
+typedef struct hp_q4_weight {
+    const uint8_t *data;   // [ceil(n*k/2)] packed codes
+    const float *scale;    // [ceil(n*k/block)]
+    const float *zero;     // [ceil(n*k/block)] or NULL
+    const float *code;     // [16] code table
+    long n, k;             // W is [n, k]
+    long block;            // elements per block (> 0)
+} hp_q4_weight;
 
-/// Y (M,N) f32 = act(X (M,K) · Wᵀ + bias) with W (N,K) stored 4-bit, dequantised on the fly, never materialised:
-/// element i = n*K + k of W has code q = (i even ? packed[i/2] >> 4 : packed[i/2] & 15) and value
-/// codebook[q] * absmax[i / blocksize]  (bitsandbytes nf4/fp4 layout; int4 uses its own 16-entry codebook).
-/// X is f32, bf16 or f16 per x_dtype (row stride K). bias: (N) or NULL.
-void hp_gemm_w4a16(int64_t M, int64_t N, int64_t K,
-                   const void *X, int x_dtype,
-                   const uint8_t *packed, const float *absmax, int64_t blocksize, const float codebook[16],
-                   float *Y, const float *bias, int act);
+/// Y[M,N] = act(X[M,K] · Wᵀ + bias[N]); X is f32 or bf16 (ldx >= K), Y is f32 or bf16 (ldy >= N).
+/// The full-precision W is never stored.
+int hp_gemm_w4a16(long M, const void *X, hp_dtype x_dtype, long ldx, const hp_q4_weight *W,
+                  const float *bias, hp_act act, void *Y, hp_dtype y_dtype, long ldy);
 
-// ── attention ───────────────────────────────────────────────────────────────────────────────────
-/// Fused attention forward, never storing Lq×Lk: for each (b,h): O = softmax(Q·Kᵀ·scale)·V.
-/// Q (B,H,Lq,D), K, V (B,H,Lk,D) contiguous, f32 or bf16 per `dtype` (HP_DT_F32 / HP_DT_BF16).
-/// O (B,H,Lq,D) f32; LSE (B,H,Lq) f32 = log Σ_j exp(scale·q·k_j) (natural log).
-void hp_attention_fwd(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D,
-                      const void *Q, const void *K, const void *V, int dtype, float scale,
-                      float *O, float *LSE);
+// ── fused attention ─────────────────────────────────────────────────────────────────────────────────────────
+// O[b,h,i,:] = Σ_j softmax_j(s · Q[b,h,i,:]·K[b,h,j,:]) V[b,h,j,:],   lse[b,h,i] = log Σ_j exp(s · q_i·k_j)
+// Tensors are [B,H,L,D] views: element (b,h,l,d) at ptr[b*sb + h*sh + l*sl + d]. A stride of 0 means
+// "contiguous [B,H,L,D]" for that tensor. lse is contiguous [B,H,Lq] f32. The Lq×Lk matrix is never stored.
+typedef struct hp_attn_args {
+    long B, H, Lq, Lk, D;
+    float scale;          // usually 1/sqrt(D)
+    hp_dtype dtype;       // of q, k, v, o (and do/dq/dk/dv in backward; backward supports HP_F32 only)
+    const void *q; long q_sb, q_sh, q_sl;   // [B,H,Lq,D]
+    const void *k; long k_sb, k_sh, k_sl;   // [B,H,Lk,D]
+    const void *v; long v_sb, v_sh, v_sl;   // [B,H,Lk,D]
+    void *o; long o_sb, o_sh, o_sl;         // [B,H,Lq,D]
+    float *lse;                             // [B,H,Lq]
+    const void *dout;   // [B,H,Lq,D]  (backward only; strides as o)
+    void *dq;           // [B,H,Lq,D]  (strides as q)
+    void *dk;           // [B,H,Lk,D]  (strides as k)
+    void *dv;           // [B,H,Lk,D]  (strides as v)
+} hp_attn_args;
 
-/// Fused attention backward (f32): given dO, Q, K, V, O, LSE from the forward, writes dQ (B,H,Lq,D),
-/// dK, dV (B,H,Lk,D) (overwritten, not accumulated).
-void hp_attention_bwd(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D,
-                      const float *dO, const float *Q, const float *K, const float *V,
-                      const float *O, const float *LSE, float scale,
-                      float *dQ, float *dK, float *dV);
+int hp_attention_forward(const hp_attn_args *args);
+/// Backward by recomputation from (q, k, v, o, lse, dout); writes dq, dk, dv (overwritten). Deterministic.
+int hp_attention_backward(const hp_attn_args *args);
 
 #ifdef __cplusplus
 }
