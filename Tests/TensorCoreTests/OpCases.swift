@@ -35,6 +35,8 @@ struct Tolerance {
     static let contraction = Tolerance(rtol: 2e-4, atol: 2e-4)
     /// One bf16 rounding step (2^-8 relative) plus accumulation differences.
     static let bf16Output = Tolerance(rtol: 8e-3, atol: 1e-3)
+    /// Operands rounded to bf16 inside a kernel (bf16 compute): error ≈ 2⁻⁹·Σ|x·w|, for K = 65 here up to ~0.03.
+    static let bf16Compute = Tolerance(rtol: 1e-2, atol: 4e-2)
 }
 
 /// One conformance case of one op.
@@ -308,7 +310,8 @@ enum OpCases {
             out["bf16"] = try f(be, try be.matmul(a16, b16, transposeA: false, transposeB: true, bias: bias, activation: .geluTanh))
             return out
         },
-        OpCase(op: .matmulW4A16, label: "W4A16 nf4, blocks across rows, f32 and bf16 activations", tolerance: .contraction) { be, s in
+        OpCase(op: .matmulW4A16, label: "W4A16 nf4, blocks across rows, f32 and bf16 activations", tolerance: .contraction,
+               perOutput: ["bf16-silu": .bf16Compute]) { be, s in         // bf16 compute may round the weight to bf16
             var r = Inputs(28)
             let n = s.n, k = 65, m = s.rows
             let w = try packedWeight(be, n: n, k: k, blockSize: 64, seed: 29)
