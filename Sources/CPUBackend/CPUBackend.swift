@@ -14,11 +14,11 @@ import Glibc
 ///     let cpu = CPUBackend()
 ///     let y = try cpu.linear(x, weight: w, bias: b, activation: .geluTanh)
 public final class CPUBackend: HostBackend, @unchecked Sendable {
-    /// Which kernel family computes the ops that have a scalar twin (norms, softmax, AdamW).
+    /// Which kernel family computes the ops that have a scalar twin (GELU, SiLU, norms, softmax, AdamW).
     public enum Kernels: String, Sendable {
         /// The fast kernels (the default).
         case fast
-        /// The plain scalar `_ref` twins, for testing the fast ones.
+        /// The plain scalar `_ref` twins (f64 accumulation, libm), for testing the fast ones.
         case scalarTwins
     }
 
@@ -196,7 +196,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
     public func gelu(_ x: Tensor) throws -> Tensor {
         let p = try ro(x, .gelu)
         let (out, o) = try newF32(x.shape)
-        hp_gelu_f32(p, o, Int64(x.count))
+        (kernels == .fast ? hp_gelu_f32 : hp_gelu_f32_ref)(p, o, Int64(x.count))
         return out
     }
 
@@ -204,14 +204,14 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         try OpChecks.sameShape(.geluBackward, dy, x)
         let g = try ro(dy, .geluBackward), p = try ro(x, .geluBackward)
         let (out, o) = try newF32(x.shape)
-        hp_gelu_backward_f32(g, p, o, Int64(x.count))
+        (kernels == .fast ? hp_gelu_backward_f32 : hp_gelu_backward_f32_ref)(g, p, o, Int64(x.count))
         return out
     }
 
     public func silu(_ x: Tensor) throws -> Tensor {
         let p = try ro(x, .silu)
         let (out, o) = try newF32(x.shape)
-        hp_silu_f32(p, o, Int64(x.count))
+        (kernels == .fast ? hp_silu_f32 : hp_silu_f32_ref)(p, o, Int64(x.count))
         return out
     }
 
@@ -219,7 +219,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         try OpChecks.sameShape(.siluBackward, dy, x)
         let g = try ro(dy, .siluBackward), p = try ro(x, .siluBackward)
         let (out, o) = try newF32(x.shape)
-        hp_silu_backward_f32(g, p, o, Int64(x.count))
+        (kernels == .fast ? hp_silu_backward_f32 : hp_silu_backward_f32_ref)(g, p, o, Int64(x.count))
         return out
     }
 

@@ -9,6 +9,15 @@
 #include <string.h>
 
 #define HP_LANES 16
+
+// Hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time (ifunc), so one portable
+// binary runs them at full width. Results do not depend on the clone: every loop is per-element or lane-blocked,
+// and this target builds with -ffp-contract=off (no FMA contraction).
+#if defined(__x86_64__) && defined(__linux__)
+#define HP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define HP_CLONES
+#endif
 #define GRAIN 16384            // elements per parallel part (below that, one thread)
 
 // A generic job: the kernels below pick the fields they need.
@@ -47,6 +56,28 @@ static inline float lanes_sum(const float acc[HP_LANES]) {
     for (int w = HP_LANES / 2; w > 0; w /= 2)
         for (int i = 0; i < w; i++) t[i] += t[i + w];
     return t[0];
+}
+
+// exp(x) for f32 without libm: Cephes-style range reduction + degree-6 polynomial (≤ 2 ulp on [-87, 88]; inputs
+// outside are clamped). Plain arithmetic only, so loops calling it vectorise at any ISA width.
+static inline float fast_expf(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float n = x * 1.44269504088896341f + 12582912.0f;      // round(x / ln 2) via the 1.5·2^23 trick
+    n = n - 12582912.0f;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
 }
 
 // ── conversions ─────────────────────────────────────────────────────────────────────────────────────
@@ -92,19 +123,32 @@ void hp_convert_f16_to_f32(const uint16_t *x, float *y, int64_t n) { for (int64_
 
 // ── elementwise ─────────────────────────────────────────────────────────────────────────────────────
 
-static void add_range(void *v, int64_t b, int64_t e) {
+// Broadcast add/mul: the range is walked in runs that stay inside one repetition of b (no per-element modulo).
+HP_CLONES static void add_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
-    for (int64_t i = b; i < e; i++) j->y[i] = j->a[i] + j->b[i % j->nb];
+    const float *restrict a = j->a, *restrict bb = j->b;
+    float *restrict y = j->y;
+    for (int64_t i = b; i < e;) {
+        int64_t off = i % j->nb, run = j->nb - off < e - i ? j->nb - off : e - i;
+        for (int64_t t = 0; t < run; t++) y[i + t] = a[i + t] + bb[off + t];
+        i += run;
+    }
 }
-static void mul_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void mul_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
-    for (int64_t i = b; i < e; i++) j->y[i] = j->a[i] * j->b[i % j->nb];
+    const float *restrict a = j->a, *restrict bb = j->b;
+    float *restrict y = j->y;
+    for (int64_t i = b; i < e;) {
+        int64_t off = i % j->nb, run = j->nb - off < e - i ? j->nb - off : e - i;
+        for (int64_t t = 0; t < run; t++) y[i + t] = a[i + t] * bb[off + t];
+        i += run;
+    }
 }
-static void scale_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void scale_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
     for (int64_t i = b; i < e; i++) j->y[i] = j->s * j->a[i];
 }
-static void axpy_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void axpy_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
     for (int64_t i = b; i < e; i++) j->y[i] += j->s * j->a[i];
 }
@@ -125,48 +169,84 @@ void hp_axpy_f32(float *y, float alpha, const float *x, int64_t n) {
 #define GELU_C 0.7978845608028654f
 #define GELU_A 0.044715f
 
-static void gelu_range(void *v, int64_t b, int64_t e) {
+// Fast forms: 0.5·(1 + tanh(u)) = sigmoid(2u), so gelu(x) = x / (1 + exp(−2u)) (no cancellation, no libm).
+HP_CLONES static void gelu_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
+    const float *restrict x = j->a;
+    float *restrict y = j->y;
     for (int64_t i = b; i < e; i++) {
-        float x = j->a[i];
-        j->y[i] = 0.5f * x * (1.0f + tanhf(GELU_C * (x + GELU_A * x * x * x)));
+        float u = GELU_C * (x[i] + GELU_A * x[i] * x[i] * x[i]);
+        y[i] = x[i] / (1.0f + fast_expf(-2.0f * u));
     }
 }
-static void gelu_bwd_range(void *v, int64_t b, int64_t e) {
+// d/dx x·σ(2u) = σ + 2x·σ(1−σ)·u'(x), u' = c·(1 + 3a·x²).
+HP_CLONES static void gelu_bwd_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
+    const float *restrict dy = j->a, *restrict x = j->b;
+    float *restrict dx = j->y;
     for (int64_t i = b; i < e; i++) {
-        float x = j->b[i], t = tanhf(GELU_C * (x + GELU_A * x * x * x));
-        float d = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_C * (1.0f + 3.0f * GELU_A * x * x);
-        j->y[i] = j->a[i] * d;
+        float xi = x[i], u = GELU_C * (xi + GELU_A * xi * xi * xi);
+        float s = 1.0f / (1.0f + fast_expf(-2.0f * u));
+        float d = s + 2.0f * xi * s * (1.0f - s) * GELU_C * (1.0f + 3.0f * GELU_A * xi * xi);
+        dx[i] = dy[i] * d;
     }
 }
-static void silu_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void silu_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
-    for (int64_t i = b; i < e; i++) { float x = j->a[i]; j->y[i] = x / (1.0f + expf(-x)); }
+    const float *restrict x = j->a;
+    float *restrict y = j->y;
+    for (int64_t i = b; i < e; i++) y[i] = x[i] / (1.0f + fast_expf(-x[i]));
 }
-static void silu_bwd_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void silu_bwd_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
+    const float *restrict dy = j->a, *restrict x = j->b;
+    float *restrict dx = j->y;
     for (int64_t i = b; i < e; i++) {
-        float x = j->b[i], s = 1.0f / (1.0f + expf(-x));
-        j->y[i] = j->a[i] * s * (1.0f + x * (1.0f - s));
+        float s = 1.0f / (1.0f + fast_expf(-x[i]));
+        dx[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
     }
 }
 
-void hp_gelu_f32(const float *x, float *y, int64_t n) { job j = { .a = x, .y = y }; par_for(n, GRAIN / 8, gelu_range, &j); }
+void hp_gelu_f32(const float *x, float *y, int64_t n) { job j = { .a = x, .y = y }; par_for(n, GRAIN, gelu_range, &j); }
 void hp_gelu_backward_f32(const float *dy, const float *x, float *dx, int64_t n) {
-    job j = { .a = dy, .b = x, .y = dx }; par_for(n, GRAIN / 8, gelu_bwd_range, &j);
+    job j = { .a = dy, .b = x, .y = dx }; par_for(n, GRAIN, gelu_bwd_range, &j);
 }
-void hp_silu_f32(const float *x, float *y, int64_t n) { job j = { .a = x, .y = y }; par_for(n, GRAIN / 8, silu_range, &j); }
+void hp_silu_f32(const float *x, float *y, int64_t n) { job j = { .a = x, .y = y }; par_for(n, GRAIN, silu_range, &j); }
 void hp_silu_backward_f32(const float *dy, const float *x, float *dx, int64_t n) {
-    job j = { .a = dy, .b = x, .y = dx }; par_for(n, GRAIN / 8, silu_bwd_range, &j);
+    job j = { .a = dy, .b = x, .y = dx }; par_for(n, GRAIN, silu_bwd_range, &j);
+}
+
+// Scalar twins: the textbook formulas with libm in f64.
+void hp_gelu_f32_ref(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        double v = x[i];
+        y[i] = (float)(0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))));
+    }
+}
+void hp_gelu_backward_f32_ref(const float *dy, const float *x, float *dx, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        double v = x[i], t = tanh(0.7978845608028654 * (v + 0.044715 * v * v * v));
+        double d = 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * 0.7978845608028654 * (1 + 3 * 0.044715 * v * v);
+        dx[i] = (float)(dy[i] * d);
+    }
+}
+void hp_silu_f32_ref(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = (float)(x[i] / (1.0 + exp(-(double)x[i])));
+}
+void hp_silu_backward_f32_ref(const float *dy, const float *x, float *dx, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        double s = 1.0 / (1.0 + exp(-(double)x[i]));
+        dx[i] = (float)(dy[i] * s * (1.0 + x[i] * (1.0 - s)));
+    }
 }
 
 // modulate / gate: parallel over the B·L rows.
-static void modulate_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void modulate_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
     for (int64_t r = b; r < e; r++) {
-        const float *x = j->a + r * j->D, *sh = j->b + (r / j->L) * j->D, *sc = j->c + (r / j->L) * j->D;
-        float *y = j->y + r * j->D;
+        const float *restrict x = j->a + r * j->D, *restrict sh = j->b + (r / j->L) * j->D;
+        const float *restrict sc = j->c + (r / j->L) * j->D;
+        float *restrict y = j->y + r * j->D;
         for (int64_t d = 0; d < j->D; d++) y[d] = x[d] * (1.0f + sc[d]) + sh[d];
     }
 }
@@ -175,11 +255,12 @@ void hp_modulate_f32(const float *x, const float *shift, const float *scale, flo
     par_for(B * L, grain_rows(D), modulate_range, &j);
 }
 
-static void gate_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void gate_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
     for (int64_t r = b; r < e; r++) {
-        const float *res = j->a + r * j->D, *g = j->b + (r / j->L) * j->D, *y = j->c + r * j->D;
-        float *o = j->y + r * j->D;
+        const float *restrict res = j->a + r * j->D, *restrict g = j->b + (r / j->L) * j->D;
+        const float *restrict y = j->c + r * j->D;
+        float *restrict o = j->y + r * j->D;
         for (int64_t d = 0; d < j->D; d++) o[d] = res[d] + g[d] * y[d];
     }
 }
@@ -190,7 +271,7 @@ void hp_gate_residual_f32(const float *res, const float *gate, const float *y, f
 
 // Backwards with a sum over L: parallel over (b, column block) so each (b,d) sum runs in increasing l on one thread.
 #define COLS 256
-static void modulate_bwd_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void modulate_bwd_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
     int64_t nblk = (j->D + COLS - 1) / COLS;
     for (int64_t t = b; t < e; t++) {
@@ -199,8 +280,8 @@ static void modulate_bwd_range(void *v, int64_t b, int64_t e) {
         float sh_acc[COLS], sc_acc[COLS];
         for (int64_t d = d0; d < d1; d++) { sh_acc[d - d0] = 0.0f; sc_acc[d - d0] = 0.0f; }
         for (int64_t l = 0; l < j->L; l++) {
-            const float *dy = j->a + (bi * j->L + l) * j->D, *x = j->b + (bi * j->L + l) * j->D;
-            float *dx = j->y + (bi * j->L + l) * j->D;
+            const float *restrict dy = j->a + (bi * j->L + l) * j->D, *restrict x = j->b + (bi * j->L + l) * j->D;
+            float *restrict dx = j->y + (bi * j->L + l) * j->D;
             for (int64_t d = d0; d < d1; d++) {
                 dx[d] = dy[d] * (1.0f + sc[d]);
                 sh_acc[d - d0] += dy[d];
@@ -216,7 +297,7 @@ void hp_modulate_backward_f32(const float *dy, const float *x, const float *scal
     par_for(B * ((D + COLS - 1) / COLS), 1, modulate_bwd_range, &j);
 }
 
-static void gate_bwd_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void gate_bwd_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
     int64_t nblk = (j->D + COLS - 1) / COLS;
     for (int64_t t = b; t < e; t++) {
@@ -225,8 +306,8 @@ static void gate_bwd_range(void *v, int64_t b, int64_t e) {
         float acc[COLS];
         for (int64_t d = d0; d < d1; d++) acc[d - d0] = 0.0f;
         for (int64_t l = 0; l < j->L; l++) {
-            const float *dout = j->a + (bi * j->L + l) * j->D, *y = j->c + (bi * j->L + l) * j->D;
-            float *dy = j->y + (bi * j->L + l) * j->D;
+            const float *restrict dout = j->a + (bi * j->L + l) * j->D, *restrict y = j->c + (bi * j->L + l) * j->D;
+            float *restrict dy = j->y + (bi * j->L + l) * j->D;
             for (int64_t d = d0; d < d1; d++) { dy[d] = dout[d] * g[d]; acc[d - d0] += dout[d] * y[d]; }
         }
         for (int64_t d = d0; d < d1; d++) j->z[bi * j->D + d] = acc[d - d0];
@@ -238,7 +319,7 @@ void hp_gate_residual_backward_f32(const float *dout, const float *gate, const f
     par_for(B * ((D + COLS - 1) / COLS), 1, gate_bwd_range, &j);
 }
 
-static void rope_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void rope_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
     int64_t half = j->D / 2;
     for (int64_t r = b; r < e; r++) {                       // r = outer·L + l
@@ -257,25 +338,30 @@ void hp_rope_f32(const float *x, const float *cos, const float *sin, float *y, i
     par_for(outer * L, grain_rows(D), rope_range, &j);
 }
 
+// Lane-blocked reduction: acc[d % HP_LANES] += EXPR for d in [0, D), written so the compiler vectorises it.
+// The lane of each term is fixed, so the result is the same for every ISA width and thread count.
+#define LANE_REDUCE(acc, D, EXPR) do {                                                           \
+        int64_t d0_ = 0;                                                                        \
+        for (; d0_ + HP_LANES <= (D); d0_ += HP_LANES)                                          \
+            for (int l_ = 0; l_ < HP_LANES; l_++) { const int64_t d = d0_ + l_; acc[l_] += (EXPR); } \
+        for (int l_ = 0; d0_ + l_ < (D); l_++) { const int64_t d = d0_ + l_; acc[l_] += (EXPR); } \
+    } while (0)
+
 // ── LayerNorm ───────────────────────────────────────────────────────────────────────────────────────
 
-static void layernorm_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void layernorm_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
     const int64_t D = j->D;
     for (int64_t r = b; r < e; r++) {
-        const float *x = j->a + r * D;
+        const float *restrict x = j->a + r * D;
+        float *restrict y = j->y + r * D;
         float acc[HP_LANES] = { 0 };
-        int64_t d = 0;
-        for (; d + HP_LANES <= D; d += HP_LANES) for (int l = 0; l < HP_LANES; l++) acc[l] += x[d + l];
-        for (; d < D; d++) acc[d % HP_LANES] += x[d];
-        float mean = lanes_sum(acc) / (float)D;
+        LANE_REDUCE(acc, D, x[d]);
+        const float mean = lanes_sum(acc) / (float)D;
         float vacc[HP_LANES] = { 0 };
-        for (d = 0; d + HP_LANES <= D; d += HP_LANES)
-            for (int l = 0; l < HP_LANES; l++) { float c = x[d + l] - mean; vacc[l] += c * c; }
-        for (; d < D; d++) { float c = x[d] - mean; vacc[d % HP_LANES] += c * c; }
-        float rstd = 1.0f / sqrtf(lanes_sum(vacc) / (float)D + j->eps);
-        float *y = j->y + r * D;
-        for (d = 0; d < D; d++) y[d] = (x[d] - mean) * rstd;
+        LANE_REDUCE(vacc, D, (x[d] - mean) * (x[d] - mean));
+        const float rstd = 1.0f / sqrtf(lanes_sum(vacc) / (float)D + j->eps);
+        for (int64_t d = 0; d < D; d++) y[d] = (x[d] - mean) * rstd;
         j->z[r] = mean;
         j->w[r] = rstd;
     }
@@ -298,20 +384,17 @@ void hp_layernorm_f32_ref(const float *x, float *y, float *mean, float *rstd, in
     }
 }
 
-static void layernorm_bwd_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void layernorm_bwd_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
     const int64_t D = j->D;
     for (int64_t r = b; r < e; r++) {
-        const float *dy = j->a + r * D, *x = j->b + r * D;
+        const float *restrict dy = j->a + r * D, *restrict x = j->b + r * D;
+        float *restrict dx = j->y + r * D;
         const float mean = j->c[r], rstd = j->d[r];
         float g[HP_LANES] = { 0 }, gx[HP_LANES] = { 0 };
-        for (int64_t d = 0; d < D; d++) {
-            float xhat = (x[d] - mean) * rstd;
-            g[d % HP_LANES] += dy[d];
-            gx[d % HP_LANES] += dy[d] * xhat;
-        }
-        float gm = lanes_sum(g) / (float)D, gxm = lanes_sum(gx) / (float)D;
-        float *dx = j->y + r * D;
+        LANE_REDUCE(g, D, dy[d]);
+        LANE_REDUCE(gx, D, dy[d] * ((x[d] - mean) * rstd));
+        const float gm = lanes_sum(g) / (float)D, gxm = lanes_sum(gx) / (float)D;
         for (int64_t d = 0; d < D; d++) dx[d] = (dy[d] - gm - (x[d] - mean) * rstd * gxm) * rstd;
     }
 }
@@ -339,16 +422,17 @@ void hp_layernorm_backward_f32_ref(const float *dy, const float *x, const float 
 
 // ── RMSNorm ─────────────────────────────────────────────────────────────────────────────────────────
 
-static void rmsnorm_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void rmsnorm_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
     const int64_t D = j->D;
+    const float *restrict w = j->b;
     for (int64_t r = b; r < e; r++) {
-        const float *x = j->a + r * D;
+        const float *restrict x = j->a + r * D;
+        float *restrict y = j->y + r * D;
         float acc[HP_LANES] = { 0 };
-        for (int64_t d = 0; d < D; d++) acc[d % HP_LANES] += x[d] * x[d];
-        float rstd = 1.0f / sqrtf(lanes_sum(acc) / (float)D + j->eps);
-        float *y = j->y + r * D;
-        if (j->b) for (int64_t d = 0; d < D; d++) y[d] = x[d] * rstd * j->b[d];
+        LANE_REDUCE(acc, D, x[d] * x[d]);
+        const float rstd = 1.0f / sqrtf(lanes_sum(acc) / (float)D + j->eps);
+        if (w) for (int64_t d = 0; d < D; d++) y[d] = x[d] * rstd * w[d];
         else for (int64_t d = 0; d < D; d++) y[d] = x[d] * rstd;
         j->z[r] = rstd;
     }
@@ -368,26 +452,30 @@ void hp_rmsnorm_f32_ref(const float *x, const float *w, float *y, float *rstd, i
 }
 
 // dx rows in parallel; dw (a sum over rows) in a second pass parallel over columns, rows in increasing order.
-static void rmsnorm_bwd_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void rmsnorm_bwd_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
     const int64_t D = j->D;
+    const float *restrict w = j->c;
     for (int64_t r = b; r < e; r++) {
-        const float *dy = j->a + r * D, *x = j->b + r * D, *w = j->c;
+        const float *restrict dy = j->a + r * D, *restrict x = j->b + r * D;
+        float *restrict dx = j->y + r * D;
         const float rstd = j->d[r];
         float acc[HP_LANES] = { 0 };
-        for (int64_t d = 0; d < D; d++) acc[d % HP_LANES] += dy[d] * (w ? w[d] : 1.0f) * x[d] * rstd;
-        float gx = lanes_sum(acc) / (float)D;
-        float *dx = j->y + r * D;
-        for (int64_t d = 0; d < D; d++) dx[d] = (dy[d] * (w ? w[d] : 1.0f) - x[d] * rstd * gx) * rstd;
+        if (w) LANE_REDUCE(acc, D, dy[d] * w[d] * x[d] * rstd);
+        else LANE_REDUCE(acc, D, dy[d] * x[d] * rstd);
+        const float gx = lanes_sum(acc) / (float)D;
+        if (w) for (int64_t d = 0; d < D; d++) dx[d] = (dy[d] * w[d] - x[d] * rstd * gx) * rstd;
+        else for (int64_t d = 0; d < D; d++) dx[d] = (dy[d] - x[d] * rstd * gx) * rstd;
     }
 }
-static void rmsnorm_dw_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void rmsnorm_dw_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
-    for (int64_t d = b; d < e; d++) j->z[d] = 0.0f;
+    float *restrict dw = j->z;
+    for (int64_t d = b; d < e; d++) dw[d] = 0.0f;
     for (int64_t r = 0; r < j->rows; r++) {
-        const float *dy = j->a + r * j->D, *x = j->b + r * j->D;
+        const float *restrict dy = j->a + r * j->D, *restrict x = j->b + r * j->D;
         const float rstd = j->d[r];
-        for (int64_t d = b; d < e; d++) j->z[d] += dy[d] * x[d] * rstd;
+        for (int64_t d = b; d < e; d++) dw[d] += dy[d] * x[d] * rstd;
     }
 }
 void hp_rmsnorm_backward_f32(const float *dy, const float *x, const float *w, const float *rstd, float *dx, float *dw,
@@ -415,22 +503,29 @@ void hp_rmsnorm_backward_f32_ref(const float *dy, const float *x, const float *w
 
 // ── softmax ─────────────────────────────────────────────────────────────────────────────────────────
 
-static void softmax_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void softmax_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
     const int64_t D = j->D;
     for (int64_t r = b; r < e; r++) {
-        const float *x = j->a + r * D;
-        float *y = j->y + r * D;
-        float m = -INFINITY;
-        for (int64_t d = 0; d < D; d++) m = x[d] > m ? x[d] : m;
+        const float *restrict x = j->a + r * D;
+        float *restrict y = j->y + r * D;
+        float mx[HP_LANES];
+        for (int l = 0; l < HP_LANES; l++) mx[l] = -INFINITY;
+        int64_t d0 = 0;
+        for (; d0 + HP_LANES <= D; d0 += HP_LANES)
+            for (int l = 0; l < HP_LANES; l++) mx[l] = x[d0 + l] > mx[l] ? x[d0 + l] : mx[l];
+        for (int l = 0; d0 + l < D; l++) mx[l] = x[d0 + l] > mx[l] ? x[d0 + l] : mx[l];
+        float m = mx[0];
+        for (int l = 1; l < HP_LANES; l++) m = mx[l] > m ? mx[l] : m;
+        for (int64_t d = 0; d < D; d++) y[d] = fast_expf(x[d] - m);
         float acc[HP_LANES] = { 0 };
-        for (int64_t d = 0; d < D; d++) { y[d] = expf(x[d] - m); acc[d % HP_LANES] += y[d]; }
-        float inv = 1.0f / lanes_sum(acc);
+        LANE_REDUCE(acc, D, y[d]);
+        const float inv = 1.0f / lanes_sum(acc);
         for (int64_t d = 0; d < D; d++) y[d] *= inv;
     }
 }
 void hp_softmax_f32(const float *x, float *y, int64_t rows, int64_t D) {
-    job j = { .a = x, .y = y, .D = D }; par_for(rows, grain_rows(D) / 4 + 1, softmax_range, &j);
+    job j = { .a = x, .y = y, .D = D }; par_for(rows, grain_rows(D), softmax_range, &j);
 }
 void hp_softmax_f32_ref(const float *x, float *y, int64_t rows, int64_t D) {
     for (int64_t r = 0; r < rows; r++) {
@@ -440,15 +535,15 @@ void hp_softmax_f32_ref(const float *x, float *y, int64_t rows, int64_t D) {
         for (int64_t d = 0; d < D; d++) y[r * D + d] = (float)(exp(x[r * D + d] - m) / s);
     }
 }
-static void softmax_bwd_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void softmax_bwd_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
     const int64_t D = j->D;
     for (int64_t r = b; r < e; r++) {
-        const float *dy = j->a + r * D, *y = j->b + r * D;
+        const float *restrict dy = j->a + r * D, *restrict y = j->b + r * D;
+        float *restrict dx = j->y + r * D;
         float acc[HP_LANES] = { 0 };
-        for (int64_t d = 0; d < D; d++) acc[d % HP_LANES] += dy[d] * y[d];
-        float dot = lanes_sum(acc);
-        float *dx = j->y + r * D;
+        LANE_REDUCE(acc, D, dy[d] * y[d]);
+        const float dot = lanes_sum(acc);
         for (int64_t d = 0; d < D; d++) dx[d] = y[d] * (dy[d] - dot);
     }
 }
@@ -503,7 +598,7 @@ void hp_sum_axis_f32(const float *x, float *y, int64_t outer, int64_t R, int64_t
 }
 
 #define BLOCK 4096
-static void sumsq_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void sumsq_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
     double *partial = (double *)(void *)j->w;
     for (int64_t blk = b; blk < e; blk++) {
@@ -528,7 +623,7 @@ static double blocked_sumsq(const float *a, const float *b, int64_t n) {
 double hp_sum_squares_f32(const float *x, int64_t n) { return blocked_sumsq(x, NULL, n); }
 double hp_sq_diff_sum_f32(const float *a, const float *b, int64_t n) { return blocked_sumsq(a, b, n); }
 
-static void scaled_diff_range(void *v, int64_t b, int64_t e) {
+HP_CLONES static void scaled_diff_range(void *v, int64_t b, int64_t e) {
     const job *j = v;
     for (int64_t i = b; i < e; i++) j->y[i] = j->s * (j->a[i] - j->b[i]);
 }
@@ -540,7 +635,7 @@ void hp_scaled_diff_f32(const float *a, const float *b, float c, float *da, int6
 
 typedef struct { float *p; const float *g; float *m, *v; float lr, b1, b2, eps, wd, bc1, sbc2; } adam_job;
 
-static void adamw_range(void *vj, int64_t b, int64_t e) {
+HP_CLONES static void adamw_range(void *vj, int64_t b, int64_t e) {
     const adam_job *j = vj;
     const float decay = 1.0f - j->lr * j->wd, step = j->lr / j->bc1;
     for (int64_t i = b; i < e; i++) {

@@ -17,7 +17,11 @@ void hp_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out
     out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
 }
 
-static double det_log(double u) {
+// 1/(2i+1) and 1/n! as correctly rounded f64 constants: the same bits as the divisions in Philox.swift.
+static const double inv_odd[11] = { 1.0 / 1, 1.0 / 3, 1.0 / 5, 1.0 / 7, 1.0 / 9, 1.0 / 11, 1.0 / 13, 1.0 / 15,
+                                    1.0 / 17, 1.0 / 19, 1.0 / 21 };
+
+static inline double det_log(double u) {
     uint64_t bits;
     memcpy(&bits, &u, 8);
     int e = (int)((bits >> 52) & 0x7ff) - 1023;
@@ -25,19 +29,21 @@ static double det_log(double u) {
     double m;
     memcpy(&m, &mb, 8);
     if (m > 1.4142135623730951) { m = m * 0.5; e += 1; }
-    double f = m - 1.0, s = f / (2.0 + f), s2 = s * s, p = 1.0 / 21.0;
-    for (int k = 19; k >= 1; k -= 2) p = p * s2 + 1.0 / (double)k;
+    double f = m - 1.0, s = f / (2.0 + f), s2 = s * s, p = inv_odd[10];
+    for (int k = 9; k >= 0; k--) p = p * s2 + inv_odd[k];
     return (double)e * 0.6931471805599453 + 2.0 * s * p;
 }
 
-static const double sin_fact[9] = { 1, 6, 120, 5040, 362880, 39916800, 6227020800.0, 1307674368000.0, 355687428096000.0 };
-static const double cos_fact[9] = { 1, 2, 24, 720, 40320, 3628800, 479001600, 87178291200.0, 20922789888000.0 };
+static const double inv_sin_fact[9] = { 1.0 / 1, 1.0 / 6, 1.0 / 120, 1.0 / 5040, 1.0 / 362880, 1.0 / 39916800,
+                                         1.0 / 6227020800.0, 1.0 / 1307674368000.0, 1.0 / 355687428096000.0 };
+static const double inv_cos_fact[9] = { 1.0 / 1, 1.0 / 2, 1.0 / 24, 1.0 / 720, 1.0 / 40320, 1.0 / 3628800,
+                                         1.0 / 479001600, 1.0 / 87178291200.0, 1.0 / 20922789888000.0 };
 
-static void det_sincos_2pi(double t, double *cs, double *sn) {
+static inline void det_sincos_2pi(double t, double *cs, double *sn) {
     int k = (int)floor(t * 4.0 + 0.5);
     double r = t - (double)k * 0.25, x = r * 6.283185307179586, y = x * x;
-    double sp = 1.0 / sin_fact[8], cp = 1.0 / cos_fact[8];
-    for (int i = 7; i >= 0; i--) { sp = 1.0 / sin_fact[i] - y * sp; cp = 1.0 / cos_fact[i] - y * cp; }
+    double sp = inv_sin_fact[8], cp = inv_cos_fact[8];
+    for (int i = 7; i >= 0; i--) { sp = inv_sin_fact[i] - y * sp; cp = inv_cos_fact[i] - y * cp; }
     double s = x * sp, c = cp;
     switch (k & 3) {
     case 0: *cs = c; *sn = s; break;
@@ -56,7 +62,7 @@ static inline void box_muller(uint32_t a, uint32_t c, float *z0, float *z1) {
     *z1 = (float)(rho * sn);
 }
 
-static void block_normals(uint64_t seed, uint64_t b, float z[4]) {
+static inline void block_normals(uint64_t seed, uint64_t b, float z[4]) {
     uint32_t ctr[4] = { (uint32_t)b, (uint32_t)(b >> 32), 0, 0 }, key[2] = { (uint32_t)seed, (uint32_t)(seed >> 32) }, r[4];
     hp_philox4x32_10(ctr, key, r);
     box_muller(r[0], r[1], &z[0], &z[1]);
@@ -71,6 +77,9 @@ float hp_randn_one(uint64_t seed, uint64_t index) {
 
 typedef struct { float *y; int64_t n; uint64_t seed, offset; } randn_job;
 
+#if defined(__x86_64__) && defined(__linux__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 static void randn_range(void *v, int64_t b, int64_t e) {
     const randn_job *j = v;
     float z[4];

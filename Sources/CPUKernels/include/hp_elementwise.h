@@ -25,12 +25,16 @@ void hp_mul_f32(const float *a, const float *b, float *y, int64_t n, int64_t nb)
 void hp_scale_f32(const float *x, float s, float *y, int64_t n);
 /// y += alpha·x (in place).
 void hp_axpy_f32(float *y, float alpha, const float *x, int64_t n);
-/// GELU (tanh approximation) and its backward dx = dy·gelu'(x).
+/// GELU (tanh approximation) and its backward dx = dy·gelu'(x). Fast versions use a polynomial exp (≤ 2 ulp).
 void hp_gelu_f32(const float *x, float *y, int64_t n);
+void hp_gelu_f32_ref(const float *x, float *y, int64_t n);
 void hp_gelu_backward_f32(const float *dy, const float *x, float *dx, int64_t n);
+void hp_gelu_backward_f32_ref(const float *dy, const float *x, float *dx, int64_t n);
 /// SiLU and its backward.
 void hp_silu_f32(const float *x, float *y, int64_t n);
+void hp_silu_f32_ref(const float *x, float *y, int64_t n);
 void hp_silu_backward_f32(const float *dy, const float *x, float *dx, int64_t n);
+void hp_silu_backward_f32_ref(const float *dy, const float *x, float *dx, int64_t n);
 /// y = x·(1+scale) + shift; x, y (B,L,D); shift, scale (B,D).
 void hp_modulate_f32(const float *x, const float *shift, const float *scale, float *y, int64_t B, int64_t L, int64_t D);
 /// dx = dy·(1+scale); dshift = Σ_L dy; dscale = Σ_L dy·x   (dshift, dscale (B,D)).
