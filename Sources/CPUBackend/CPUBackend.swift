@@ -163,21 +163,25 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
 
     // MARK: elementwise
 
-    public func add(_ a: Tensor, _ b: Tensor) throws -> Tensor {
-        _ = try OpChecks.suffixBroadcast(.add, a, b)
-        let pa = try ro(a, .add), pb = try ro(b, .add)
+    /// add (op 0) or mul (op 1) with b broadcast onto a: a suffix b takes the repeat kernel, anything else the
+    /// general strided one.
+    private func binary(_ op: Op, _ a: Tensor, _ b: Tensor) throws -> Tensor {
+        let bStrides = try OpChecks.broadcast(op, a, b)
+        let pa = try ro(a, op), pb = try ro(b, op)
         let (out, o) = try newF32(a.shape)
-        if b.count > 0 { hp_add_f32(pa, pb, o, Int64(a.count), Int64(b.count)) }
+        guard out.count > 0 else { return out }
+        if OpChecks.isSuffix(a, b) {
+            (op == .add ? hp_add_f32 : hp_mul_f32)(pa, pb, o, Int64(a.count), Int64(b.count))
+        } else {
+            guard a.rank <= 8 else { throw BackendError.invalidArgument(op, "broadcasting supports rank ≤ 8, got \(a.rank)") }
+            hp_broadcast_binary_f32(op == .add ? 0 : 1, pa, pb, o, Int32(a.rank), a.shape.map(Int64.init),
+                                    bStrides.map(Int64.init))
+        }
         return out
     }
 
-    public func mul(_ a: Tensor, _ b: Tensor) throws -> Tensor {
-        _ = try OpChecks.suffixBroadcast(.mul, a, b)
-        let pa = try ro(a, .mul), pb = try ro(b, .mul)
-        let (out, o) = try newF32(a.shape)
-        if b.count > 0 { hp_mul_f32(pa, pb, o, Int64(a.count), Int64(b.count)) }
-        return out
-    }
+    public func add(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.add, a, b) }
+    public func mul(_ a: Tensor, _ b: Tensor) throws -> Tensor { try binary(.mul, a, b) }
 
     public func scale(_ x: Tensor, _ s: Float) throws -> Tensor {
         let p = try ro(x, .scale)

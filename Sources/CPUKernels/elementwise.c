@@ -153,6 +153,38 @@ HP_CLONES static void axpy_range(void *v, int64_t b, int64_t e) {
     for (int64_t i = b; i < e; i++) j->y[i] += j->s * j->a[i];
 }
 
+// General broadcast: parallel over rows of the last axis; each row finds its b offset from its coordinates.
+typedef struct { int op, rank; const float *a, *b; float *y; int64_t shape[8], bstride[8]; } bcast_job;
+
+HP_CLONES static void bcast_range(void *v, int64_t r0, int64_t r1) {
+    const bcast_job *j = v;
+    const int64_t inner = j->shape[j->rank - 1], bs = j->bstride[j->rank - 1];
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t rem = r, off = 0;
+        for (int ax = j->rank - 2; ax >= 0; ax--) { off += (rem % j->shape[ax]) * j->bstride[ax]; rem /= j->shape[ax]; }
+        const float *restrict a = j->a + r * inner, *restrict b = j->b + off;
+        float *restrict y = j->y + r * inner;
+        if (bs == 0) {
+            const float bv = b[0];
+            if (j->op == 0) for (int64_t i = 0; i < inner; i++) y[i] = a[i] + bv;
+            else for (int64_t i = 0; i < inner; i++) y[i] = a[i] * bv;
+        } else {
+            if (j->op == 0) for (int64_t i = 0; i < inner; i++) y[i] = a[i] + b[i];
+            else for (int64_t i = 0; i < inner; i++) y[i] = a[i] * b[i];
+        }
+    }
+}
+
+void hp_broadcast_binary_f32(int op, const float *a, const float *b, float *y, int rank, const int64_t *shape,
+                             const int64_t *bstride) {
+    if (rank <= 0 || rank > 8) return;
+    bcast_job j = { .op = op, .rank = rank, .a = a, .b = b, .y = y };
+    int64_t rows = 1;
+    for (int i = 0; i < rank; i++) { j.shape[i] = shape[i]; j.bstride[i] = bstride[i]; if (i < rank - 1) rows *= shape[i]; }
+    if (rows * shape[rank - 1] == 0) return;
+    par_for(rows, grain_rows(shape[rank - 1]), bcast_range, &j);
+}
+
 void hp_add_f32(const float *a, const float *b, float *y, int64_t n, int64_t nb) {
     job j = { .a = a, .b = b, .y = y, .nb = nb }; par_for(n, GRAIN, add_range, &j);
 }

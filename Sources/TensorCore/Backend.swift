@@ -51,7 +51,9 @@ public protocol Backend: AnyObject, Sendable {
                     order: PatchOrder) throws -> Tensor
 
     // ── elementwise ─────────────────────────────────────────────────────────────────────────
-    /// a + b, where b's shape is a suffix of a's (b repeats over a's leading axes).
+    /// a + b, with b broadcast onto a's shape (numpy rules for b only: right-aligned axes equal or 1), e.g.
+    /// bias (N) onto (…,N), position table (L,D) onto (B,L,D), per-batch σ (B,1,1,1) onto (B,C,H,W).
+    /// The gradient of b is `reduce(toShape:)` of the output gradient.
     func add(_ a: Tensor, _ b: Tensor) throws -> Tensor
     /// a · b, with b broadcast as in `add`.
     func mul(_ a: Tensor, _ b: Tensor) throws -> Tensor
@@ -164,6 +166,16 @@ extension Backend {
         let dw = try matmul(dy2, x2, transposeA: true, transposeB: false, bias: nil, activation: .none)
         let db = hasBias ? try sum(dy2, axes: [0]) : nil
         return (dx.reshaped(x.shape), dw, db)
+    }
+
+    /// Sums `grad` (shaped like a broadcast result) down to `shape`: the gradient of the broadcast operand of
+    /// `add` (for `mul`, reduce grad·a). Returns `grad` itself when the shapes are equal.
+    public func reduce(_ grad: Tensor, toShape shape: [Int]) throws -> Tensor {
+        if grad.shape == shape { return grad }
+        _ = try OpChecks.broadcast(.sum, grad.shape, shape)
+        let lead = grad.rank - shape.count
+        let axes = grad.shape.indices.filter { $0 < lead || shape[$0 - lead] == 1 }
+        return try sum(grad, axes: axes).reshaped(shape)
     }
 
     /// Splits `x` along `axis` into pieces of the given sizes (the backward of `concat`).

@@ -24,12 +24,34 @@ public enum OpChecks {
         return a
     }
 
-    /// For broadcasting `add`/`mul`: b's shape must be a suffix of a's. Returns how many times b repeats.
-    public static func suffixBroadcast(_ op: Op, _ a: Tensor, _ b: Tensor) throws -> Int {
-        guard b.rank <= a.rank, Array(a.shape.suffix(b.rank)) == b.shape else {
-            throw fail(op, "second operand \(b.shape.shapeString) must equal the trailing axes of \(a.shape.shapeString)")
+    /// How `b` broadcasts onto `a` for `add`/`mul` (numpy rules, b only): b's shape aligned to the right of a's,
+    /// each of b's axes equal to a's or 1. Returns b's element strides over a's axes (0 where b repeats).
+    public static func broadcast(_ op: Op, _ a: Tensor, _ b: Tensor) throws -> [Int] {
+        try broadcast(op, a.shape, b.shape)
+    }
+
+    /// `broadcast` on shapes.
+    public static func broadcast(_ op: Op, _ a: [Int], _ b: [Int]) throws -> [Int] {
+        guard b.count <= a.count else {
+            throw fail(op, "second operand \(b.shapeString) has more axes than \(a.shapeString)")
         }
-        return b.count == 0 ? 0 : a.count / b.count
+        let lead = a.count - b.count
+        var strides = Array(repeating: 0, count: a.count)
+        var s = 1
+        for i in stride(from: b.count - 1, through: 0, by: -1) {
+            let ai = a[lead + i], bi = b[i]
+            guard bi == ai || bi == 1 else {
+                throw fail(op, "second operand \(b.shapeString) does not broadcast to \(a.shapeString) (axis \(lead + i): \(bi) vs \(ai); it must be equal or 1)")
+            }
+            strides[lead + i] = bi == 1 ? 0 : s
+            s *= bi
+        }
+        return strides
+    }
+
+    /// True when b's shape equals a's trailing axes (b repeats whole over a's leading axes: the fast path).
+    public static func isSuffix(_ a: Tensor, _ b: Tensor) -> Bool {
+        b.rank <= a.rank && Array(a.shape.suffix(b.rank)) == b.shape
     }
 
     /// Output shape of `transpose`.

@@ -150,18 +150,28 @@ public final class ReferenceBackend: HostBackend, @unchecked Sendable {
 
     // MARK: elementwise
 
+    /// Index of b's element for each element of a under broadcasting.
+    func broadcastIndex(_ op: Op, _ a: Tensor, _ b: Tensor) throws -> (Int) -> Int {
+        let bStrides = try OpChecks.broadcast(op, a, b), aStrides = Self.strides(a.shape), shape = a.shape
+        return { i in
+            var j = 0
+            for axis in shape.indices { j += (i / aStrides[axis]) % shape[axis] * bStrides[axis] }
+            return j
+        }
+    }
+
     public func add(_ a: Tensor, _ b: Tensor) throws -> Tensor {
         try f32Only(.add, a, b)
-        _ = try OpChecks.suffixBroadcast(.add, a, b)
+        let index = try broadcastIndex(.add, a, b)
         let x = try load(a, .add), y = try load(b, .add)
-        return try store(x.indices.map { x[$0] + y[$0 % y.count] }, a.shape)
+        return try store(x.indices.map { x[$0] + y[index($0)] }, a.shape)
     }
 
     public func mul(_ a: Tensor, _ b: Tensor) throws -> Tensor {
         try f32Only(.mul, a, b)
-        _ = try OpChecks.suffixBroadcast(.mul, a, b)
+        let index = try broadcastIndex(.mul, a, b)
         let x = try load(a, .mul), y = try load(b, .mul)
-        return try store(x.indices.map { x[$0] * y[$0 % y.count] }, a.shape)
+        return try store(x.indices.map { x[$0] * y[index($0)] }, a.shape)
     }
 
     public func scale(_ x: Tensor, _ s: Float) throws -> Tensor {

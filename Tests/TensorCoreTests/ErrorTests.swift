@@ -69,7 +69,7 @@ struct ErrorTests {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("hprune-ro-\(UUID()).bin").path
         defer { try? FileManager.default.removeItem(atPath: path) }
         let values: [Float] = [1, 2, 3, 4]
-        FileManager.default.createFile(atPath: path, contents: values.withUnsafeBytes { Data($0) })
+        #expect(FileManager.default.createFile(atPath: path, contents: values.withUnsafeBytes { Data($0) }))
         let cpu = CPUBackend()
         let mapped = Tensor(storage: try HostStorage(mapping: path, offset: 0, length: 16), shape: [4], dtype: .f32)
         #expect(throws: BackendError.readOnly(.axpy)) { try cpu.axpy(mapped, alpha: 1, mapped) }

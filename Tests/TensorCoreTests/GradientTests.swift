@@ -18,7 +18,7 @@ func checkGradients(_ name: String, inputs: [[Float]], shapes: [[Int]], h: Float
     let rv = try rs.map { try ref.floats($0) }
     func loss(_ xs: [Tensor]) throws -> Double {
         try zip(try forward(xs), rv).reduce(0.0) { acc, pair in
-            try zip(try ref.floats(pair.0), pair.1).reduce(acc) { $0 + Double($1.0) * Double($1.1) }
+            zip(try ref.floats(pair.0), pair.1).reduce(acc) { $0 + Double($1.0) * Double($1.1) }
         }
     }
     let grads = try backward(xs, rs).map { try ref.floats($0) }
@@ -164,6 +164,19 @@ struct GradientTests {
                            backward: { [$1[0], try ref.sum($1[0], axes: [0])] })
     }
 
+    @Test("general broadcasting: reduce(toShape:) gives the gradient of the broadcast operand")
+    func addGeneralBroadcast() throws {
+        var r = Inputs(16)
+        try checkGradients("add (2,1,4)", inputs: [r.uniform(24), r.uniform(8)], shapes: [[2, 3, 4], [2, 1, 4]],
+                           forward: { [try ref.add($0[0], $0[1])] },
+                           backward: { [$1[0], try ref.reduce($1[0], toShape: [2, 1, 4])] })
+        try checkGradients("mul (3,1)", inputs: [r.uniform(24), r.uniform(3)], shapes: [[2, 3, 4], [3, 1]],
+                           forward: { [try ref.mul($0[0], $0[1])] },
+                           backward: { x, dy in
+                               [try ref.mul(dy[0], x[1]), try ref.reduce(try ref.mul(dy[0], x[0]), toShape: [3, 1])]
+                           })
+    }
+
     @Test("mul with broadcast and scale")
     func mulScale() throws {
         var r = Inputs(13)
@@ -179,7 +192,7 @@ struct GradientTests {
     func layoutAdjoints() throws {
         var r = Inputs(14)
         func dot(_ a: Tensor, _ b: Tensor) throws -> Double {
-            try zip(try ref.floats(a), try ref.floats(b)).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            zip(try ref.floats(a), try ref.floats(b)).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
         }
         let x = try ref.tensor(r.uniform(2 * 3 * 4 * 6), shape: [2, 3, 4, 6])
         for order in PatchOrder.allCases {

@@ -166,13 +166,20 @@ enum OpCases {
             var r = Inputs(9)
             let a = try t(be, r.uniform(s.rows * s.n), [s.rows, s.n])
             let b = try t(be, r.uniform(s.n), [s.n]), c = try t(be, r.uniform(s.rows * s.n), [s.rows, s.n])
-            return ["bcast": try f(be, try be.add(a, b)), "same": try f(be, try be.add(a, c))]
+            let x4 = try t(be, r.uniform(2 * 3 * s.rows * s.n), [2, 3, s.rows, s.n])
+            let perBatch = try t(be, r.uniform(2), [2, 1, 1, 1]), mid = try t(be, r.uniform(3 * s.n), [3, 1, s.n])
+            return ["bcast": try f(be, try be.add(a, b)), "same": try f(be, try be.add(a, c)),
+                    "perBatch": try f(be, try be.add(x4, perBatch)), "mid": try f(be, try be.add(x4, mid)),
+                    "scalar": try f(be, try be.add(x4, try t(be, [0.5], [])))]
         },
         OpCase(op: .mul, label: "mul, same shape and suffix broadcast", tolerance: .elementwise) { be, s in
             var r = Inputs(10)
             let a = try t(be, r.uniform(s.rows * s.n), [s.rows, s.n])
             let b = try t(be, r.uniform(s.n), [s.n]), c = try t(be, r.uniform(s.rows * s.n), [s.rows, s.n])
-            return ["bcast": try f(be, try be.mul(a, b)), "same": try f(be, try be.mul(a, c))]
+            let x4 = try t(be, r.uniform(2 * 3 * s.rows * s.n), [2, 3, s.rows, s.n])
+            let perBatch = try t(be, r.uniform(2), [2, 1, 1, 1]), col = try t(be, r.uniform(s.rows), [s.rows, 1])
+            return ["bcast": try f(be, try be.mul(a, b)), "same": try f(be, try be.mul(a, c)),
+                    "perBatch": try f(be, try be.mul(x4, perBatch)), "col": try f(be, try be.mul(x4, col))]
         },
         unary(.scale) { be, x in try be.scale(x, -0.37) },
         OpCase(op: .axpy, label: "axpy", tolerance: .elementwise) { be, s in

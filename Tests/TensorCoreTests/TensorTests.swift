@@ -32,7 +32,7 @@ struct TensorTests {
         let values = (0..<5000).map { Float($0) * 0.5 }
         var data = Data([1, 2, 3])                                            // 3-byte header: unaligned floats
         values.withUnsafeBytes { data.append(contentsOf: $0) }
-        FileManager.default.createFile(atPath: path, contents: data)
+        #expect(FileManager.default.createFile(atPath: path, contents: data))
         let s = try HostStorage(mapping: path, offset: 3 + 4 * 4096, length: 4 * 10)
         #expect(s.isReadOnly)
         let t = Tensor(storage: s, shape: [10], dtype: .f32)

@@ -21,6 +21,10 @@ void hp_convert_f16_to_f32(const uint16_t *x, float *y, int64_t n);
 void hp_add_f32(const float *a, const float *b, float *y, int64_t n, int64_t nb);
 /// y[i] = a[i] * b[i % nb].
 void hp_mul_f32(const float *a, const float *b, float *y, int64_t n, int64_t nb);
+/// y = a ⊕ b (op 0: add, 1: mul) with b broadcast: a, y have `shape` (rank <= 8); b's element for index i is
+/// Σ_axis coord_axis · bstride[axis] (bstride 0 where b repeats).
+void hp_broadcast_binary_f32(int op, const float *a, const float *b, float *y, int rank, const int64_t *shape,
+                             const int64_t *bstride);
 /// y = s·x.
 void hp_scale_f32(const float *x, float s, float *y, int64_t n);
 /// y += alpha·x (in place).
