@@ -73,23 +73,23 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         switch (x.dtype, dtype) {
         case (let a, let b) where a == b:
             guard a.bitsPerElement >= 8 else { throw BackendError.unsupportedDType(.cast, a, backend: displayName) }
-            let out = try zeros(x.shape, dtype: dtype)
+            let out = try uninitialized(x.shape, dtype: dtype)
             out.hostPointer!.copyMemory(from: src, byteCount: x.byteCount)
             return out
         case (.f32, .bf16):
-            let out = try zeros(x.shape, dtype: .bf16)
+            let out = try uninitialized(x.shape, dtype: .bf16)
             hp_convert_f32_to_bf16(src.assumingMemoryBound(to: Float.self), try u16(out, .cast), Int64(n))
             return out
         case (.f32, .f16):
-            let out = try zeros(x.shape, dtype: .f16)
+            let out = try uninitialized(x.shape, dtype: .f16)
             hp_convert_f32_to_f16(src.assumingMemoryBound(to: Float.self), try u16(out, .cast), Int64(n))
             return out
         case (.bf16, .f32):
-            let (out, p) = try newF32(x.shape)
+            let (out, p) = try newF32(x.shape, zeroed: false)
             hp_convert_bf16_to_f32(src.assumingMemoryBound(to: UInt16.self), p, Int64(n))
             return out
         case (.f16, .f32):
-            let (out, p) = try newF32(x.shape)
+            let (out, p) = try newF32(x.shape, zeroed: false)
             hp_convert_f16_to_f32(src.assumingMemoryBound(to: UInt16.self), p, Int64(n))
             return out
         case (.i8, .f32), (.u8, .f32):
@@ -105,7 +105,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         let shape = try OpChecks.transpose(x, perm)
         guard x.dtype.bitsPerElement >= 8 else { throw BackendError.unsupportedDType(.transpose, x.dtype, backend: displayName) }
         guard x.rank <= 8 else { throw BackendError.invalidArgument(.transpose, "rank \(x.rank) > 8 is not supported") }
-        let out = try zeros(shape, dtype: x.dtype)
+        let out = try uninitialized(shape, dtype: x.dtype)
         if x.rank == 0 || x.count == 0 {
             out.hostPointer!.copyMemory(from: try host(x, .transpose), byteCount: x.byteCount)
             return out
@@ -118,7 +118,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
     public func concat(_ xs: [Tensor], axis: Int) throws -> Tensor {
         let (shape, a) = try OpChecks.concat(xs, axis: axis)
         guard xs[0].dtype.bitsPerElement >= 8 else { throw BackendError.unsupportedDType(.concat, xs[0].dtype, backend: displayName) }
-        let out = try zeros(shape, dtype: xs[0].dtype)
+        let out = try uninitialized(shape, dtype: xs[0].dtype)
         let es = xs[0].dtype.bitsPerElement / 8
         let outer = shape[..<a].reduce(1, *), inner = shape[(a + 1)...].reduce(1, *) * es
         let dst = out.hostPointer!
@@ -136,7 +136,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
     public func slice(_ x: Tensor, axis: Int, start: Int, length: Int) throws -> Tensor {
         let (shape, a) = try OpChecks.slice(x, axis: axis, start: start, length: length)
         guard x.dtype.bitsPerElement >= 8 else { throw BackendError.unsupportedDType(.slice, x.dtype, backend: displayName) }
-        let out = try zeros(shape, dtype: x.dtype)
+        let out = try uninitialized(shape, dtype: x.dtype)
         let es = x.dtype.bitsPerElement / 8
         let outer = shape[..<a].reduce(1, *), inner = shape[(a + 1)...].reduce(1, *) * es
         let src = try host(x, .slice), dst = out.hostPointer!
@@ -148,7 +148,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
 
     public func patchify(_ x: Tensor, patch p: Int, order: PatchOrder) throws -> Tensor {
         let (b, c, h, w) = try OpChecks.patchify(x, patch: p)
-        let (out, o) = try newF32([b, h * w, c * p * p])
+        let (out, o) = try newF32([b, h * w, c * p * p], zeroed: false)
         hp_patchify_f32(try ro(x, .patchify), o, Int64(b), Int64(c), Int64(h), Int64(w), Int64(p), order == .channelFirst ? 0 : 1)
         return out
     }
@@ -156,7 +156,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
     public func unpatchify(_ x: Tensor, patch p: Int, channels c: Int, height h: Int, width w: Int,
                            order: PatchOrder) throws -> Tensor {
         let b = try OpChecks.unpatchify(x, patch: p, channels: c, height: h, width: w)
-        let (out, o) = try newF32([b, c, h * p, w * p])
+        let (out, o) = try newF32([b, c, h * p, w * p], zeroed: false)
         hp_unpatchify_f32(try ro(x, .unpatchify), o, Int64(b), Int64(c), Int64(h), Int64(w), Int64(p), order == .channelFirst ? 0 : 1)
         return out
     }
@@ -168,7 +168,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
     private func binary(_ op: Op, _ a: Tensor, _ b: Tensor) throws -> Tensor {
         let bStrides = try OpChecks.broadcast(op, a, b)
         let pa = try ro(a, op), pb = try ro(b, op)
-        let (out, o) = try newF32(a.shape)
+        let (out, o) = try newF32(a.shape, zeroed: false)
         guard out.count > 0 else { return out }
         if OpChecks.isSuffix(a, b) {
             (op == .add ? hp_add_f32 : hp_mul_f32)(pa, pb, o, Int64(a.count), Int64(b.count))
@@ -185,7 +185,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
 
     public func scale(_ x: Tensor, _ s: Float) throws -> Tensor {
         let p = try ro(x, .scale)
-        let (out, o) = try newF32(x.shape)
+        let (out, o) = try newF32(x.shape, zeroed: false)
         hp_scale_f32(p, s, o, Int64(x.count))
         return out
     }
@@ -199,7 +199,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
 
     public func gelu(_ x: Tensor) throws -> Tensor {
         let p = try ro(x, .gelu)
-        let (out, o) = try newF32(x.shape)
+        let (out, o) = try newF32(x.shape, zeroed: false)
         (kernels == .fast ? hp_gelu_f32 : hp_gelu_f32_ref)(p, o, Int64(x.count))
         return out
     }
@@ -207,14 +207,14 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
     public func geluBackward(_ dy: Tensor, _ x: Tensor) throws -> Tensor {
         try OpChecks.sameShape(.geluBackward, dy, x)
         let g = try ro(dy, .geluBackward), p = try ro(x, .geluBackward)
-        let (out, o) = try newF32(x.shape)
+        let (out, o) = try newF32(x.shape, zeroed: false)
         (kernels == .fast ? hp_gelu_backward_f32 : hp_gelu_backward_f32_ref)(g, p, o, Int64(x.count))
         return out
     }
 
     public func silu(_ x: Tensor) throws -> Tensor {
         let p = try ro(x, .silu)
-        let (out, o) = try newF32(x.shape)
+        let (out, o) = try newF32(x.shape, zeroed: false)
         (kernels == .fast ? hp_silu_f32 : hp_silu_f32_ref)(p, o, Int64(x.count))
         return out
     }
@@ -222,7 +222,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
     public func siluBackward(_ dy: Tensor, _ x: Tensor) throws -> Tensor {
         try OpChecks.sameShape(.siluBackward, dy, x)
         let g = try ro(dy, .siluBackward), p = try ro(x, .siluBackward)
-        let (out, o) = try newF32(x.shape)
+        let (out, o) = try newF32(x.shape, zeroed: false)
         (kernels == .fast ? hp_silu_backward_f32 : hp_silu_backward_f32_ref)(g, p, o, Int64(x.count))
         return out
     }
@@ -230,7 +230,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
     public func modulate(_ x: Tensor, shift: Tensor, scale: Tensor) throws -> Tensor {
         let (b, l, d) = try OpChecks.perBatch(.modulate, x, [shift, scale])
         let px = try ro(x, .modulate), sh = try ro(shift, .modulate), sc = try ro(scale, .modulate)
-        let (out, o) = try newF32(x.shape)
+        let (out, o) = try newF32(x.shape, zeroed: false)
         hp_modulate_f32(px, sh, sc, o, Int64(b), Int64(l), Int64(d))
         return out
     }
@@ -240,7 +240,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         try OpChecks.sameShape(.modulateBackward, dy, x)
         let (b, l, d) = try OpChecks.perBatch(.modulateBackward, x, [scale])
         let g = try ro(dy, .modulateBackward), px = try ro(x, .modulateBackward), sc = try ro(scale, .modulateBackward)
-        let (dx, pdx) = try newF32(x.shape), (dsh, psh) = try newF32([b, d]), (dsc, psc) = try newF32([b, d])
+        let (dx, pdx) = try newF32(x.shape, zeroed: false), (dsh, psh) = try newF32([b, d], zeroed: false), (dsc, psc) = try newF32([b, d], zeroed: false)
         hp_modulate_backward_f32(g, px, sc, pdx, psh, psc, Int64(b), Int64(l), Int64(d))
         return (dx, dsh, dsc)
     }
@@ -249,7 +249,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         try OpChecks.sameShape(.gateResidual, residual, y)
         let (b, l, d) = try OpChecks.perBatch(.gateResidual, residual, [gate])
         let r = try ro(residual, .gateResidual), g = try ro(gate, .gateResidual), py = try ro(y, .gateResidual)
-        let (out, o) = try newF32(residual.shape)
+        let (out, o) = try newF32(residual.shape, zeroed: false)
         hp_gate_residual_f32(r, g, py, o, Int64(b), Int64(l), Int64(d))
         return out
     }
@@ -259,7 +259,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         let (b, l, d) = try OpChecks.perBatch(.gateResidualBackward, y, [gate])
         let g = try ro(dout, .gateResidualBackward), pg = try ro(gate, .gateResidualBackward)
         let py = try ro(y, .gateResidualBackward)
-        let (dy, pdy) = try newF32(y.shape), (dg, pdg) = try newF32([b, d])
+        let (dy, pdy) = try newF32(y.shape, zeroed: false), (dg, pdg) = try newF32([b, d], zeroed: false)
         hp_gate_residual_backward_f32(g, pg, py, pdy, pdg, Int64(b), Int64(l), Int64(d))
         return (dy, dg)
     }
@@ -267,7 +267,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
     public func rope(_ x: Tensor, cos: Tensor, sin: Tensor, inverse: Bool) throws -> Tensor {
         let (outer, l, d) = try OpChecks.rope(x, cos: cos, sin: sin)
         let px = try ro(x, .rope), pc = try ro(cos, .rope), ps = try ro(sin, .rope)
-        let (out, o) = try newF32(x.shape)
+        let (out, o) = try newF32(x.shape, zeroed: false)
         hp_rope_f32(px, pc, ps, o, Int64(outer), Int64(l), Int64(d), inverse ? 1 : 0)
         return out
     }
@@ -277,7 +277,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
     public func layerNorm(_ x: Tensor, eps: Float) throws -> (y: Tensor, mean: Tensor, rstd: Tensor) {
         let px = try ro(x, .layerNorm)
         let stats = Array(x.shape.dropLast())
-        let (y, py) = try newF32(x.shape), (m, pm) = try newF32(stats), (r, pr) = try newF32(stats)
+        let (y, py) = try newF32(x.shape, zeroed: false), (m, pm) = try newF32(stats, zeroed: false), (r, pr) = try newF32(stats, zeroed: false)
         let f = kernels == .fast ? hp_layernorm_f32 : hp_layernorm_f32_ref
         f(px, py, pm, pr, Int64(x.rowCount), Int64(x.lastDim), eps)
         return (y, m, r)
@@ -288,7 +288,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         try OpChecks.rowStats(.layerNormBackward, x, [mean, rstd])
         let g = try ro(dy, .layerNormBackward), px = try ro(x, .layerNormBackward)
         let pm = try ro(mean, .layerNormBackward), pr = try ro(rstd, .layerNormBackward)
-        let (dx, pdx) = try newF32(x.shape)
+        let (dx, pdx) = try newF32(x.shape, zeroed: false)
         let f = kernels == .fast ? hp_layernorm_backward_f32 : hp_layernorm_backward_f32_ref
         f(g, px, pm, pr, pdx, Int64(x.rowCount), Int64(x.lastDim))
         return dx
@@ -304,7 +304,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
 
     public func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Float) throws -> (y: Tensor, rstd: Tensor) {
         let px = try ro(x, .rmsNorm), pw = try rmsWeight(.rmsNorm, weight, x.lastDim)
-        let (y, py) = try newF32(x.shape), (r, pr) = try newF32(Array(x.shape.dropLast()))
+        let (y, py) = try newF32(x.shape, zeroed: false), (r, pr) = try newF32(Array(x.shape.dropLast()))
         let f = kernels == .fast ? hp_rmsnorm_f32 : hp_rmsnorm_f32_ref
         f(px, pw, py, pr, Int64(x.rowCount), Int64(x.lastDim), eps)
         return (y, r)
@@ -316,8 +316,8 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         try OpChecks.rowStats(.rmsNormBackward, x, [rstd])
         let g = try ro(dy, .rmsNormBackward), px = try ro(x, .rmsNormBackward), pr = try ro(rstd, .rmsNormBackward)
         let pw = try rmsWeight(.rmsNormBackward, weight, x.lastDim)
-        let (dx, pdx) = try newF32(x.shape)
-        let dw = weight == nil ? nil : try newF32([x.lastDim])
+        let (dx, pdx) = try newF32(x.shape, zeroed: false)
+        let dw = weight == nil ? nil : try newF32([x.lastDim], zeroed: false)
         let f = kernels == .fast ? hp_rmsnorm_backward_f32 : hp_rmsnorm_backward_f32_ref
         f(g, px, pw, pr, pdx, dw?.1, Int64(x.rowCount), Int64(x.lastDim))
         return (dx, dw?.0)
@@ -325,7 +325,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
 
     public func softmax(_ x: Tensor) throws -> Tensor {
         let px = try ro(x, .softmax)
-        let (y, py) = try newF32(x.shape)
+        let (y, py) = try newF32(x.shape, zeroed: false)
         let f = kernels == .fast ? hp_softmax_f32 : hp_softmax_f32_ref
         f(px, py, Int64(x.rowCount), Int64(x.lastDim))
         return y
@@ -334,7 +334,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
     public func softmaxBackward(_ dy: Tensor, _ y: Tensor) throws -> Tensor {
         try OpChecks.sameShape(.softmaxBackward, dy, y)
         let g = try ro(dy, .softmaxBackward), py = try ro(y, .softmaxBackward)
-        let (dx, pdx) = try newF32(y.shape)
+        let (dx, pdx) = try newF32(y.shape, zeroed: false)
         hp_softmax_backward_f32(g, py, pdx, Int64(y.rowCount), Int64(y.lastDim))
         return dx
     }
@@ -355,7 +355,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         }
         let outer = src.shape[..<lo].reduce(1, *), r = src.shape[lo..<hi].reduce(1, *)
         let inner = src.shape[hi...].reduce(1, *)
-        let (out, o) = try newF32(shape)
+        let (out, o) = try newF32(shape, zeroed: false)
         if out.count > 0 { hp_sum_axis_f32(try ro(src, op), o, Int64(outer), Int64(r), Int64(inner)) }
         return (out, r)
     }
@@ -378,7 +378,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
     public func mseBackward(_ a: Tensor, _ b: Tensor, dloss: Float) throws -> Tensor {
         try OpChecks.sameShape(.mseBackward, a, b)
         let pa = try ro(a, .mseBackward), pb = try ro(b, .mseBackward)
-        let (out, o) = try newF32(a.shape)
+        let (out, o) = try newF32(a.shape, zeroed: false)
         hp_scaled_diff_f32(pa, pb, Float(2 * Double(dloss) / Double(max(a.count, 1))), o, Int64(a.count))
         return out
     }
@@ -390,7 +390,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         try OpChecks.dtype(.matmul, a, [.f32, .bf16], backend: displayName)
         let s = try OpChecks.matmul(a, b, transposeA: transposeA, transposeB: transposeB, bias: bias)
         let pa = try host(a, .matmul), pb = try host(b, .matmul), pbias = try bias.map { try ro($0, .matmul) }
-        let (out, o) = try newF32(s.outShape)
+        let (out, o) = try newF32(s.outShape, zeroed: s.k == 0)
         guard out.count > 0 else { return out }
         let lda = transposeA ? s.m : s.k, ldb = transposeB ? s.k : s.n
         let sa = s.m * s.k, sb = s.bBatched ? s.k * s.n : 0, sc = s.m * s.n
@@ -439,7 +439,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         try OpChecks.dtype(.attention, q, [.f32, .bf16], backend: displayName)
         let s = try OpChecks.attention(.attention, q, k, v)
         let pq = try host(q, .attention), pk = try host(k, .attention), pv = try host(v, .attention)
-        let out = try zeros(q.shape, dtype: q.dtype), (lse, l) = try newF32([s.b, s.h, s.lq])
+        let out = try uninitialized(q.shape, dtype: q.dtype), (lse, l) = try newF32([s.b, s.h, s.lq], zeroed: false)
         guard out.count > 0 else { return (out, lse) }
         var args = attentionArgs(s, scale: scale, dtype: q.dtype == .f32 ? HP_F32 : HP_BF16, q: pq, k: pk, v: pv,
                                  o: out.hostPointer!, lse: l)
@@ -457,7 +457,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         }
         let g = try ro(dout, .attentionBackward), pq = try ro(q, .attentionBackward), pk = try ro(k, .attentionBackward)
         let pv = try ro(v, .attentionBackward), po = try ro(out, .attentionBackward), pl = try ro(lse, .attentionBackward)
-        let (dq, pdq) = try newF32(q.shape), (dk, pdk) = try newF32(k.shape), (dv, pdv) = try newF32(v.shape)
+        let (dq, pdq) = try newF32(q.shape, zeroed: false), (dk, pdk) = try newF32(k.shape, zeroed: false), (dv, pdv) = try newF32(v.shape, zeroed: false)
         guard q.count > 0 || k.count > 0 else { return (dq, dk, dv) }
         var args = attentionArgs(s, scale: scale, dtype: HP_F32, q: pq, k: pk, v: pv, o: UnsafeMutableRawPointer(mutating: po),
                                  lse: UnsafeMutablePointer(mutating: pl))
@@ -499,7 +499,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
     // MARK: random
 
     public func randomNormal(_ shape: [Int], seed: UInt64, offset: UInt64) throws -> Tensor {
-        let (out, o) = try newF32(shape)
+        let (out, o) = try newF32(shape, zeroed: false)
         hp_randn_f32(o, Int64(out.count), seed, offset)
         return out
     }

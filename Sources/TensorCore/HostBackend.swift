@@ -97,9 +97,16 @@ extension HostBackend {
         return try host(x, op).assumingMemoryBound(to: Float.self)
     }
 
-    /// A fresh f32 tensor and its pointer.
-    public func newF32(_ shape: [Int]) throws -> (Tensor, UnsafeMutablePointer<Float>) {
-        let t = try zeros(shape, dtype: .f32)
+    /// A fresh f32 tensor and its pointer; `zeroed: false` for outputs the kernel overwrites completely.
+    public func newF32(_ shape: [Int], zeroed: Bool = true) throws -> (Tensor, UnsafeMutablePointer<Float>) {
+        let t = try uninitialized(shape, dtype: .f32, zeroed: zeroed)
         return (t, t.hostPointer!.assumingMemoryBound(to: Float.self))
+    }
+
+    /// A fresh tensor whose bytes are garbage unless `zeroed` (for outputs a kernel overwrites completely).
+    public func uninitialized(_ shape: [Int], dtype: DType, zeroed: Bool = false) throws -> Tensor {
+        let count = shape.reduce(1, *)
+        return Tensor(storage: try HostStorage(byteCount: dtype.byteCount(for: count), zeroed: zeroed), shape: shape,
+                      dtype: dtype)
     }
 }

@@ -43,14 +43,15 @@ public final class HostStorage: TensorStorage, @unchecked Sendable {
     private enum Release { case free, unmap(UnsafeMutableRawPointer, Int) }
     private let release: Release
 
-    /// Allocates `byteCount` zeroed bytes aligned to `HostStorage.alignment`.
-    public init(byteCount: Int) throws {
+    /// Allocates `byteCount` bytes aligned to `HostStorage.alignment`, zeroed unless `zeroed` is false
+    /// (for outputs a kernel overwrites completely: skipping the memset saves a pass over memory).
+    public init(byteCount: Int, zeroed: Bool = true) throws {
         var p: UnsafeMutableRawPointer? = nil
         let n = max(byteCount, 1)
-        guard posix_memalign(&p, HostStorage.alignment, n) == 0, let p else {
+        guard byteCount >= 0, posix_memalign(&p, HostStorage.alignment, n) == 0, let p else {
             throw BackendError.outOfMemory(bytes: byteCount)
         }
-        memset(p, 0, n)
+        if zeroed { memset(p, 0, n) }
         self.base = p
         self.byteCount = byteCount
         self.isReadOnly = false

@@ -25,6 +25,17 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
         self.dtype = dtype
     }
 
+    /// A read-only tensor over bytes of a file (e.g. one safetensors entry), memory-mapped, never copied.
+    ///
+    ///     let w = try Tensor.mapped(path: file, offset: headerSize + begin, shape: [2432, 2432], dtype: .bf16)
+    public static func mapped(path: String, offset: Int, shape: [Int], dtype: DType) throws -> Tensor {
+        guard shape.allSatisfy({ $0 >= 0 }) else {
+            throw BackendError.mapFailed(path: path, reason: "negative dimension in shape \(shape.shapeString)")
+        }
+        let length = dtype.byteCount(for: shape.reduce(1, *))
+        return Tensor(storage: try HostStorage(mapping: path, offset: offset, length: length), shape: shape, dtype: dtype)
+    }
+
     /// Number of elements.
     public var count: Int { shape.reduce(1, *) }
     public var rank: Int { shape.count }

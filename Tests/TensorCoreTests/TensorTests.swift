@@ -45,6 +45,9 @@ struct TensorTests {
             #expect(e.description.contains(path) && e.description.contains("outside the file"))
         }
         #expect(throws: BackendError.self) { _ = try HostStorage(mapping: path + ".missing", offset: 0, length: 4) }
+        let m = try Tensor.mapped(path: path, offset: 3, shape: [2, 2], dtype: .f32)
+        #expect(try ref.floats(m) == [0, 0.5, 1, 1.5])
+        #expect(throws: BackendError.self) { _ = try Tensor.mapped(path: path, offset: 3, shape: [5000, 2], dtype: .f32) }
     }
 
     @Test("f16 conversion matches Swift's Float16 (round to nearest even, subnormals, overflow)")
