@@ -178,6 +178,23 @@ extension Backend {
         return try sum(grad, axes: axes).reshaped(shape)
     }
 
+    /// Conv2d with kernel = stride = `patch` (the patch embedding), as patchify + GEMM:
+    /// x (B,C,H,W), weight (D,C,p,p) as torch.nn.Conv2d, bias (D) → tokens (B, (H/p)·(W/p), D) in row-major (h, w).
+    public func patchEmbed(_ x: Tensor, weight: Tensor, bias: Tensor?, patch: Int) throws -> Tensor {
+        let tokens = try patchify(x, patch: patch, order: .channelFirst)                 // (B, hw, C·p·p)
+        return try linear(tokens, weight: weight.reshaped([weight.shape.first ?? 0, -1]), bias: bias)
+    }
+
+    /// Gradients of `patchEmbed`: dx (B,C,H,W), dweight (D,C,p,p), dbias (D).
+    public func patchEmbedBackward(_ dy: Tensor, _ x: Tensor, weight: Tensor, patch: Int, hasBias: Bool) throws
+        -> (dx: Tensor, dweight: Tensor, dbias: Tensor?) {
+        let tokens = try patchify(x, patch: patch, order: .channelFirst)
+        let g = try linearBackward(dy, tokens, weight: weight.reshaped([weight.shape.first ?? 0, -1]), hasBias: hasBias)
+        let dx = try unpatchify(g.dx, patch: patch, channels: x.shape[1], height: x.shape[2] / patch,
+                                width: x.shape[3] / patch, order: .channelFirst)
+        return (dx, g.dweight.reshaped(weight.shape), g.dbias)
+    }
+
     /// Splits `x` along `axis` into pieces of the given sizes (the backward of `concat`).
     public func split(_ x: Tensor, axis: Int, sizes: [Int]) throws -> [Tensor] {
         var start = 0

@@ -188,6 +188,30 @@ struct GradientTests {
                            })
     }
 
+    @Test("patchEmbed equals a direct stride-p convolution, and its backward matches finite differences")
+    func patchEmbed() throws {
+        var r = Inputs(17)
+        let (b, c, h, w, p, d) = (2, 3, 4, 6, 2, 5)
+        let xv = r.uniform(b * c * h * w), wv = r.uniform(d * c * p * p), bv = r.uniform(d)
+        let x = try ref.tensor(xv, shape: [b, c, h, w]), wt = try ref.tensor(wv, shape: [d, c, p, p])
+        let y = try ref.floats(try ref.patchEmbed(x, weight: wt, bias: try ref.tensor(bv, shape: [d]), patch: p))
+        // Direct convolution, torch.nn.Conv2d(C, D, kernel_size=p, stride=p) semantics, tokens row-major (h, w).
+        for bi in 0..<b { for ty in 0..<(h / p) { for tx in 0..<(w / p) { for o in 0..<d {
+            var acc = Double(bv[o])
+            for ci in 0..<c { for ky in 0..<p { for kx in 0..<p {
+                acc += Double(wv[((o * c + ci) * p + ky) * p + kx]) * Double(xv[((bi * c + ci) * h + ty * p + ky) * w + tx * p + kx])
+            }}}
+            let got = y[((bi * (h / p) + ty) * (w / p) + tx) * d + o]
+            #expect(abs(Double(got) - acc) < 1e-5)
+        }}}}
+        try checkGradients("patchEmbed", inputs: [xv, wv, bv], shapes: [[b, c, h, w], [d, c, p, p], [d]],
+                           forward: { [try ref.patchEmbed($0[0], weight: $0[1], bias: $0[2], patch: p)] },
+                           backward: { x, dy in
+                               let g = try ref.patchEmbedBackward(dy[0], x[0], weight: x[1], patch: p, hasBias: true)
+                               return [g.dx, g.dweight, g.dbias!]
+                           })
+    }
+
     @Test("layout pairs are adjoint: <f(x), y> = <x, f*(y)>")
     func layoutAdjoints() throws {
         var r = Inputs(14)
