@@ -152,17 +152,22 @@ extension Backend {
         try rope(x, cos: cos, sin: sin, inverse: false)
     }
 
-    /// Linear layer y = x·Wᵀ + b: x (…,K), weight (N,K) as torch.nn.Linear, bias (N) → (…,N).
+    /// Linear layer y = x·Wᵀ + b: x (…,K), weight (N,K) as torch.nn.Linear, bias (N) f32 → (…,N) f32.
+    /// With a bf16 weight an f32 x is cast to bf16 first (bf16 compute, f32 accumulation, as torch autocast).
     public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, activation: Activation = .none) throws -> Tensor {
-        try matmul(x, weight, transposeA: false, transposeB: true, bias: bias, activation: activation)
+        let xc = weight.dtype == .bf16 && x.dtype == .f32 ? try cast(x, to: .bf16) : x
+        return try matmul(xc, weight, transposeA: false, transposeB: true, bias: bias, activation: activation)
     }
 
-    /// Gradients of `linear` without activation: dx (…,K), dweight (N,K), dbias (N).
+    /// Gradients of `linear` without activation: dx (…,K), dweight (N,K), dbias (N), all f32.
+    /// A bf16 weight (frozen, e.g. teacher or PWP-frozen student layers) gives dx through a bf16 GEMM; dweight is
+    /// then still computed in f32 from x and dy.
     public func linearBackward(_ dy: Tensor, _ x: Tensor, weight: Tensor, hasBias: Bool) throws
         -> (dx: Tensor, dweight: Tensor, dbias: Tensor?) {
         let k = x.lastDim, n = dy.lastDim
-        let dy2 = dy.reshaped([-1, n]), x2 = x.reshaped([-1, k])                       // (R,N), (R,K)
-        let dx = try matmul(dy2, weight, transposeA: false, transposeB: false, bias: nil, activation: .none)
+        let dy2 = dy.reshaped([-1, n]), x2 = try x.dtype == .f32 ? x.reshaped([-1, k]) : cast(x, to: .f32).reshaped([-1, k])
+        let dyw = weight.dtype == .bf16 && dy2.dtype == .f32 ? try cast(dy2, to: .bf16) : dy2
+        let dx = try matmul(dyw, weight, transposeA: false, transposeB: false, bias: nil, activation: .none)
         let dw = try matmul(dy2, x2, transposeA: true, transposeB: false, bias: nil, activation: .none)
         let db = hasBias ? try sum(dy2, axes: [0]) : nil
         return (dx.reshaped(x.shape), dw, db)

@@ -156,6 +156,18 @@ struct GradientTests {
                            })
     }
 
+    @Test("linear with a bf16 weight computes in bf16 with f32 accumulation")
+    func linearBF16() throws {
+        var r = Inputs(18)
+        let x = try ref.tensor(r.uniform(6 * 8), shape: [2, 3, 8]), w = try ref.tensor(r.uniform(5 * 8), shape: [5, 8])
+        let w16 = try ref.cast(w, to: .bf16)
+        let want = try ref.linear(try ref.cast(try ref.cast(x, to: .bf16), to: .f32), weight: try ref.cast(w16, to: .f32), bias: nil)
+        #expect(try ref.floats(try ref.linear(x, weight: w16, bias: nil)) == ref.floats(want))
+        let dy = try ref.tensor(r.uniform(2 * 3 * 5), shape: [2, 3, 5])
+        let g = try ref.linearBackward(dy, x, weight: w16, hasBias: false)
+        #expect(g.dx.shape == [2, 3, 8] && g.dweight.shape == [5, 8] && g.dweight.dtype == .f32)
+    }
+
     @Test("add with broadcast: the gradient of b is a sum over leading axes")
     func addBroadcast() throws {
         var r = Inputs(12)
