@@ -1,6 +1,7 @@
-// The adaLN-modulated MLP block of the TensorCore overview, forward and backward, written only with Backend ops:
-// checked against finite differences (reference) and run on the CPU backend against the reference.
+// Blocks written only with Backend ops, as the models will write them: the overview's adaLN MLP block (forward and
+// backward, finite-difference checked) and SD3/FLUX-style joint attention; CPU against the reference.
 import CPUBackend
+import Foundation
 import Testing
 import TensorCore
 
@@ -92,4 +93,54 @@ extension Backend {
 
 private func zip3<A, B, C>(_ a: [A], _ b: [B], _ c: [C]) -> [(A, B, C)] {
     (0..<min(a.count, b.count, c.count)).map { (a[$0], b[$0], c[$0]) }
+}
+
+/// Joint attention as in SD3/FLUX blocks: per-stream q/k/v projections, heads split, RMSNorm on q and k over the
+/// head dim, RoPE, the streams concatenated along the sequence, fused attention, split back, heads merged.
+/// x (B,Lx,D), c (B,Lc,D) → (out_x (B,Lx,D), out_c (B,Lc,D)).
+struct JointAttention {
+    let heads: Int
+    let wq: Tensor, wk: Tensor, wv: Tensor, cq: Tensor, ck: Tensor, cv: Tensor   // (D,D) each
+    let normQ: Tensor, normK: Tensor                                               // (Dh)
+
+    func heads(_ be: any Backend, _ t: Tensor) throws -> Tensor {                  // (B,L,D) → (B,H,L,Dh)
+        try be.transpose(t.reshaped([t.shape[0], t.shape[1], heads, -1]), [0, 2, 1, 3])
+    }
+
+    func forward(_ be: any Backend, _ x: Tensor, _ c: Tensor, cos: Tensor, sin: Tensor) throws -> [Tensor] {
+        let (b, lx, lc, d) = (x.shape[0], x.shape[1], c.shape[1], x.shape[2])
+        func qk(_ t: Tensor, _ w: Tensor, _ norm: Tensor) throws -> Tensor {
+            try be.rmsNorm(try heads(be, try be.linear(t, weight: w, bias: nil)), weight: norm, eps: 1e-6).y
+        }
+        let q = try be.rope(try be.concat([qk(x, wq, normQ), qk(c, cq, normQ)], axis: 2), cos: cos, sin: sin)
+        let k = try be.rope(try be.concat([qk(x, wk, normK), qk(c, ck, normK)], axis: 2), cos: cos, sin: sin)
+        let v = try be.concat([heads(be, try be.linear(x, weight: wv, bias: nil)),
+                               heads(be, try be.linear(c, weight: cv, bias: nil))], axis: 2)
+        let o = try be.attention(q, k, v, scale: 1 / Float(d / heads).squareRoot()).out      // (B,H,Lx+Lc,Dh)
+        let merged = try be.transpose(o, [0, 2, 1, 3]).reshaped([b, lx + lc, d])
+        return try be.split(merged, axis: 1, sizes: [lx, lc])
+    }
+}
+
+@Suite("Joint attention from Backend ops")
+struct JointAttentionTests {
+    @Test("CPU matches the reference on a 2-head joint attention with qk-norm and RoPE")
+    func cpuMatches() throws {
+        let ref = ReferenceBackend(), cpu = CPUBackend()
+        var r = Inputs(50)
+        let (b, lx, lc, d, h) = (2, 5, 3, 8, 2)
+        let w = try (0..<6).map { _ in try ref.tensor(r.uniform(d * d), shape: [d, d]) }
+        let att = JointAttention(heads: h, wq: w[0], wk: w[1], wv: w[2], cq: w[3], ck: w[4], cv: w[5],
+                                 normQ: try ref.tensor(r.uniform(d / h, 0.5, 1.5), shape: [d / h]),
+                                 normK: try ref.tensor(r.uniform(d / h, 0.5, 1.5), shape: [d / h]))
+        let ang = r.uniform((lx + lc) * d / h / 2, -3, 3)
+        let cos = try ref.tensor(ang.map { Foundation.cos($0) }, shape: [lx + lc, d / h / 2])
+        let sin = try ref.tensor(ang.map { Foundation.sin($0) }, shape: [lx + lc, d / h / 2])
+        let x = try ref.tensor(r.uniform(b * lx * d), shape: [b, lx, d]), c = try ref.tensor(r.uniform(b * lc * d), shape: [b, lc, d])
+        let want = try att.forward(ref, x, c, cos: cos, sin: sin), got = try att.forward(cpu, x, c, cos: cos, sin: sin)
+        #expect(want.map(\.shape) == [[b, lx, d], [b, lc, d]])
+        for i in 0..<2 {
+            #expect(mismatch(["o": try cpu.floats(got[i])], ["o": try ref.floats(want[i])], .contraction) == nil)
+        }
+    }
 }
