@@ -698,23 +698,40 @@ void hp_adamw_f32_ref(float *p, const float *g, float *m, float *v, int64_t n, f
 
 // ── layout ──────────────────────────────────────────────────────────────────────────────────────────
 
+// Parallel over output rows (the last output axis); each row finds its source offset from its coordinates.
+typedef struct { const char *x; char *y; int64_t es, inner, sstep; int rank; int64_t out_shape[8], src_stride[8]; } permute_job;
+
+static void permute_range(void *v, int64_t r0, int64_t r1) {
+    const permute_job *j = v;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t rem = r, off = 0;
+        for (int ax = j->rank - 2; ax >= 0; ax--) { off += (rem % j->out_shape[ax]) * j->src_stride[ax]; rem /= j->out_shape[ax]; }
+        const int64_t o = r * j->inner;
+        if (j->es == 4) {
+            const float *restrict src = (const float *)(const void *)j->x + off;
+            float *restrict dst = (float *)(void *)j->y + o;
+            for (int64_t t = 0; t < j->inner; t++) dst[t] = src[t * j->sstep];
+        } else if (j->es == 2) {
+            const uint16_t *restrict src = (const uint16_t *)(const void *)j->x + off;
+            uint16_t *restrict dst = (uint16_t *)(void *)j->y + o;
+            for (int64_t t = 0; t < j->inner; t++) dst[t] = src[t * j->sstep];
+        } else {
+            for (int64_t t = 0; t < j->inner; t++) memcpy(j->y + (o + t) * j->es, j->x + (off + t * j->sstep) * j->es, (size_t)j->es);
+        }
+    }
+}
+
 void hp_permute(const void *x, void *y, int64_t es, int rank, const int64_t *shape, const int64_t *perm) {
-    int64_t in_stride[8], out_shape[8], src_stride[8], idx[8] = { 0 }, n = 1;
+    if (rank <= 0 || rank > 8) return;
+    permute_job j = { .x = x, .y = y, .es = es, .rank = rank };
+    int64_t in_stride[8], n = 1;
     in_stride[rank - 1] = 1;
     for (int i = rank - 2; i >= 0; i--) in_stride[i] = in_stride[i + 1] * shape[i + 1];
-    for (int i = 0; i < rank; i++) { out_shape[i] = shape[perm[i]]; src_stride[i] = in_stride[perm[i]]; n *= out_shape[i]; }
+    for (int i = 0; i < rank; i++) { j.out_shape[i] = shape[perm[i]]; j.src_stride[i] = in_stride[perm[i]]; n *= j.out_shape[i]; }
     if (n == 0) return;
-    const char *src = x;
-    char *dst = y;
-    int64_t inner = out_shape[rank - 1], sstep = src_stride[rank - 1];
-    for (int64_t o = 0; o < n; o += inner) {
-        int64_t off = 0;
-        for (int i = 0; i < rank - 1; i++) off += idx[i] * src_stride[i];
-        if (es == 4) { for (int64_t t = 0; t < inner; t++) ((float *)(void *)dst)[o + t] = ((const float *)(const void *)src)[off + t * sstep]; }
-        else if (es == 2) { for (int64_t t = 0; t < inner; t++) ((uint16_t *)(void *)dst)[o + t] = ((const uint16_t *)(const void *)src)[off + t * sstep]; }
-        else { for (int64_t t = 0; t < inner; t++) memcpy(dst + (o + t) * es, src + (off + t * sstep) * es, (size_t)es); }
-        for (int i = rank - 2; i >= 0; i--) { if (++idx[i] < out_shape[i]) break; idx[i] = 0; }
-    }
+    j.inner = j.out_shape[rank - 1];
+    j.sstep = j.src_stride[rank - 1];
+    par_for(n / j.inner, grain_rows(j.inner), permute_range, &j);
 }
 
 static inline int64_t patch_index(int order, int64_t c, int64_t py, int64_t px, int64_t C, int64_t p) {

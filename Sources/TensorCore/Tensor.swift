@@ -53,8 +53,8 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
         var s = newShape
         if let i = s.firstIndex(of: -1) {
             let known = s.enumerated().filter { $0.offset != i }.map(\.element).reduce(1, *)
-            precondition(known > 0 && count % known == 0, "cannot reshape \(shape) to \(newShape)")
-            s[i] = count / known
+            precondition(known == 0 ? count == 0 : count % known == 0, "cannot reshape \(shape) to \(newShape)")
+            s[i] = known == 0 ? 0 : count / known
         }
         precondition(s.reduce(1, *) == count, "cannot reshape \(shape) (\(count) elements) to \(newShape)")
         return Tensor(storage: storage, byteOffset: byteOffset, shape: s, dtype: dtype)
