@@ -34,3 +34,27 @@ public enum BackendError: Error, Equatable, CustomStringConvertible {
         }
     }
 }
+
+/// A backend error with where it happened (a module path, a tensor name), for messages users can act on.
+///
+///     try withTensorContext("transformer_blocks.12.attn.to_q") { try be.linear(x, weight: w, bias: b) }
+///     // transformer_blocks.12.attn.to_q: op matmul: inner sizes differ: a (2,7,64) has K=64, …
+public struct TensorContextError: Error, CustomStringConvertible {
+    /// Where: outermost first, joined with ": ".
+    public var context: [String]
+    public var underlying: any Error
+
+    public var description: String { (context + ["\(underlying)"]).joined(separator: ": ") }
+}
+
+/// Runs `body`, prefixing any error it throws with `context` (nested calls accumulate outermost first).
+public func withTensorContext<T>(_ context: String, _ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch var e as TensorContextError {
+        e.context.insert(context, at: 0)
+        throw e
+    } catch {
+        throw TensorContextError(context: [context], underlying: error)
+    }
+}

@@ -76,3 +76,22 @@ struct ErrorTests {
         #expect(try cpu.floats(try cpu.scale(mapped, 2)) == [2, 4, 6, 8])     // reading is fine
     }
 }
+
+@Suite("Error context")
+struct ErrorContextTests {
+    @Test("withTensorContext names where an op failed, outermost first")
+    func context() throws {
+        let be = ReferenceBackend()
+        let a = try be.zeros([2, 3], dtype: .f32), b = try be.zeros([4, 5], dtype: .f32)
+        do {
+            _ = try withTensorContext("transformer_blocks.12") {
+                try withTensorContext("attn.to_q") { try be.linear(a, weight: b, bias: nil) }
+            }
+            Issue.record("expected an error")
+        } catch let e as TensorContextError {
+            #expect(e.description.hasPrefix("transformer_blocks.12: attn.to_q: op matmul: inner sizes differ"), "\(e)")
+            #expect(e.underlying is BackendError)
+        }
+        #expect(try withTensorContext("ok") { 42 } == 42)
+    }
+}
