@@ -142,6 +142,12 @@ const char *hp_cpu_features_string(void) { return "neon"; }
 const char *hp_cpu_features_string(void) { return ""; }
 #endif
 
+#if defined(__x86_64__) && defined(__linux__)
+#define FB_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FB_CLONES
+#endif
+
 // ── helpers ─────────────────────────────────────────────────────────────────────────────────────────────
 
 static inline float bf16_to_f32(uint16_t h) { union { uint32_t u; float f; } v = { (uint32_t)h << 16 }; return v.f; }
@@ -181,7 +187,7 @@ typedef struct {
 
 #define GEMM_ROWS 4
 
-static void gemm_rows(void *vctx, long task, int thread) {
+FB_CLONES static void gemm_rows(void *vctx, long task, int thread) {
     (void)thread;
     const gemm_job *j = vctx;
     long begin = task * GEMM_ROWS, end = begin + GEMM_ROWS < j->M ? begin + GEMM_ROWS : j->M;
