@@ -100,9 +100,10 @@ enum BackendChoice {
         switch requested {
         case "cpu": return "cpu"
         case "cuda":
-            Terminal.err("error: backend 'cuda' is not available: this build has no CUDA backend yet (see `hprune backends`); use `--backend cpu` or `backend: auto`")
+            Terminal.err("error: backend 'cuda' is not available: \(CUDAProbe.info().reason ?? "") (see `hprune backends`); use `--backend cpu` or `backend: auto`")
             throw Exit.invalid
         default:
+            Terminal.err("note: backend auto: using cpu (cuda: \(CUDAProbe.info().reason ?? "unavailable"))")
             return "cpu"
         }
     }
