@@ -46,6 +46,7 @@ let package = Package(
         .target(name: "CPUBackend", dependencies: ["TensorCore", "CPUKernels"]),
         .target(name: "Checkpoint"),
         .target(name: "ModelSpec", dependencies: ["Checkpoint"]),
+        .target(name: "Compression", dependencies: ["ModelSpec", "Checkpoint", "TensorCore"]),
 
         // ── where the halves meet ────────────────────────────────────────────────────────
         .target(
@@ -74,5 +75,6 @@ let package = Package(
         .testTarget(name: "QuantTests", dependencies: ["TensorCore"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
         .testTarget(name: "ModelSpecTests", dependencies: ["ModelSpec", "Checkpoint"]),
+        .testTarget(name: "CompressionTests", dependencies: ["Compression", "ModelSpec", "Checkpoint", "TensorCore"]),
     ]
 )
