@@ -74,7 +74,7 @@ public struct Sensitivity: Codable, Sendable, Hashable {
         self.positionWeight = positionWeight
         entries = structure.allAddresses.map { a in
             let d = deltas[a]
-            return Entry(address: a.description, deltaP: d, wPos: positionWeight.weight(block: a.block, blockCount: n),
+            return Entry(address: a.description, deltaP: d.flatMap { $0.isFinite ? $0 : nil }, wPos: positionWeight.weight(block: a.block, blockCount: n),
                          eligible: d.map(\.isFinite) ?? false)
         }
     }
@@ -114,7 +114,8 @@ public struct Sensitivity: Codable, Sendable, Hashable {
     public func encoded() -> Data {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        // Encoding plain structs of strings, numbers and bools cannot fail.
+        enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        // Plain structs of strings, numbers (non-finite ones spelled as strings) and bools always encode.
         guard var data = try? enc.encode(self) else { preconditionFailure("Sensitivity is always encodable") }
         data.append(0x0A)
         return data
@@ -125,7 +126,9 @@ public struct Sensitivity: Codable, Sendable, Hashable {
     public static func decode(_ data: Data, source: String, structure: ModelStructure? = nil) throws -> Sensitivity {
         let s: Sensitivity
         do {
-            s = try JSONDecoder().decode(Sensitivity.self, from: data)
+            let dec = JSONDecoder()
+            dec.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+            s = try dec.decode(Sensitivity.self, from: data)
         } catch {
             throw CompressionError(source, "not a Sensitivity JSON (\(error))",
                                    fix: "produce it with a `score` stage, or write {schema: 1, architecture, block_count, metric, position_weight, entries}")
