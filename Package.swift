@@ -49,10 +49,11 @@ let package = Package(
         .target(name: "Compression", dependencies: ["ModelSpec", "Checkpoint", "TensorCore"]),
 
         // ── where the halves meet ────────────────────────────────────────────────────────
+        .target(name: "ModelStore", dependencies: ["ArtifactStore", "Checkpoint", "ModelSpec"]),
         .target(
             name: "Stages",
             dependencies: ["StageGraph", "Scheduler", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
-                           "TensorCore", "CPUBackend"]
+                           "TensorCore", "CPUBackend", "ModelStore", "Compression", "ModelSpec", "Checkpoint"]
         ),
         .executableTarget(
             name: "hprune",
