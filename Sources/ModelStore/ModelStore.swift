@@ -173,17 +173,73 @@ public enum ModelStore {
         }
     }
 
-    /// config.json bytes: sorted keys, two-space indent, trailing newline.
-    static func configJSON(_ config: [String: JSONValue], pretty: Bool = true) throws -> Data {
-        let enc = JSONEncoder()
-        enc.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
-        var d = try enc.encode(config)
-        if pretty { d.append(0x0A) }
-        return d
+    /// config.json bytes as Python's `json.dumps(indent=2, sort_keys=True)` writes them (floats keep their `.0`,
+    /// which diffusers' config checks need, e.g. `llm_int8_threshold: 6.0`), with a trailing newline.
+    public static func configJSON(_ config: [String: JSONValue], pretty: Bool = true) throws -> Data {
+        var out = ""
+        write(.object(config), indent: pretty ? 0 : nil, into: &out)
+        if pretty { out += "\n" }
+        return Data(out.utf8)
     }
 
-    /// Builds a folder in a sibling temp directory, then renames it to `dir`.
-    static func writeFolder(at dir: URL, _ body: (URL) throws -> Void) throws {
+    static func write(_ v: JSONValue, indent: Int?, into out: inout String) {
+        let nl = indent.map { "\n" + String(repeating: " ", count: $0 + 2) } ?? ""
+        let close = indent.map { "\n" + String(repeating: " ", count: $0) } ?? ""
+        let sep = indent == nil ? ", " : ","
+        let inner = indent.map { $0 + 2 }
+        switch v {
+        case .null: out += "null"
+        case .bool(let b): out += b ? "true" : "false"
+        case .int(let i): out += String(i)
+        case .double(let d):
+            if !d.isFinite { out += d.isNaN ? "NaN" : (d < 0 ? "-Infinity" : "Infinity") }
+            else if d == d.rounded(), abs(d) < 1e16 { out += String(Int64(d)) + ".0" }
+            else { out += "\(d)" }
+        case .string(let s): out += quote(s)
+        case .array(let a):
+            if a.isEmpty { out += "[]"; return }
+            out += "["
+            for (i, x) in a.enumerated() { out += (i == 0 ? "" : sep) + nl; write(x, indent: inner, into: &out) }
+            out += close + "]"
+        case .object(let o):
+            if o.isEmpty { out += "{}"; return }
+            out += "{"
+            for (i, k) in o.keys.sorted().enumerated() {
+                out += (i == 0 ? "" : sep) + nl + quote(k) + ": "
+                write(o[k] ?? .null, indent: inner, into: &out)
+            }
+            out += close + "}"
+        }
+    }
+
+    static func quote(_ s: String) -> String {
+        var r = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": r += "\\\""
+            case "\\": r += "\\\\"
+            case "\n": r += "\\n"
+            case "\r": r += "\\r"
+            case "\t": r += "\\t"
+            default:
+                if u.value < 0x20 || u.value > 0x7e {
+                    if u.value > 0xFFFF {
+                        let v = u.value - 0x10000
+                        r += String(format: "\\u%04x\\u%04x", 0xD800 + (v >> 10), 0xDC00 + (v & 0x3FF))
+                    } else {
+                        r += String(format: "\\u%04x", u.value)
+                    }
+                } else {
+                    r.unicodeScalars.append(u)
+                }
+            }
+        }
+        return r + "\""
+    }
+
+    /// Builds a folder in a sibling temp directory (`body` fills it), then renames it to `dir`; `dir` must be absent
+    /// or empty. On any error the temp directory is removed and `dir` is untouched.
+    public static func writeFolder(at dir: URL, _ body: (URL) throws -> Void) throws {
         let fm = FileManager.default
         let target = dir.standardizedFileURL
         var isDir: ObjCBool = false
