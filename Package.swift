@@ -76,6 +76,8 @@ let package = Package(
         .testTarget(name: "QuantTests", dependencies: ["TensorCore"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
         .testTarget(name: "ModelSpecTests", dependencies: ["ModelSpec", "Checkpoint"]),
+        .testTarget(name: "StagesTests", dependencies: ["Stages", "Scheduler", "StageGraph", "ArtifactStore", "ModelStore",
+                                                     "Compression", "ModelSpec", "Checkpoint", "TestSupport", "YAMLSupport"]),
         .testTarget(name: "CompressionTests", dependencies: ["Compression", "ModelSpec", "Checkpoint", "TensorCore"]),
     ]
 )
