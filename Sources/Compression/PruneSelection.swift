@@ -161,12 +161,21 @@ public enum PruneSelection {
             throw CompressionError("target.memory_gb", "the model already fits (\(gb(totalBytes)) GB); nothing to remove",
                                    fix: "lower memory_gb or drop the prune stage")
         }
+        // Incremental accounting: tensors gone so far, and the parameters / bytes they held.
+        let params = Dictionary(uniqueKeysWithValues: structure.tensors.map { ($0.name, $0.isBuffer ? 0 : $0.elementCount) })
+        var gone = Set<String>()
+        var removedParams = 0, removedBytes = 0
         for (a, key) in candidates {
             if removal.isBlockRemoved(a.block) { continue }
             var next = removal
             do { try next.insert(a, in: structure) } catch { continue }  // conflicting norm variant: skip
             removal = next
-            current = try outcome(of: removal, structure: structure, tensorBytes: bytes)
+            for n in try structure.tensorNames(of: a) where gone.insert(n).inserted {
+                removedParams += params[n] ?? 0
+                removedBytes += bytes[n] ?? 0
+            }
+            current = PruneOutcome(removal: removal, parametersOriginal: original, parametersAfter: original - removedParams,
+                                   weightBytesOriginal: totalBytes, weightBytesAfter: totalBytes - removedBytes, steps: [])
             steps.append(.init(address: a, key: key, keptFraction: Double(current.parametersAfter) / Double(original)))
             if met(current) { return try outcome(of: removal, structure: structure, tensorBytes: bytes, steps: steps) }
         }
