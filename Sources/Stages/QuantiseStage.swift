@@ -79,40 +79,49 @@ public struct QuantiseStage: ExecutableStageKind {
                               log: "fix: use layer names as in the checkpoint, e.g. proj_out or transformer_blocks.0.*")
         }
         var manifest = m.manifest
-        var count = 0
-        var before = 0, after = 0
         let names = m.manifest.tensors.keys.sorted()
         let todo = names.filter { n in m.manifest.tensors[n].map { LinearQuantiser.shouldQuantise(name: n, shape: $0.object.shape, options: options) } ?? false }
         let bar = ctx.progress.bar(total: todo.count, unit: "tensors")
-        for name in names {
-            try Task.checkCancellation()
-            guard let t = m.manifest.tensors[name],
-                  LinearQuantiser.shouldQuantise(name: name, shape: t.object.shape, options: options) else { continue }
-            do {
-                let w = try ModelStore.floats(name, of: m.manifest, store: ctx.store)
-                let enc = try LinearQuantiser.quantise(name: name, weights: w, shape: t.object.shape, sourceDType: t.object.dtype, options: options)
-                var companions: [String: TensorObject] = [:]
-                var main: TensorObject?
-                for (k, e) in enc {
-                    let obj = TensorObject(digest: try ctx.store.put(e.data), dtype: e.dtype, shape: e.shape, bytes: e.data.count)
-                    if k == name { main = obj } else { companions[String(k.dropFirst(name.count))] = obj }
+        let source = m.manifest, store = ctx.store
+        // Two weights per core at most in flight: each is decoded to fp32, quantised, and its objects stored.
+        let results: [(String, ManifestTensor)]
+        do {
+            var done = 0
+            results = try ParallelMap.map(todo, onBatch: { n in
+                try Task.checkCancellation()
+                bar.advance(by: n - done)
+                done = n
+            }) { name -> (String, ManifestTensor) in
+                guard let t = source.tensors[name] else { throw ModelStoreError("internal: no tensor \(name)", fix: "report this") }
+                do {
+                    let w = try ModelStore.floats(name, of: source, store: store)
+                    let enc = try LinearQuantiser.quantise(name: name, weights: w, shape: t.object.shape, sourceDType: t.object.dtype, options: options)
+                    var companions: [String: TensorObject] = [:]
+                    var main: TensorObject?
+                    for (k, e) in enc {
+                        let obj = TensorObject(digest: try store.put(e.data), dtype: e.dtype, shape: e.shape, bytes: e.data.count)
+                        if k == name { main = obj } else { companions[String(k.dropFirst(name.count))] = obj }
+                    }
+                    guard let main else { throw ModelStoreError("internal: the quantiser returned no '\(name)'", fix: "report this") }
+                    return (name, ManifestTensor(object: main, quantisation: TensorQuantisation(
+                        format: options.formatName, blockSize: options.format.blockSize, doubleQuant: options.doubleQuant,
+                        originalShape: t.object.shape, originalDType: t.object.dtype, companions: companions)))
+                } catch {
+                    throw ModelStoreError("tensor '\(name)': \(error)", fix: "")
                 }
-                guard let main else { throw ctx.failure("internal: quantiser returned no '\(name)'") }
-                manifest.tensors[name] = ManifestTensor(object: main, quantisation: TensorQuantisation(
-                    format: options.formatName, blockSize: options.format.blockSize, doubleQuant: options.doubleQuant,
-                    originalShape: t.object.shape, originalDType: t.object.dtype, companions: companions))
-                before += t.object.bytes
-                after += manifest.tensors[name]?.objects.reduce(0) { $0 + $1.bytes } ?? 0
-                count += 1
-            } catch let e as StageFailure {
-                throw e
-            } catch let e as CancellationError {
-                throw e
-            } catch {
-                throw ctx.failure("tensor '\(name)': \(error)")
             }
-            bar.advance()
+        } catch let e as CancellationError {
+            throw e
+        } catch let e as ModelStoreError {
+            throw ctx.failure(e.message)
         }
+        var before = 0, after = 0
+        for (name, t) in results {
+            before += manifest.tensors[name]?.object.bytes ?? 0
+            after += t.objects.reduce(0) { $0 + $1.bytes }
+            manifest.tensors[name] = t
+        }
+        let count = results.count
         if count == 0 {
             throw ctx.failure("no Linear weight is left to quantise (every 2-D *.weight is kept or absent)", log: "fix: shorten `keep`")
         }

@@ -82,27 +82,28 @@ struct Quantise: AsyncParsableCommand {
             throw Exit.invalid
         }
         // Quantised tensors are held in memory (≈ 1/4 of bf16 size); the rest stream from the source file.
-        var quantised: [String: EncodedTensor] = [:]
-        var entries: [TensorEntry] = []
-        var count = 0
-        for info in folder.tensors {
-            try Task.checkCancellation()
-            guard LinearQuantiser.shouldQuantise(name: info.name, shape: info.shape, options: options), info.dtype.isFloatingPoint else {
-                entries.append(TensorEntry(name: info.name, dtype: info.dtype, shape: info.shape))
-                continue
-            }
-            do {
-                let w = try folder.floats(info.name)
-                for (k, t) in try LinearQuantiser.quantise(name: info.name, weights: w, shape: info.shape, sourceDType: info.dtype, options: options) {
-                    quantised[k] = t
-                    entries.append(TensorEntry(name: k, dtype: t.dtype, shape: t.shape))
+        let todo = folder.tensors.filter { LinearQuantiser.shouldQuantise(name: $0.name, shape: $0.shape, options: options) && $0.dtype.isFloatingPoint }
+        let results: [[String: EncodedTensor]]
+        do {
+            results = try ParallelMap.map(todo.map(\.name), onBatch: { _ in try Task.checkCancellation() }) { name in
+                do {
+                    let info = try folder.info(name)
+                    return try LinearQuantiser.quantise(name: name, weights: try folder.floats(name), shape: info.shape,
+                                                        sourceDType: info.dtype, options: options)
+                } catch {
+                    throw ModelStoreError("\(folder.path): tensor '\(name)': \(error)", fix: "")
                 }
-                count += 1
-            } catch {
-                Terminal.err("error: \(folder.path): tensor '\(info.name)': \(error)")
-                throw Exit.failed
             }
+        } catch let e as ModelStoreError {
+            Terminal.err("error: \(e.message)")
+            throw Exit.failed
         }
+        var quantised: [String: EncodedTensor] = [:]
+        for r in results { quantised.merge(r) { a, _ in a } }
+        let todoNames = Set(todo.map(\.name))
+        var entries = folder.tensors.filter { !todoNames.contains($0.name) }.map { TensorEntry(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
+        entries += quantised.map { TensorEntry(name: $0.key, dtype: $0.value.dtype, shape: $0.value.shape) }
+        let count = todo.count
         var config = folder.config
         if let qc = LinearQuantiser.diffusersQuantizationConfig(options) {
             config["quantization_config"] = .object(qc)
