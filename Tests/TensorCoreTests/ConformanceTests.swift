@@ -1,0 +1,63 @@
+// Conformance harness (ggml test-backend-ops style): every op on every available backend against the reference,
+// at sizes 1, 7, 63, 65, 1000 and non-tile-multiple shapes, with a tolerance per op group.
+import CPUBackend
+import Testing
+import TensorCore
+
+/// The backends under test besides the reference (the CUDA backend adds itself here when available).
+let backendsUnderTest: [any Backend] = [CPUBackend(), CPUBackend(kernels: .scalarTwins)]
+
+/// Sizes every case runs at.
+let conformanceSizes = [1, 7, 63, 65, 1000].map { CaseSize(n: $0, rows: 3) } + [CaseSize(n: 17, rows: 1)]
+
+/// Compares two named output sets; returns a description of the first mismatch, or nil.
+func mismatch(_ got: [String: [Float]], _ want: [String: [Float]], _ defaultTol: Tolerance,
+              perOutput: [String: Tolerance] = [:]) -> String? {
+    guard Set(got.keys) == Set(want.keys) else { return "outputs \(got.keys.sorted()) vs \(want.keys.sorted())" }
+    for key in want.keys.sorted() {
+        let g = got[key]!, w = want[key]!, tol = perOutput[key] ?? defaultTol
+        guard g.count == w.count else { return "\(key): \(g.count) values, expected \(w.count)" }
+        for i in w.indices {
+            if g[i].isNaN && w[i].isNaN { continue }
+            if tol.rtol == 0 && tol.atol == 0 {
+                if g[i].bitPattern != w[i].bitPattern { return "\(key)[\(i)]: \(g[i]) != \(w[i]) (exact)" }
+                continue
+            }
+            if g[i] == w[i] { continue }                                  // also equal infinities
+            let err = abs(g[i] - w[i])
+            if !(err <= tol.atol + tol.rtol * abs(w[i])) {
+                return "\(key)[\(i)]: got \(g[i]), reference \(w[i]), |diff| \(err) > \(tol.atol) + \(tol.rtol)·|ref|"
+            }
+        }
+    }
+    return nil
+}
+
+@Suite("Conformance: every op on every backend vs the reference")
+struct ConformanceTests {
+    @Test("every op has a conformance case")
+    func everyOpCovered() {
+        let covered = Set(OpCases.all.map(\.op))
+        let missing = Op.allCases.filter { !covered.contains($0) }
+        #expect(missing.isEmpty, "ops without a conformance case: \(missing)")
+    }
+
+    @Test("every backend under test claims every op it is tested on")
+    func supportsMatches() {
+        for be in backendsUnderTest { for c in OpCases.all { #expect(be.supports(c.op), "\(be.name) \(c.op)") } }
+    }
+
+    @Test("op matches the reference", arguments: OpCases.all.map(\.label))
+    func opMatchesReference(label: String) throws {
+        let c = OpCases.all.first { $0.label == label }!
+        let ref = ReferenceBackend()
+        for size in conformanceSizes {
+            let want = try c.run(ref, size)
+            for be in backendsUnderTest where be.supports(c.op) {
+                let got = try c.run(be, size)
+                let problem = mismatch(got, want, c.tolerance, perOutput: c.perOutput)
+                #expect(problem == nil, "\(be.name)/\(be is CPUBackend ? (be as! CPUBackend).kernels.rawValue : "") \(c.label) at \(size): \(problem ?? "")")
+            }
+        }
+    }
+}
