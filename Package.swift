@@ -44,6 +44,8 @@ let package = Package(
         ),
         .target(name: "TensorCore"),
         .target(name: "CPUBackend", dependencies: ["TensorCore", "CPUKernels"]),
+        .target(name: "Checkpoint"),
+        .target(name: "ModelSpec", dependencies: ["Checkpoint"]),
 
         // ── where the halves meet ────────────────────────────────────────────────────────
         .target(
@@ -70,5 +72,7 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["hprune", "TestSupport"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "CPUBackend", "TestSupport"]),
         .testTarget(name: "QuantTests", dependencies: ["TensorCore"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
+        .testTarget(name: "ModelSpecTests", dependencies: ["ModelSpec", "Checkpoint"]),
     ]
 )
