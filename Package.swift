@@ -46,6 +46,7 @@ let package = Package(
         .target(name: "CPUBackend", dependencies: ["TensorCore", "CPUKernels"]),
         .target(name: "Checkpoint"),
         .target(name: "ModelSpec", dependencies: ["Checkpoint"]),
+        .target(name: "Models", dependencies: ["TensorCore", "Checkpoint", "ModelSpec"]),
 
         // ── where the halves meet ────────────────────────────────────────────────────────
         .target(
@@ -57,7 +58,7 @@ let package = Package(
             name: "hprune",
             dependencies: [
                 "Stages", "Scheduler", "StageGraph", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
-                "TensorCore", "CPUBackend",
+                "TensorCore", "CPUBackend", "Models", "Checkpoint", "ModelSpec",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -74,5 +75,6 @@ let package = Package(
         .testTarget(name: "QuantTests", dependencies: ["TensorCore"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
         .testTarget(name: "ModelSpecTests", dependencies: ["ModelSpec", "Checkpoint"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "ModelSpec", "Checkpoint", "TensorCore", "CPUBackend"]),
     ]
 )

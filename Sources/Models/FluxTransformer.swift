@@ -1,0 +1,156 @@
+// diffusers `FluxTransformer2DModel` (FLUX.1 dev / schnell): x_embedder on packed latents, time (+ guidance)
+// + pooled-text embedding (timestep and guidance ×1000 inside), double-stream blocks ([text, image] attention
+// with q/k RMSNorm then RoPE), single-stream blocks on the joint sequence, AdaLayerNormContinuous output.
+// Removal semantics: ModelSpec/Removal.swift.
+//
+// Dimension legend: B batch, Li image tokens, Lt text tokens, L = Lt+Li, C in channels, D inner width,
+// H heads, Dh head width, J joint_attention_dim, P pooled dim.
+
+import ModelSpec
+import TensorCore
+
+/// FLUX transformer over any backend.
+public final class FluxTransformer: DiffusionTransformer, @unchecked Sendable {
+    public let fluxConfig: FluxConfig
+    public let structure: ModelStructure
+    public let removal: Removal
+    public let weights: WeightStore
+    public var backend: any Backend { weights.backend }
+
+    public init(config: FluxConfig, structure: ModelStructure, removal: Removal, weights: WeightStore) {
+        self.fluxConfig = config
+        self.structure = structure
+        self.removal = removal
+        self.weights = weights
+    }
+
+    public func timestep(sigma: Float) -> Float { sigma }
+
+    public func forward(_ inputs: TransformerInputs, removing extra: Removal) throws -> Tensor {
+        try forward(inputs, removing: extra, check: InputCheck())
+    }
+
+    func forward(_ inputs: TransformerInputs, removing extra: Removal, check: InputCheck) throws -> Tensor {
+        let be = backend, w = weights, c = fluxConfig
+        let rm = try effectiveRemoval(extra)
+        // ── inputs ──
+        try check.shape("hidden_states", inputs.hiddenStates, [nil, nil, c.inChannels])
+        let b = inputs.hiddenStates.shape[0], li = inputs.hiddenStates.shape[1]
+        try check.shape("encoder_hidden_states", inputs.encoderHiddenStates, [b, nil, c.jointAttentionDim])
+        let lt = inputs.encoderHiddenStates.shape[1]
+        try check.shape("pooled_projections", inputs.pooledProjections, [b, c.pooledProjectionDim])
+        let t = try check.count("timestep", inputs.timestep, b)
+        let g: [Float]? = c.guidanceEmbeds ? try check.count("guidance", inputs.guidance, b) : nil
+        let imgIds = try check.count("img_ids", inputs.imgIds, li * 3)
+        let txtIds = try check.count("txt_ids", inputs.txtIds ?? [Float](repeating: 0, count: lt * 3), lt * 3)
+
+        // ── embeddings ──
+        var x = try w.linear("x_embedder")(be, try asF32(be, inputs.hiddenStates))             // (B,Li,D)
+        let t1000 = t.map { $0 * 1000 }
+        var temb = try EmbeddingMLP(w, "time_text_embed.timestep_embedder")(be, try be.tensor(timestepSinusoid(t1000), shape: [b, 256]))
+        if let g {
+            let gemb = try EmbeddingMLP(w, "time_text_embed.guidance_embedder")(be, try be.tensor(timestepSinusoid(g.map { $0 * 1000 }), shape: [b, 256]))
+            temb = try be.add(temb, gemb)
+        }
+        temb = try be.add(temb, try EmbeddingMLP(w, "time_text_embed.text_embedder")(be, try asF32(be, inputs.pooledProjections)))  // (B,D)
+        let siluTemb = try be.silu(temb)                                                       // (B,D)
+        var ctx = try w.linear("context_embedder")(be, try asF32(be, inputs.encoderHiddenStates))  // (B,Lt,D)
+
+        let (cs, sn) = fluxRopeTables(ids: txtIds + imgIds, length: lt + li, axes: c.axesDimsRope)
+        let half = c.attentionHeadDim / 2
+        let rope = RopeTables(cos: try be.tensor(cs, shape: [lt + li, half]), sin: try be.tensor(sn, shape: [lt + li, half]))
+
+        // ── blocks ──
+        for blk in structure.blocks where blk.kind == .double && !rm.isBlockRemoved(blk.index) {
+            (ctx, x) = try doubleBlock(blk, x: x, c: ctx, siluTemb: siluTemb, rope: rope, removal: rm)
+        }
+        var joint = try be.concat([ctx, x], axis: 1)                                           // (B,L,D)
+        for blk in structure.blocks where blk.kind == .single && !rm.isBlockRemoved(blk.index) {
+            joint = try singleBlock(blk, joint, siluTemb: siluTemb, rope: rope, removal: rm)
+        }
+        x = try be.slice(joint, axis: 1, start: lt, length: li)                                 // (B,Li,D)
+
+        // ── output ──
+        let mod = try adaLN(be, w, "norm_out.linear", siluTemb: siluTemb, count: 2)           // scale, shift
+        let y = try be.modulate(try layerNorm(be, x), shift: mod[1], scale: mod[0])
+        return try w.linear("proj_out")(be, y)                                                 // (B,Li,p·p·Co)
+    }
+
+    /// AdaLayerNormZero of one stream under removal: (normalised input, gate_msa, shift_mlp, scale_mlp, gate_mlp).
+    func zeroNorm(_ x: Tensor, _ linear: String, removed: Bool, withNorm: Bool, siluTemb: Tensor)
+        throws -> (Tensor, Tensor?, Tensor?, Tensor?, Tensor?) {
+        let be = backend
+        if removed { return (x, nil, nil, nil, nil) }
+        let ln = try layerNorm(be, x)
+        if withNorm { return (ln, nil, nil, nil, nil) }
+        let e = try adaLN(be, weights, linear, siluTemb: siluTemb, count: 6)
+        return (try be.modulate(ln, shift: e[0], scale: e[1]), e[2], e[3], e[4], e[5])
+    }
+
+    /// One `FluxTransformerBlock`. x (B,Li,D), c (B,Lt,D) → (c, x).
+    func doubleBlock(_ blk: BlockSpec, x xIn: Tensor, c cIn: Tensor, siluTemb: Tensor, rope: RopeTables,
+                     removal rm: Removal) throws -> (Tensor, Tensor) {
+        let be = backend, w = weights, i = blk.index, pre = blk.prefix, heads = fluxConfig.numAttentionHeads
+        var x = xIn, c = cIn
+        let (nX, gateMsa, shiftMlp, scaleMlp, gateMlp) = try zeroNorm(
+            x, pre + ".norm1.linear", removed: rm.isRemoved(block: i, .norm1), withNorm: rm.isRemoved(block: i, .w_norm1), siluTemb: siluTemb)
+        let (nC, cGateMsa, cShiftMlp, cScaleMlp, cGateMlp) = try zeroNorm(
+            c, pre + ".norm1_context.linear", removed: rm.isRemoved(block: i, .norm1_context),
+            withNorm: rm.isRemoved(block: i, .w_norm1_context), siluTemb: siluTemb)
+
+        var attnX = nX, attnC = nC
+        if !rm.isRemoved(block: i, .attn) {
+            let a = pre + ".attn"
+            let (qx, kx, vx) = try projectQKV(be, w, nX, heads: heads, q: a + ".to_q", k: a + ".to_k", v: a + ".to_v",
+                                              normQ: a + ".norm_q.weight", normK: a + ".norm_k.weight")
+            let (qc, kc, vc) = try projectQKV(be, w, nC, heads: heads, q: a + ".add_q_proj", k: a + ".add_k_proj", v: a + ".add_v_proj",
+                                              normQ: a + ".norm_added_q.weight", normK: a + ".norm_added_k.weight")
+            let q = try be.rope(try be.concat([qc, qx], axis: 2), cos: rope.cos, sin: rope.sin)  // (B,H,L,Dh)
+            let k = try be.rope(try be.concat([kc, kx], axis: 2), cos: rope.cos, sin: rope.sin)
+            let o = try sdpa(be, q, k, try be.concat([vc, vx], axis: 2), compute: w.compute)  // (B,L,D)
+            let lt = c.shape[1], li = x.shape[1]
+            attnC = try w.linear(a + ".to_add_out")(be, try be.slice(o, axis: 1, start: 0, length: lt))
+            attnX = try w.linear(a + ".to_out.0")(be, try be.slice(o, axis: 1, start: lt, length: li))
+        }
+        x = try residual(be, x, gate: gateMsa, attnX)
+        let nF = try modulatedNorm(be, try layerNorm(be, x), shift: shiftMlp, scale: scaleMlp)
+        x = try residual(be, x, gate: gateMlp, rm.isRemoved(block: i, .ff) ? nF : try feedForward(be, w, pre + ".ff", nF))
+
+        c = try residual(be, c, gate: cGateMsa, attnC)
+        let nFC = try modulatedNorm(be, try layerNorm(be, c), shift: cShiftMlp, scale: cScaleMlp)
+        c = try residual(be, c, gate: cGateMlp, rm.isRemoved(block: i, .ff_context) ? nFC : try feedForward(be, w, pre + ".ff_context", nFC))
+        return (c, x)
+    }
+
+    /// One `FluxSingleTransformerBlock` on the joint sequence. joint (B,L,D) → (B,L,D).
+    func singleBlock(_ blk: BlockSpec, _ joint: Tensor, siluTemb: Tensor, rope: RopeTables, removal rm: Removal) throws -> Tensor {
+        let be = backend, w = weights, i = blk.index, pre = blk.prefix, heads = fluxConfig.numAttentionHeads
+        var n = joint
+        var gate: Tensor?
+        if !rm.isRemoved(block: i, .norm) {
+            let ln = try layerNorm(be, joint)
+            n = ln
+            if !rm.isRemoved(block: i, .w_norm) {
+                let e = try adaLN(be, w, pre + ".norm.linear", siluTemb: siluTemb, count: 3)    // shift, scale, gate
+                n = try be.modulate(ln, shift: e[0], scale: e[1])
+                gate = e[2]
+            }
+        }
+        var attn = n
+        if !rm.isRemoved(block: i, .attn) {
+            let a = pre + ".attn"
+            let (q, k, v) = try projectQKV(be, w, n, heads: heads, q: a + ".to_q", k: a + ".to_k", v: a + ".to_v",
+                                           normQ: a + ".norm_q.weight", normK: a + ".norm_k.weight")
+            attn = try sdpa(be, try be.rope(q, cos: rope.cos, sin: rope.sin), try be.rope(k, cos: rope.cos, sin: rope.sin),
+                            v, compute: w.compute)                                             // (B,L,D)
+        }
+        let y: Tensor
+        if rm.isRemoved(block: i, .proj_mlp_out) {
+            y = attn
+        } else {
+            let mlp = try w.linear(pre + ".proj_mlp")(be, n, activation: .geluTanh)             // (B,L,4D)
+            y = try w.linear(pre + ".proj_out")(be, try be.concat([attn, mlp], axis: 2))        // (B,L,D)
+        }
+        return try residual(be, joint, gate: gate, y)
+    }
+}
