@@ -92,15 +92,15 @@ struct ParityTests {
     }
 
     /// bf16 weights and matmul/attention operands (f32 accumulation, f32 norms and residuals).
-    /// Bound: 5e-2·max|ref| (measured ≈ 1e-2 on these fixtures).
-    @Test("bf16 CPU backend within 5e-2·max|ref|", arguments: allFixtures)
+    /// Bound: 3e-2·max|ref| (measured 4.7e-3 … 9.4e-3 on these fixtures).
+    @Test("bf16 CPU backend within 3e-2·max|ref|", arguments: allFixtures)
     func bf16(_ name: String) throws {
         let be = CPUBackend()
         let fx = try Fixture(name, backend: be)
         let model = try loadTransformer(path: fx.dir, backend: be, compute: .bf16)
         let err = relativeError(try be.floats(try model.forward(fx.inputs)), fx.sample)
         print("parity \(name) cpu bf16: \(err)")
-        #expect(err <= 5e-2)
+        #expect(err <= 3e-2)
         #expect(err > 0)  // really computed in bf16
     }
 }
