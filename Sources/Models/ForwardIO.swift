@@ -85,8 +85,8 @@ extension DiffusionTransformer {
     /// Forward pass whose input errors name `source` (the inputs file) instead of `<inputs>`.
     public func forward(_ inputs: TransformerInputs, removing extra: Removal = Removal(), inputsSource source: String) throws -> Tensor {
         let check = InputCheck(source: source)
-        if let m = self as? SD3Transformer { return try m.forward(inputs, removing: extra, check: check) }
-        if let m = self as? FluxTransformer { return try m.forward(inputs, removing: extra, check: check) }
+        if let m = self as? SD3Transformer { return try m.forward(inputs, removing: extra, check: check, tape: Tape(weights: weights)).value }
+        if let m = self as? FluxTransformer { return try m.forward(inputs, removing: extra, check: check, tape: Tape(weights: weights)).value }
         return try forward(inputs, removing: extra)
     }
 }

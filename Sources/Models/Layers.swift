@@ -47,79 +47,52 @@ public func fluxRopeTables(ids: [Float], length: Int, axes: [Int], theta: Double
 }
 
 /// diffusers `TimestepEmbedding` / `PixArtAlphaTextProjection(act_fn="silu")`: linear_2(SiLU(linear_1(x))).
-struct EmbeddingMLP {
-    var linear1: Linear
-    var linear2: Linear
-
-    init(_ w: WeightStore, _ prefix: String) throws {
-        linear1 = try w.linear(prefix + ".linear_1")
-        linear2 = try w.linear(prefix + ".linear_2")
-    }
-
-    /// x (B,K) → (B,D).
-    func callAsFunction(_ be: any Backend, _ x: Tensor) throws -> Tensor {
-        try linear2(be, try linear1(be, x, activation: .silu))
-    }
+/// x (B,K) → (B,D).
+func embeddingMLP(_ g: Tape, _ prefix: String, _ x: Var) throws -> Var {
+    try linear(g, prefix + ".linear_2", try linear(g, prefix + ".linear_1", x, activation: .silu))
 }
 
-/// LayerNorm over the last axis, eps 1e-6, no affine (every norm in both families).
-@inline(__always)
-func layerNorm(_ be: any Backend, _ x: Tensor) throws -> Tensor {
-    try be.layerNorm(x, eps: 1e-6).y
+/// The Linear layer `prefix` (weight (N,K), optional bias (N)) on x (…,K) → (…,N).
+func linear(_ g: Tape, _ prefix: String, _ x: Var, activation: Activation = .none) throws -> Var {
+    try g.linear(x, try g.param(prefix + ".weight"), try g.optionalParam(prefix + ".bias"), activation: activation)
 }
 
 /// x + gate·y, or x + y when the gate is absent (a removed norm sets gates to 1).
 /// x, y (B,L,D); gate (B,D).
-func residual(_ be: any Backend, _ x: Tensor, gate: Tensor?, _ y: Tensor) throws -> Tensor {
-    if let gate { return try be.gateResidual(x, gate: gate, y) }
-    return try be.add(x, y)
+func residual(_ g: Tape, _ x: Var, gate: Var?, _ y: Var) throws -> Var {
+    if let gate { return try g.gateResidual(x, gate: gate, y) }
+    return try g.add(x, y)
 }
 
-/// LN(x)·(1+scale)+shift, or LN(x) when the modulation is absent. x (B,L,D); shift, scale (B,D).
-func modulatedNorm(_ be: any Backend, _ ln: Tensor, shift: Tensor?, scale: Tensor?) throws -> Tensor {
+/// LN(x)·(1+scale)+shift, or LN(x) when the modulation is absent. ln (B,L,D); shift, scale (B,D).
+func modulatedNorm(_ g: Tape, _ ln: Var, shift: Var?, scale: Var?) throws -> Var {
     guard let shift, let scale else { return ln }
-    return try be.modulate(ln, shift: shift, scale: scale)
+    return try g.modulate(ln, shift: shift, scale: scale)
 }
 
 /// AdaLN parameters: Linear(SiLU(temb)) chunked `count` ways. siluTemb (B,D) → count × (B,D).
-func adaLN(_ be: any Backend, _ w: WeightStore, _ prefix: String, siluTemb: Tensor, count: Int) throws -> [Tensor] {
-    let e = try w.linear(prefix)(be, siluTemb)                                            // (B, count·D)
-    return try be.chunk(e, count, axis: 1)
+func adaLN(_ g: Tape, _ prefix: String, siluTemb: Var, count: Int) throws -> [Var] {
+    try g.chunk(try linear(g, prefix, siluTemb), count, axis: 1)                          // (B, count·D) → count × (B,D)
 }
 
 /// diffusers `FeedForward(dim, activation_fn="gelu-tanh")`: net.2(GELU_tanh(net.0.proj(x))). x (B,L,D).
-func feedForward(_ be: any Backend, _ w: WeightStore, _ prefix: String, _ x: Tensor) throws -> Tensor {
-    let h = try w.linear(prefix + ".net.0.proj")(be, x, activation: .geluTanh)          // (B,L,4D)
-    return try w.linear(prefix + ".net.2")(be, h)                                       // (B,L,D)
+func feedForward(_ g: Tape, _ prefix: String, _ x: Var) throws -> Var {
+    let h = try linear(g, prefix + ".net.0.proj", x, activation: .geluTanh)             // (B,L,4D)
+    return try linear(g, prefix + ".net.2", h)                                          // (B,L,D)
 }
 
 /// One stream's q, k, v in head layout. x (B,L,D) → three (B,H,L,Dh) f32 tensors.
 ///
 /// `q`, `k`, `v` are Linear prefixes; `normQ`/`normK` optional RMSNorm (eps 1e-6) scale names over Dh.
-func projectQKV(_ be: any Backend, _ w: WeightStore, _ x: Tensor, heads: Int,
-                q: String, k: String, v: String, normQ: String?, normK: String?) throws -> (Tensor, Tensor, Tensor) {
+func projectQKV(_ g: Tape, _ x: Var, heads: Int,
+                q: String, k: String, v: String, normQ: String?, normK: String?) throws -> (Var, Var, Var) {
     let b = x.shape[0], l = x.shape[1], d = x.shape[2], dh = d / heads
-    func one(_ name: String, _ norm: String?) throws -> Tensor {
-        var y = try w.linear(name)(be, x).reshaped([b, l, heads, dh])                    // (B,L,H,Dh)
-        if let norm { y = try be.rmsNorm(y, weight: try w(norm), eps: 1e-6).y }
-        return try be.transpose(y, [0, 2, 1, 3])                                          // (B,H,L,Dh)
+    func one(_ name: String, _ norm: String?) throws -> Var {
+        var y = g.reshape(try linear(g, name, x), [b, l, heads, dh])                     // (B,L,H,Dh)
+        if let norm { y = try g.rmsNorm(y, weight: try g.param(norm)) }
+        return try g.transpose(y, [0, 2, 1, 3])                                           // (B,H,L,Dh)
     }
     return (try one(q, normQ), try one(k, normK), try one(v, nil))
-}
-
-/// Scaled dot-product attention in the compute dtype; returns (B,L,D) f32 with heads merged.
-/// q, k, v (B,H,L,Dh) f32.
-func sdpa(_ be: any Backend, _ q: Tensor, _ k: Tensor, _ v: Tensor, compute: ComputeDType) throws -> Tensor {
-    let b = q.shape[0], h = q.shape[1], l = q.shape[2], dh = q.shape[3]
-    let scale = 1 / Float(dh).squareRoot()
-    var out: Tensor
-    if compute == .bf16 {
-        out = try be.attention(try be.cast(q, to: .bf16), try be.cast(k, to: .bf16), try be.cast(v, to: .bf16), scale: scale).out
-        out = try be.cast(out, to: .f32)
-    } else {
-        out = try be.attention(q, k, v, scale: scale).out                                 // (B,H,L,Dh)
-    }
-    return try be.transpose(out, [0, 2, 1, 3]).reshaped([b, l, h * dh])                  // (B,L,D)
 }
 
 /// RoPE tables on the backend: cos, sin (L, Dh/2).

@@ -31,11 +31,11 @@ public final class SD3Transformer: DiffusionTransformer, @unchecked Sendable {
     public func timestep(sigma: Float) -> Float { sigma * 1000 }
 
     public func forward(_ inputs: TransformerInputs, removing extra: Removal) throws -> Tensor {
-        try forward(inputs, removing: extra, check: InputCheck())
+        try forward(inputs, removing: extra, check: InputCheck(), tape: Tape(weights: weights)).value
     }
 
-    func forward(_ inputs: TransformerInputs, removing extra: Removal, check: InputCheck) throws -> Tensor {
-        let be = backend, w = weights, c = config3
+    func forward(_ inputs: TransformerInputs, removing extra: Removal, check: InputCheck, tape g: Tape) throws -> Var {
+        let be = backend, c = config3
         let rm = try effectiveRemoval(extra)
         let p = c.patchSize, d = c.innerDim, m = c.posEmbedMaxSize
         // ── inputs ──
@@ -51,66 +51,66 @@ public final class SD3Transformer: DiffusionTransformer, @unchecked Sendable {
         let h = hp / p, wd = wp / p
 
         // ── embeddings ──
-        let latents = try asF32(be, inputs.hiddenStates)                                        // (B,C,H,W)
-        let tokens = try be.patchify(latents, patch: p, order: .channelFirst)                   // (B,Li,C·p·p)
-        let conv = try w("pos_embed.proj.weight")                                              // (D,C,p,p)
-        var x = try Linear(weight: conv.reshaped([d, c.inChannels * p * p]), bias: try w("pos_embed.proj.bias"))(be, tokens)
-        let table = try w("pos_embed.pos_embed").reshaped([m, m, d])                           // (M,M,D)
+        let tokens = try g.patchify(g.constant(try asF32(be, inputs.hiddenStates)), patch: p)   // (B,Li,C·p·p)
+        let conv = g.reshape(try g.param("pos_embed.proj.weight"), [d, c.inChannels * p * p])  // (D,C·p·p)
+        var x = try g.linear(tokens, conv, try g.param("pos_embed.proj.bias"))                // (B,Li,D)
+        let table = try weights("pos_embed.pos_embed").reshaped([m, m, d])                     // (M,M,D) buffer
         let rows = try be.slice(table, axis: 0, start: (m - h) / 2, length: h)                  // (h,M,D)
         let crop = try be.slice(rows, axis: 1, start: (m - wd) / 2, length: wd)                 // (h,w,D)
-        x = try be.add(x, crop.reshaped([h * wd, d]))                                           // (B,Li,D)
+        x = try g.add(x, g.constant(crop.reshaped([h * wd, d])))                               // (B,Li,D)
 
-        let tproj = try be.tensor(timestepSinusoid(t), shape: [b, 256])                       // (B,256)
-        let temb = try be.add(try EmbeddingMLP(w, "time_text_embed.timestep_embedder")(be, tproj),
-                              try EmbeddingMLP(w, "time_text_embed.text_embedder")(be, try asF32(be, inputs.pooledProjections)))  // (B,D)
-        let siluTemb = try be.silu(temb)                                                       // (B,D)
-        var ctx = try w.linear("context_embedder")(be, try asF32(be, inputs.encoderHiddenStates))  // (B,Lt,D)
+        let tproj = g.constant(try be.tensor(timestepSinusoid(t), shape: [b, 256]))           // (B,256)
+        let temb = try g.add(try embeddingMLP(g, "time_text_embed.timestep_embedder", tproj),
+                             try embeddingMLP(g, "time_text_embed.text_embedder", g.constant(try asF32(be, inputs.pooledProjections))))  // (B,D)
+        let siluTemb = try g.silu(temb)                                                        // (B,D)
+        var ctx = try linear(g, "context_embedder", g.constant(try asF32(be, inputs.encoderHiddenStates)))  // (B,Lt,D)
 
         // ── blocks ──
         for blk in structure.blocks where !rm.isBlockRemoved(blk.index) {
-            (ctx, x) = try jointBlock(blk, x: x, c: ctx, siluTemb: siluTemb, removal: rm)
+            (ctx, x) = try jointBlock(g, blk, x: x, c: ctx, siluTemb: siluTemb, removal: rm)
         }
 
         // ── output ──
-        let mod = try adaLN(be, w, "norm_out.linear", siluTemb: siluTemb, count: 2)           // scale, shift
-        let y = try be.modulate(try layerNorm(be, x), shift: mod[1], scale: mod[0])            // (B,Li,D)
-        let out = try w.linear("proj_out")(be, y)                                              // (B,Li,p·p·Co)
-        return try be.unpatchify(out, patch: p, channels: c.outChannels, height: h, width: wd, order: .channelLast)
+        let mod = try adaLN(g, "norm_out.linear", siluTemb: siluTemb, count: 2)               // scale, shift
+        let y = try g.modulate(try g.layerNorm(x), shift: mod[1], scale: mod[0])               // (B,Li,D)
+        let out = try linear(g, "proj_out", y)                                                 // (B,Li,p·p·Co)
+        return try g.unpatchify(out, patch: p, channels: c.outChannels, height: h, width: wd)  // (B,Co,H,W)
     }
 
     /// One `JointTransformerBlock`. x (B,Li,D), c (B,Lt,D) → (c, x).
-    func jointBlock(_ blk: BlockSpec, x xIn: Tensor, c cIn: Tensor, siluTemb: Tensor, removal rm: Removal) throws -> (Tensor, Tensor) {
-        let be = backend, w = weights, i = blk.index, pre = blk.prefix
+    func jointBlock(_ g: Tape, _ blk: BlockSpec, x xIn: Var, c cIn: Var, siluTemb: Var, removal rm: Removal) throws -> (Var, Var) {
+        let i = blk.index, pre = blk.prefix
         let heads = config3.numAttentionHeads, qk = config3.qkNorm != nil
         var x = xIn, c = cIn
 
         // Image-stream AdaLayerNormZero (SD35AdaLayerNormZeroX when dual).
-        let lnX = try layerNorm(be, x)                                                         // (B,Li,D)
+        let lnX = try g.layerNorm(x)                                                           // (B,Li,D)
         var nX = lnX, nX2 = lnX
-        var gateMsa: Tensor?, shiftMlp: Tensor?, scaleMlp: Tensor?, gateMlp: Tensor?, gateMsa2: Tensor?
+        var gateMsa: Var?, shiftMlp: Var?, scaleMlp: Var?, gateMlp: Var?, gateMsa2: Var?
         if rm.isRemoved(block: i, .norm1) {
             nX = x; nX2 = x
         } else if !rm.isRemoved(block: i, .w_norm1) {
-            let e = try adaLN(be, w, pre + ".norm1.linear", siluTemb: siluTemb, count: blk.dualAttention ? 9 : 6)
-            nX = try be.modulate(lnX, shift: e[0], scale: e[1])
+            let e = try adaLN(g, pre + ".norm1.linear", siluTemb: siluTemb, count: blk.dualAttention ? 9 : 6)
+            nX = try g.modulate(lnX, shift: e[0], scale: e[1])
             gateMsa = e[2]; shiftMlp = e[3]; scaleMlp = e[4]; gateMlp = e[5]
-            if blk.dualAttention { nX2 = try be.modulate(lnX, shift: e[6], scale: e[7]); gateMsa2 = e[8] }
+            if blk.dualAttention { nX2 = try g.modulate(lnX, shift: e[6], scale: e[7]); gateMsa2 = e[8] }
         }
 
         // Context-stream norm: AdaLayerNormZero, or AdaLayerNormContinuous (scale, shift) when context_pre_only.
-        let lnC = try layerNorm(be, c)                                                         // (B,Lt,D)
-        var nC = lnC
-        var cGateMsa: Tensor?, cShiftMlp: Tensor?, cScaleMlp: Tensor?, cGateMlp: Tensor?
-        if rm.isRemoved(block: i, .norm1_context) {
-            nC = c
-        } else if !rm.isRemoved(block: i, .w_norm1_context) {
-            if blk.contextPreOnly {
-                let e = try adaLN(be, w, pre + ".norm1_context.linear", siluTemb: siluTemb, count: 2)
-                nC = try be.modulate(lnC, shift: e[1], scale: e[0])
-            } else {
-                let e = try adaLN(be, w, pre + ".norm1_context.linear", siluTemb: siluTemb, count: 6)
-                nC = try be.modulate(lnC, shift: e[0], scale: e[1])
-                cGateMsa = e[2]; cShiftMlp = e[3]; cScaleMlp = e[4]; cGateMlp = e[5]
+        var nC = c
+        var cGateMsa: Var?, cShiftMlp: Var?, cScaleMlp: Var?, cGateMlp: Var?
+        if !rm.isRemoved(block: i, .norm1_context) {
+            let lnC = try g.layerNorm(c)                                                       // (B,Lt,D)
+            nC = lnC
+            if !rm.isRemoved(block: i, .w_norm1_context) {
+                if blk.contextPreOnly {
+                    let e = try adaLN(g, pre + ".norm1_context.linear", siluTemb: siluTemb, count: 2)
+                    nC = try g.modulate(lnC, shift: e[1], scale: e[0])
+                } else {
+                    let e = try adaLN(g, pre + ".norm1_context.linear", siluTemb: siluTemb, count: 6)
+                    nC = try g.modulate(lnC, shift: e[0], scale: e[1])
+                    cGateMsa = e[2]; cShiftMlp = e[3]; cScaleMlp = e[4]; cGateMlp = e[5]
+                }
             }
         }
 
@@ -118,37 +118,37 @@ public final class SD3Transformer: DiffusionTransformer, @unchecked Sendable {
         var attnX = nX, attnC = nC, attn2X = nX2
         if !rm.isRemoved(block: i, .attn) {
             let a = pre + ".attn"
-            let (qx, kx, vx) = try projectQKV(be, w, nX, heads: heads, q: a + ".to_q", k: a + ".to_k", v: a + ".to_v",
+            let (qx, kx, vx) = try projectQKV(g, nX, heads: heads, q: a + ".to_q", k: a + ".to_k", v: a + ".to_v",
                                               normQ: qk ? a + ".norm_q.weight" : nil, normK: qk ? a + ".norm_k.weight" : nil)
-            let (qc, kc, vc) = try projectQKV(be, w, nC, heads: heads, q: a + ".add_q_proj", k: a + ".add_k_proj", v: a + ".add_v_proj",
+            let (qc, kc, vc) = try projectQKV(g, nC, heads: heads, q: a + ".add_q_proj", k: a + ".add_k_proj", v: a + ".add_v_proj",
                                               normQ: qk ? a + ".norm_added_q.weight" : nil, normK: qk ? a + ".norm_added_k.weight" : nil)
             let li = x.shape[1], lt = c.shape[1]
-            let o = try sdpa(be, try be.concat([qx, qc], axis: 2), try be.concat([kx, kc], axis: 2),
-                             try be.concat([vx, vc], axis: 2), compute: w.compute)             // (B,Li+Lt,D)
-            attnX = try w.linear(a + ".to_out.0")(be, try be.slice(o, axis: 1, start: 0, length: li))
+            let o = try g.attention(try g.concat([qx, qc], axis: 2), try g.concat([kx, kc], axis: 2),
+                                    try g.concat([vx, vc], axis: 2))                           // (B,Li+Lt,D)
+            attnX = try linear(g, a + ".to_out.0", try g.slice(o, axis: 1, start: 0, length: li))
             if !blk.contextPreOnly {
-                attnC = try w.linear(a + ".to_add_out")(be, try be.slice(o, axis: 1, start: li, length: lt))
+                attnC = try linear(g, a + ".to_add_out", try g.slice(o, axis: 1, start: li, length: lt))
             }
             if blk.dualAttention {
                 let a2 = pre + ".attn2"
-                let (q2, k2, v2) = try projectQKV(be, w, nX2, heads: heads, q: a2 + ".to_q", k: a2 + ".to_k", v: a2 + ".to_v",
+                let (q2, k2, v2) = try projectQKV(g, nX2, heads: heads, q: a2 + ".to_q", k: a2 + ".to_k", v: a2 + ".to_v",
                                                   normQ: qk ? a2 + ".norm_q.weight" : nil, normK: qk ? a2 + ".norm_k.weight" : nil)
-                attn2X = try w.linear(a2 + ".to_out.0")(be, try sdpa(be, q2, k2, v2, compute: w.compute))
+                attn2X = try linear(g, a2 + ".to_out.0", try g.attention(q2, k2, v2))
             }
         }
-        x = try residual(be, x, gate: gateMsa, attnX)
-        if blk.dualAttention { x = try residual(be, x, gate: gateMsa2, attn2X) }
+        x = try residual(g, x, gate: gateMsa, attnX)
+        if blk.dualAttention { x = try residual(g, x, gate: gateMsa2, attn2X) }
 
         // Feed-forward (norm2 is a plain LayerNorm no removal touches).
-        let nF = try modulatedNorm(be, try layerNorm(be, x), shift: shiftMlp, scale: scaleMlp)
-        let ffX = rm.isRemoved(block: i, .ff) ? nF : try feedForward(be, w, pre + ".ff", nF)
-        x = try residual(be, x, gate: gateMlp, ffX)
+        let nF = try modulatedNorm(g, try g.layerNorm(x), shift: shiftMlp, scale: scaleMlp)
+        let ffX = rm.isRemoved(block: i, .ff) ? nF : try feedForward(g, pre + ".ff", nF)
+        x = try residual(g, x, gate: gateMlp, ffX)
 
         if !blk.contextPreOnly {
-            c = try residual(be, c, gate: cGateMsa, attnC)
-            let nFC = try modulatedNorm(be, try layerNorm(be, c), shift: cShiftMlp, scale: cScaleMlp)
-            let ffC = rm.isRemoved(block: i, .ff_context) ? nFC : try feedForward(be, w, pre + ".ff_context", nFC)
-            c = try residual(be, c, gate: cGateMlp, ffC)
+            c = try residual(g, c, gate: cGateMsa, attnC)
+            let nFC = try modulatedNorm(g, try g.layerNorm(c), shift: cShiftMlp, scale: cScaleMlp)
+            let ffC = rm.isRemoved(block: i, .ff_context) ? nFC : try feedForward(g, pre + ".ff_context", nFC)
+            c = try residual(g, c, gate: cGateMlp, ffC)
         }
         return (c, x)
     }

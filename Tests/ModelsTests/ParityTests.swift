@@ -12,12 +12,12 @@ import Testing
 let modelFixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .appendingPathComponent("Fixtures/models").path
 
-/// Max |a − b| relative to max |ref|.
+/// Max |a − b| relative to max |ref| (absolute when the reference is all zeros).
 func relativeError(_ ours: [Float], _ ref: [Float]) -> Float {
     precondition(ours.count == ref.count)
     var d: Float = 0, m: Float = 0
     for i in ref.indices { d = max(d, abs(ours[i] - ref[i])); m = max(m, abs(ref[i])) }
-    return ours.contains(where: { !$0.isFinite }) ? .infinity : d / m
+    return ours.contains(where: { !$0.isFinite }) ? .infinity : (m == 0 ? d : d / m)
 }
 
 /// A fixture model's inputs and reference outputs.
