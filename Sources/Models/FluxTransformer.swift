@@ -63,10 +63,14 @@ public final class FluxTransformer: DiffusionTransformer, @unchecked Sendable {
         // ── blocks ──
         for blk in structure.blocks where blk.kind == .double && !rm.isBlockRemoved(blk.index) {
             (ctx, x) = try doubleBlock(g, blk, x: x, c: ctx, siluTemb: siluTemb, rope: rope, removal: rm)
+            if g.captureBlocks.contains(blk.index) { g.captured[blk.index] = (ctx, x) }
         }
         var joint = try g.concat([ctx, x], axis: 1)                                            // (B,L,D)
         for blk in structure.blocks where blk.kind == .single && !rm.isBlockRemoved(blk.index) {
             joint = try singleBlock(g, blk, joint, siluTemb: siluTemb, rope: rope, removal: rm)
+            if g.captureBlocks.contains(blk.index) {
+                g.captured[blk.index] = (try g.slice(joint, axis: 1, start: 0, length: lt), try g.slice(joint, axis: 1, start: lt, length: li))
+            }
         }
         x = try g.slice(joint, axis: 1, start: lt, length: li)                                 // (B,Li,D)
 

@@ -68,6 +68,7 @@ public final class SD3Transformer: DiffusionTransformer, @unchecked Sendable {
         // ── blocks ──
         for blk in structure.blocks where !rm.isBlockRemoved(blk.index) {
             (ctx, x) = try jointBlock(g, blk, x: x, c: ctx, siluTemb: siluTemb, removal: rm)
+            if g.captureBlocks.contains(blk.index) { g.captured[blk.index] = (ctx, x) }
         }
 
         // ── output ──

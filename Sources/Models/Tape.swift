@@ -32,6 +32,9 @@ public final class Tape: @unchecked Sendable {
     }
     private var nodes: [Node] = []
     private var leaves: [String: Var] = [:]
+    /// Blocks whose outputs are kept (global index), and the kept outputs: (context, image) streams.
+    var captureBlocks: Set<Int> = []
+    var captured: [Int: (context: Var, image: Var)] = [:]
 
     /// An inference tape (nothing recorded).
     public convenience init(weights: WeightStore) {
@@ -78,10 +81,19 @@ public final class Tape: @unchecked Sendable {
 
     /// Back-propagates `seed` (the gradient of the loss w.r.t. `output`); returns parameter name → gradient.
     public func backward(_ output: Var, seed: Tensor) throws -> [String: Tensor] {
-        guard let out = output.node else { return [:] }
-        var grads: [Int: Tensor] = [out: seed]
+        try backward([(output, seed)])
+    }
+
+    /// Back-propagates several seeds at once (an output loss plus feature losses); seeds of constants are ignored.
+    public func backward(_ seeds: [(Var, Tensor)]) throws -> [String: Tensor] {
+        var grads: [Int: Tensor] = [:]
+        for (v, s) in seeds {
+            guard let n = v.node else { continue }
+            grads[n] = try grads[n].map { try be.add($0, s) } ?? s
+        }
+        guard let top = grads.keys.max() else { return [:] }
         var result: [String: Tensor] = [:]
-        for id in stride(from: out, through: 0, by: -1) {
+        for id in stride(from: top, through: 0, by: -1) {
             guard let g = grads.removeValue(forKey: id) else { continue }
             let n = nodes[id]
             if let p = n.parameter { result[p] = g; continue }

@@ -96,3 +96,41 @@ struct GradientTests {
         #expect(r.gradients["transformer_blocks.0.norm1.linear.weight"] != nil)
     }
 }
+
+@Suite("Block features for distillation")
+struct FeatureTests {
+    @Test("feature loss gradients equal finite differences; traces match across tapes", arguments: ["sd35_tiny", "flux_tiny"])
+    func featureLoss(_ name: String) throws {
+        let be = ReferenceBackend()
+        let fx = try Fixture(name, backend: be)
+        let model = try loadTransformer(path: fx.dir, backend: be)
+        let blocks = Set(model.structure.blocks.map(\.index).dropLast())
+        let teacher = try model.forwardTrace(fx.inputs, capture: blocks)
+        #expect(Set(teacher.blocks.keys) == blocks)
+        #expect(relativeError(try be.floats(teacher.output), fx.sample) <= 1e-4)
+        // loss = Σ_blocks mean(x_i²) over the image stream of the first captured block only (a feature loss).
+        let i = blocks.min()!
+        func featureLoss() throws -> Double {
+            let t = try model.forwardTrace(fx.inputs, capture: [i]).blocks[i]!.image
+            return try be.floats(t).reduce(0.0) { $0 + Double($1) * Double($1) } / Double(t.count)
+        }
+        let r = try model.gradients(fx.inputs, capture: [i]) { trace in
+            let x = trace.blocks[i]!.image
+            let zero = try be.zeros(x.shape, dtype: .f32)
+            return LossGradients(loss: try be.floats(try be.mse(x, zero))[0], output: nil,
+                                 blocks: [i: (context: nil, image: try be.mseBackward(x, zero, dloss: 1))])
+        }
+        // Only parameters feeding block i get gradients; check one by finite differences.
+        #expect(!r.gradients.keys.contains { $0.hasPrefix("proj_out.") })
+        let pname = model.structure.blocks[i].prefix + ".ff.net.2.bias"
+        let original = try model.weights(pname)
+        var v = try be.floats(original)
+        let eps: Float = 1e-2
+        v[0] += eps; model.weights.set(pname, try be.tensor(v, shape: original.shape)); let lp = try featureLoss()
+        v[0] -= 2 * eps; model.weights.set(pname, try be.tensor(v, shape: original.shape)); let lm = try featureLoss()
+        model.weights.set(pname, original)
+        let fd = Float((lp - lm) / Double(2 * eps))
+        let g = try be.floats(try #require(r.gradients[pname]))[0]
+        #expect(abs(g - fd) <= 2e-2 * max(abs(fd), 1e-3), "\(pname): \(g) vs \(fd)")
+    }
+}
