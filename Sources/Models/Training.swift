@@ -61,7 +61,8 @@ extension DiffusionTransformer {
 
     /// Forward keeping blocks `capture`, then backward of the loss `loss` computes from the trace.
     ///
-    /// `trainable` picks the parameters that get gradients (state_dict names; default all).
+    /// `trainable` picks the parameters that get gradients (state_dict names; default all). Call
+    /// `weights.requireFinite()` once before training: NaN/Inf weights are an error there, not here.
     public func gradients(_ inputs: TransformerInputs, removing extra: Removal = Removal(),
                           trainable: @escaping (String) -> Bool = { _ in true }, capture: Set<Int>,
                           loss: (ForwardTrace) throws -> LossGradients) throws -> GradientResult {

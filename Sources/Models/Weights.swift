@@ -136,3 +136,23 @@ public struct Linear: @unchecked Sendable {
         return try be.linear(xin, weight: weight, bias: bias, activation: activation)
     }
 }
+
+extension WeightStore {
+    /// Names of loaded tensors (among `names`, default all) holding NaN or ±Inf, sorted.
+    public func nonFiniteTensors(_ names: [String]? = nil) throws -> [String] {
+        try (names ?? self.names).filter { n in
+            guard let t = tensors(n) else { return false }
+            return try backend.floats(t).contains { !$0.isFinite }
+        }.sorted()
+    }
+
+    private func tensors(_ name: String) -> Tensor? { contains(name) ? try? self(name) : nil }
+
+    /// Throws naming the first tensor among `names` (default all) that holds NaN or ±Inf (training refuses them).
+    public func requireFinite(_ names: [String]? = nil) throws {
+        if let bad = try nonFiniteTensors(names).first {
+            throw ModelError(source: source, subject: bad, message: "the weights contain NaN or Inf",
+                             fix: "use a checkpoint without NaN/Inf values (`hprune inspect` lists them)")
+        }
+    }
+}

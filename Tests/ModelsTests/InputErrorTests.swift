@@ -59,3 +59,21 @@ struct InputErrorTests {
         expectModelError("encoder_hidden_states", source: path) { _ = try TransformerInputs.load(path: path, for: model.config, backend: be) }
     }
 }
+
+@Suite("Non-finite weights")
+struct NonFiniteTests {
+    @Test("NaN weights are listed and refused for training, naming the tensor")
+    func nanWeights() throws {
+        let be = CPUBackend()
+        let fx = try Fixture("sd3_tiny", backend: be)
+        let model = try loadTransformer(path: fx.dir, backend: be)
+        #expect(try model.weights.nonFiniteTensors().isEmpty)
+        try model.weights.requireFinite()
+        let name = "transformer_blocks.0.ff.net.2.bias"
+        var v = try be.floats(try model.weights(name))
+        v[1] = .nan
+        model.weights.set(name, try be.tensor(v, shape: [v.count]))
+        #expect(try model.weights.nonFiniteTensors() == [name])
+        expectModelError(name) { try model.weights.requireFinite() }
+    }
+}
