@@ -62,12 +62,26 @@ public final class FluxTransformer: DiffusionTransformer, @unchecked Sendable {
 
         // ── blocks ──
         for blk in structure.blocks where blk.kind == .double && !rm.isBlockRemoved(blk.index) {
-            (ctx, x) = try doubleBlock(g, blk, x: x, c: ctx, siluTemb: siluTemb, rope: rope, removal: rm)
+            if g.checkpointBlocks {
+                let o = try g.checkpointed([x, ctx, siluTemb], parameterPrefix: blk.prefix + ".") { t, v in
+                    let (c2, x2) = try self.doubleBlock(t, blk, x: v[0], c: v[1], siluTemb: v[2], rope: rope, removal: rm)
+                    return [c2, x2]
+                }
+                (ctx, x) = (o[0], o[1])
+            } else {
+                (ctx, x) = try doubleBlock(g, blk, x: x, c: ctx, siluTemb: siluTemb, rope: rope, removal: rm)
+            }
             if g.captureBlocks.contains(blk.index) { g.captured[blk.index] = (ctx, x) }
         }
         var joint = try g.concat([ctx, x], axis: 1)                                            // (B,L,D)
         for blk in structure.blocks where blk.kind == .single && !rm.isBlockRemoved(blk.index) {
-            joint = try singleBlock(g, blk, joint, siluTemb: siluTemb, rope: rope, removal: rm)
+            if g.checkpointBlocks {
+                joint = try g.checkpointed([joint, siluTemb], parameterPrefix: blk.prefix + ".") { t, v in
+                    [try self.singleBlock(t, blk, v[0], siluTemb: v[1], rope: rope, removal: rm)]
+                }[0]
+            } else {
+                joint = try singleBlock(g, blk, joint, siluTemb: siluTemb, rope: rope, removal: rm)
+            }
             if g.captureBlocks.contains(blk.index) {
                 g.captured[blk.index] = (try g.slice(joint, axis: 1, start: 0, length: lt), try g.slice(joint, axis: 1, start: lt, length: li))
             }

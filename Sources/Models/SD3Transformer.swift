@@ -67,7 +67,15 @@ public final class SD3Transformer: DiffusionTransformer, @unchecked Sendable {
 
         // ── blocks ──
         for blk in structure.blocks where !rm.isBlockRemoved(blk.index) {
-            (ctx, x) = try jointBlock(g, blk, x: x, c: ctx, siluTemb: siluTemb, removal: rm)
+            if g.checkpointBlocks {
+                let o = try g.checkpointed([x, ctx, siluTemb], parameterPrefix: blk.prefix + ".") { t, v in
+                    let (c2, x2) = try self.jointBlock(t, blk, x: v[0], c: v[1], siluTemb: v[2], removal: rm)
+                    return [c2, x2]
+                }
+                (ctx, x) = (o[0], o[1])
+            } else {
+                (ctx, x) = try jointBlock(g, blk, x: x, c: ctx, siluTemb: siluTemb, removal: rm)
+            }
             if g.captureBlocks.contains(blk.index) { g.captured[blk.index] = (ctx, x) }
         }
 

@@ -35,6 +35,8 @@ public final class Tape: @unchecked Sendable {
     /// Blocks whose outputs are kept (global index), and the kept outputs: (context, image) streams.
     var captureBlocks: Set<Int> = []
     var captured: [Int: (context: Var, image: Var)] = [:]
+    /// Gradient checkpointing: blocks run without keeping activations and are recomputed in the backward.
+    var checkpointBlocks = false
 
     /// An inference tape (nothing recorded).
     public convenience init(weights: WeightStore) {
@@ -106,6 +108,47 @@ public final class Tape: @unchecked Sendable {
             nodes[id].backward = nil   // free the saved activations
         }
         return result
+    }
+
+    // ── gradient checkpointing ──────────────────────────────────────────────────────────────────
+
+    /// Runs `body` (a block) without keeping its activations; the backward recomputes it on a recording
+    /// sub-tape. `inputs` are the block's inputs, `parameterPrefix` names its parameters (`transformer_blocks.3.`).
+    func checkpointed(_ inputs: [Var], parameterPrefix: String, _ body: @escaping (Tape, [Var]) throws -> [Var]) throws -> [Var] {
+        let outputs = try body(Tape(weights: weights), inputs.map { constant($0.value) }).map(\.value)
+        guard recording else { return outputs.map(constant) }
+        let params = try weights.names.filter { $0.hasPrefix(parameterPrefix) && trainable($0) }.map { try param($0) }
+        let ins = inputs + params
+        guard ins.contains(where: { $0.node != nil }) else { return outputs.map(constant) }
+        final class Box { var grads: [Tensor?] = [] }
+        let box = Box()
+        box.grads = Array(repeating: nil, count: outputs.count)
+        let token = try be.zeros([1], dtype: .f32)
+        let inputValues = inputs.map(\.value), store = self.weights, isTrainable = self.trainable
+        let paramNames = params.map { nodes[$0.node!].parameter! }
+        // The anchor: its backward recomputes the block and returns the gradients of inputs and parameters.
+        let anchor = record(token, ins) { _ in
+            let sub = Tape(weights: store, recording: true, trainable: isTrainable)
+            let leaves = inputValues.enumerated().map { sub.inputLeaf($0.element, index: $0.offset) }
+            let outs = try body(sub, leaves)
+            let seeds = zip(outs, box.grads).compactMap { o, g in g.map { (o, $0) } }
+            let g = try sub.backward(seeds)
+            return inputValues.indices.map { g[Tape.inputLeafName($0)] } + paramNames.map { g[$0] }
+        }
+        return outputs.enumerated().map { k, value in
+            record(value, [anchor]) { dy in
+                box.grads[k] = dy
+                return [token]
+            }
+        }
+    }
+
+    static func inputLeafName(_ i: Int) -> String { "\u{0}input.\(i)" }
+
+    /// A leaf standing for a checkpointed block's input (its gradient is returned under `inputLeafName`).
+    func inputLeaf(_ t: Tensor, index: Int) -> Var {
+        nodes.append(Node(inputs: [], backward: nil, parameter: Tape.inputLeafName(index)))
+        return Var(value: t, node: nodes.count - 1)
     }
 
     // ── ops (forward with their backward) ───────────────────────────────────────────────────────

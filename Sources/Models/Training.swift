@@ -63,14 +63,18 @@ extension DiffusionTransformer {
     ///
     /// `trainable` picks the parameters that get gradients (state_dict names; default all). Call
     /// `weights.requireFinite()` once before training: NaN/Inf weights are an error there, not here.
+    /// `checkpointBlocks` keeps only each block's inputs and recomputes the block in the backward (less memory,
+    /// one more forward).
     public func gradients(_ inputs: TransformerInputs, removing extra: Removal = Removal(),
                           trainable: @escaping (String) -> Bool = { _ in true }, capture: Set<Int>,
+                          checkpointBlocks: Bool = false,
                           loss: (ForwardTrace) throws -> LossGradients) throws -> GradientResult {
         guard weights.compute == .f32 else {
             throw ModelError(source: weights.source, message: "training needs f32 weights and compute", fix: "load the model with compute .f32")
         }
         let tape = Tape(weights: weights, recording: true, trainable: trainable)
         tape.captureBlocks = capture
+        tape.checkpointBlocks = checkpointBlocks
         let out = try run(inputs, removing: extra, tape: tape)
         let trace = ForwardTrace(output: out.value, blocks: tape.captured.mapValues { BlockOutputs(context: $0.context.value, image: $0.image.value) })
         let l = try loss(trace)
@@ -96,11 +100,12 @@ extension DiffusionTransformer {
 
     /// Gradients of mean((output − target)²) (torch `mse_loss`).
     public func mseGradients(_ inputs: TransformerInputs, target: Tensor, removing extra: Removal = Removal(),
-                             trainable: @escaping (String) -> Bool = { _ in true }) throws -> GradientResult {
+                             trainable: @escaping (String) -> Bool = { _ in true },
+                             checkpointBlocks: Bool = false) throws -> GradientResult {
         let be = backend
-        return try gradients(inputs, removing: extra, trainable: trainable) { out in
-            let loss = try be.floats(try be.mse(out, target))[0]
-            return (loss, try be.mseBackward(out, target, dloss: 1))
+        return try gradients(inputs, removing: extra, trainable: trainable, capture: [], checkpointBlocks: checkpointBlocks) { trace in
+            let loss = try be.floats(try be.mse(trace.output, target))[0]
+            return LossGradients(loss: loss, output: try be.mseBackward(trace.output, target, dloss: 1))
         }
     }
 }

@@ -134,3 +134,22 @@ struct FeatureTests {
         #expect(abs(g - fd) <= 2e-2 * max(abs(fd), 1e-3), "\(pname): \(g) vs \(fd)")
     }
 }
+
+@Suite("Gradient checkpointing")
+struct CheckpointingTests {
+    @Test("recomputing blocks in the backward gives the same gradients", arguments: ["sd35_tiny", "flux_tiny"])
+    func sameGradients(_ name: String) throws {
+        let be = CPUBackend()
+        let fx = try Fixture(name, backend: be)
+        let model = try loadTransformer(path: fx.dir, backend: be)
+        let target = try be.zeros(fx.sampleShape, dtype: .f32)
+        let trainable: (String) -> Bool = { !$0.hasPrefix("transformer_blocks.0.") }
+        let plain = try model.mseGradients(fx.inputs, target: target, trainable: trainable)
+        let ckpt = try model.mseGradients(fx.inputs, target: target, trainable: trainable, checkpointBlocks: true)
+        #expect(plain.loss == ckpt.loss)
+        #expect(Set(plain.gradients.keys) == Set(ckpt.gradients.keys))
+        for (n, g) in plain.gradients {
+            #expect(relativeError(try be.floats(try #require(ckpt.gradients[n])), try be.floats(g)) <= 1e-5, "\(n)")
+        }
+    }
+}
