@@ -113,40 +113,16 @@ public final class WeightStore: @unchecked Sendable {
 
     /// Replaces a tensor (training updates, tests).
     public func set(_ name: String, _ t: Tensor) { tensors[name] = t }
-
-    /// A Linear layer `prefix.weight` (N,K) and optional `prefix.bias` (N).
-    public func linear(_ prefix: String) throws -> Linear {
-        Linear(weight: try self(prefix + ".weight"), bias: tensors[prefix + ".bias"])
-    }
-}
-
-/// torch.nn.Linear: y = x·Wᵀ + b with W (N,K), b (N) f32.
-public struct Linear: @unchecked Sendable {
-    public var weight: Tensor
-    public var bias: Tensor?
-
-    public init(weight: Tensor, bias: Tensor?) {
-        self.weight = weight
-        self.bias = bias
-    }
-
-    /// x (…,K) → (…,N) f32; x is cast to the weight's dtype first.
-    public func callAsFunction(_ be: any Backend, _ x: Tensor, activation: Activation = .none) throws -> Tensor {
-        let xin = x.dtype == weight.dtype ? x : try be.cast(x, to: weight.dtype)
-        return try be.linear(xin, weight: weight, bias: bias, activation: activation)
-    }
 }
 
 extension WeightStore {
     /// Names of loaded tensors (among `names`, default all) holding NaN or ±Inf, sorted.
     public func nonFiniteTensors(_ names: [String]? = nil) throws -> [String] {
         try (names ?? self.names).filter { n in
-            guard let t = tensors(n) else { return false }
-            return try backend.floats(t).contains { !$0.isFinite }
+            guard contains(n) else { return false }
+            return try backend.floats(try self(n)).contains { !$0.isFinite }
         }.sorted()
     }
-
-    private func tensors(_ name: String) -> Tensor? { contains(name) ? try? self(name) : nil }
 
     /// Throws naming the first tensor among `names` (default all) that holds NaN or ±Inf (training refuses them).
     public func requireFinite(_ names: [String]? = nil) throws {

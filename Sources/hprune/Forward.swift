@@ -56,7 +56,7 @@ struct Forward: AsyncParsableCommand {
         do {
             let model = try loadTransformer(path: self.model, backend: be, compute: ComputeDType(rawValue: dtype) ?? .f32,
                                             removing: remove)
-            let bad = try model.weights.nonFiniteTensors()
+            let bad = try DiffusersFolder(path: self.model).nonFiniteTensors()
             if !bad.isEmpty { Terminal.err("warning: \(self.model): NaN or Inf in " + bad.joined(separator: ", ")) }
             let x = try TransformerInputs.load(path: inputs, for: model.config, backend: be)
             let out = try model.forward(x, inputsSource: inputs)
