@@ -62,3 +62,13 @@ struct ForwardCLITests {
         #expect(bad.stderr.contains("evil.safetensors"), "\(bad.stderr)")
     }
 }
+
+@Suite("hprune bench model (arguments)")
+struct BenchModelCLITests {
+    @Test("invalid iteration count is a usage error (exit 2)")
+    func badIterations() throws {
+        let r = try CLI.run(["bench", "model", "--iterations", "0"])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("--iterations"), "\(r.stderr)")
+    }
+}
