@@ -46,6 +46,7 @@ let package = Package(
         .target(name: "CPUBackend", dependencies: ["TensorCore", "CPUKernels"]),
         .target(name: "Checkpoint"),
         .target(name: "ModelSpec", dependencies: ["Checkpoint"]),
+        .target(name: "Models", dependencies: ["TensorCore", "Checkpoint", "ModelSpec"]),
         .target(name: "Compression", dependencies: ["ModelSpec", "Checkpoint", "TensorCore"]),
 
         // ── where the halves meet ────────────────────────────────────────────────────────
@@ -59,7 +60,7 @@ let package = Package(
             name: "hprune",
             dependencies: [
                 "Stages", "Scheduler", "StageGraph", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
-                "TensorCore", "CPUBackend", "ModelStore", "Compression", "ModelSpec", "Checkpoint",
+                "TensorCore", "CPUBackend", "Models", "ModelStore", "Compression", "ModelSpec", "Checkpoint",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -76,6 +77,7 @@ let package = Package(
         .testTarget(name: "QuantTests", dependencies: ["TensorCore"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
         .testTarget(name: "ModelSpecTests", dependencies: ["ModelSpec", "Checkpoint"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "ModelSpec", "Checkpoint", "TensorCore", "CPUBackend"]),
         .testTarget(name: "StagesTests", dependencies: ["Stages", "Scheduler", "StageGraph", "ArtifactStore", "ModelStore",
                                                      "Compression", "ModelSpec", "Checkpoint", "TestSupport", "YAMLSupport"]),
         .testTarget(name: "CompressionTests", dependencies: ["Compression", "ModelSpec", "Checkpoint", "TensorCore"]),
