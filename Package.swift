@@ -46,6 +46,7 @@ let package = Package(
         .target(name: "CPUBackend", dependencies: ["TensorCore", "CPUKernels"]),
         .target(name: "Checkpoint"),
         .target(name: "ModelSpec", dependencies: ["Checkpoint"]),
+        .target(name: "Models", dependencies: ["TensorCore", "Checkpoint", "ModelSpec"]),
 
         // ── where the halves meet ────────────────────────────────────────────────────────
         .target(
@@ -57,7 +58,7 @@ let package = Package(
             name: "hprune",
             dependencies: [
                 "Stages", "Scheduler", "StageGraph", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
-                "TensorCore", "CPUBackend",
+                "TensorCore", "CPUBackend", "Models", "Checkpoint", "ModelSpec",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -69,10 +70,11 @@ let package = Package(
         .testTarget(name: "StageGraphTests", dependencies: ["StageGraph", "Stages", "RecipeLanguage", "TestSupport"]),
         .testTarget(name: "ArtifactStoreTests", dependencies: ["ArtifactStore", "TestSupport"]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Stages", "StageGraph", "ArtifactStore", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["hprune", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["hprune", "TestSupport", "Checkpoint"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "CPUBackend", "TestSupport"]),
         .testTarget(name: "QuantTests", dependencies: ["TensorCore"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
         .testTarget(name: "ModelSpecTests", dependencies: ["ModelSpec", "Checkpoint"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "ModelSpec", "Checkpoint", "TensorCore", "CPUBackend"]),
     ]
 )

@@ -21,7 +21,7 @@ struct HPruneCLI: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             Run.self, Validate.self, PlanCommand.self, GraphCommand.self,
-            Runs.self, Show.self, Diff.self, Cache.self, Kinds.self, Backends.self,
+            Runs.self, Show.self, Diff.self, Cache.self, Kinds.self, Backends.self, Forward.self, Inspect.self, Bench.self,
         ]
     )
 
