@@ -6,6 +6,9 @@ import StageGraph
 public enum StageKinds {
     public static let all: [any ExecutableStageKind] = [
         CommandStage(),
+        PruneStage(),
+        FreezeStage(),
+        QuantiseStage(),
     ]
 
     /// For checking and planning.

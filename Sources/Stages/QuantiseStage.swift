@@ -1,0 +1,127 @@
+// The `quantise` stage kind: weight-only quantisation of every Linear weight (except `keep` patterns) to
+// nf4 / fp4 (bit-identical to bitsandbytes, its key layout), int4 (group-wise) or int8 (per row). Other tensors
+// keep their objects; each quantised weight becomes new objects (codes + companions).
+
+import ArtifactStore
+import Checkpoint
+import Compression
+import Foundation
+import ModelSpec
+import ModelStore
+import Scheduler
+import StageGraph
+import TensorCore
+import YAMLSupport
+
+public struct QuantiseStage: ExecutableStageKind {
+    public init() {}
+    public let name = "quantise"
+    public let version = 1
+    public let summary = "Quantise Linear weights (W4A16 nf4/fp4 bit-exact with bitsandbytes, int4, int8)."
+    public var usesBackend: Bool { false }
+
+    public let schema = Schema([
+        Field("model", .reference(.model), required: true, doc: "The model to quantise (not already quantised)."),
+        Field("format", .choice(["nf4", "fp4", "int4", "int8"]), default: .string("nf4"),
+              doc: "`nf4` / `fp4`: bitsandbytes 4-bit (blockwise absmax), exported in bitsandbytes' key layout so diffusers loads it. `int4`: linear 4-bit per group (see `scheme`). `int8`: per-row absmax 8-bit."),
+        Field("block_size", .integer(min: 1), default: .int(64),
+              doc: "Elements per absmax block (nf4/fp4: one of 32, 64, 128, 256, 512, 1024, 2048, 4096) or per group (int4). Ignored by int8."),
+        Field("double_quant", .bool, default: .bool(false),
+              doc: "nf4/fp4: quantise the absmax vector to 8 bits (bitsandbytes `bnb_4bit_use_double_quant`)."),
+        Field("scheme", .choice(["symmetric", "asymmetric"]), default: .string("symmetric"),
+              doc: "int4 only: `symmetric` (scale = absmax/7) or `asymmetric` (scale and zero point per group)."),
+        Field("keep", .list(.string), default: .list([]),
+              doc: "Layer or tensor name patterns left unquantised, e.g. `[proj_out, \"norm_out.*\", \"transformer_blocks.0.*\"]`. A pattern without `*` matches the layer and everything under it; a pattern that matches nothing is an error. Default: every Linear weight (2-D `*.weight`) is quantised."),
+        Field("compute_dtype", .choice(["float32", "bfloat16", "float16"]), default: .string("bfloat16"),
+              doc: "Activation dtype recorded for loaders (diffusers `bnb_4bit_compute_dtype`); the official code uses float16."),
+    ])
+
+    public func outputs(params: ParamValue) -> [PortSpec] { [PortSpec("model", .model, doc: "the quantised model")] }
+    public func defaultOutput(params: ParamValue) -> String { "model" }
+
+    public func check(params: ParamValue, node: YAMLNode, checker: inout SchemaChecker) {
+        let format = params["format"]?.string ?? "nf4"
+        let block = params["block_size"]?.int ?? 64
+        if format == "nf4" || format == "fp4", !bitsandbytesBlockSizes.contains(block) {
+            checker.error("'block_size' \(block) is not one bitsandbytes accepts for \(format)", node["block_size"]?.mark ?? node.mark,
+                          hint: "use one of " + bitsandbytesBlockSizes.map(String.init).joined(separator: ", "))
+        }
+        if params["double_quant"]?.bool == true, format != "nf4" && format != "fp4" {
+            checker.error("'double_quant' applies to nf4/fp4 only", node["double_quant"]?.mark ?? node.mark)
+        }
+        if format != "int4", node["scheme"] != nil {
+            checker.error("'scheme' applies to int4 only", node["scheme"]?.mark ?? node.mark)
+        }
+    }
+
+    /// The options a checked params value means.
+    static func options(_ p: ParamValue) -> QuantiseOptions? {
+        var name = p["format"]?.string ?? "nf4"
+        if name == "int4", p["scheme"]?.string == "asymmetric" { name = "int4-asym" }
+        guard let f = QuantFormat(name: name, blockSize: p["block_size"]?.int ?? 64) else { return nil }
+        return QuantiseOptions(format: f, doubleQuant: p["double_quant"]?.bool ?? false,
+                               keep: (p["keep"]?.list ?? []).compactMap(\.string),
+                               computeDType: p["compute_dtype"]?.string ?? "bfloat16")
+    }
+
+    public func run(_ ctx: StageContext) async throws -> [String: Digest] {
+        let m = try ctx.loadModel("model")
+        guard let options = Self.options(ctx.params) else { throw ctx.failure("unknown format") }
+        if m.manifest.isQuantised {
+            let q = m.manifest.quantisation?.format ?? m.manifest.tensors.values.compactMap(\.quantisation).first?.format ?? "?"
+            throw ctx.failure("the input model is already quantised (\(q)); quantising twice would compound the error",
+                              log: "fix: point `model:` at the unquantised model (the stage before the earlier quantise)")
+        }
+        let unmatched = LinearQuantiser.unmatchedKeepPatterns(options.keep, names: Array(m.manifest.tensors.keys))
+        if !unmatched.isEmpty {
+            throw ctx.failure("'keep' pattern\(unmatched.count == 1 ? "" : "s") " + unmatched.map { "'\($0)'" }.joined(separator: ", ")
+                              + " match\(unmatched.count == 1 ? "es" : "") no tensor of the model",
+                              log: "fix: use layer names as in the checkpoint, e.g. proj_out or transformer_blocks.0.*")
+        }
+        var manifest = m.manifest
+        var count = 0
+        var before = 0, after = 0
+        let names = m.manifest.tensors.keys.sorted()
+        let todo = names.filter { n in m.manifest.tensors[n].map { LinearQuantiser.shouldQuantise(name: n, shape: $0.object.shape, options: options) } ?? false }
+        let bar = ctx.progress.bar(total: todo.count, unit: "tensors")
+        for name in names {
+            try Task.checkCancellation()
+            guard let t = m.manifest.tensors[name],
+                  LinearQuantiser.shouldQuantise(name: name, shape: t.object.shape, options: options) else { continue }
+            do {
+                let w = try ModelStore.floats(name, of: m.manifest, store: ctx.store)
+                let enc = try LinearQuantiser.quantise(name: name, weights: w, shape: t.object.shape, sourceDType: t.object.dtype, options: options)
+                var companions: [String: TensorObject] = [:]
+                var main: TensorObject?
+                for (k, e) in enc {
+                    let obj = TensorObject(digest: try ctx.store.put(e.data), dtype: e.dtype, shape: e.shape, bytes: e.data.count)
+                    if k == name { main = obj } else { companions[String(k.dropFirst(name.count))] = obj }
+                }
+                guard let main else { throw ctx.failure("internal: quantiser returned no '\(name)'") }
+                manifest.tensors[name] = ManifestTensor(object: main, quantisation: TensorQuantisation(
+                    format: options.formatName, blockSize: options.format.blockSize, doubleQuant: options.doubleQuant,
+                    originalShape: t.object.shape, originalDType: t.object.dtype, companions: companions))
+                before += t.object.bytes
+                after += manifest.tensors[name]?.objects.reduce(0) { $0 + $1.bytes } ?? 0
+                count += 1
+            } catch let e as StageFailure {
+                throw e
+            } catch let e as CancellationError {
+                throw e
+            } catch {
+                throw ctx.failure("tensor '\(name)': \(error)")
+            }
+            bar.advance()
+        }
+        if count == 0 {
+            throw ctx.failure("no Linear weight is left to quantise (every 2-D *.weight is kept or absent)", log: "fix: shorten `keep`")
+        }
+        manifest.quantisation = QuantisationRecord(format: options.formatName, blockSize: options.format.blockSize,
+                                                   doubleQuant: options.doubleQuant, computeDType: options.computeDType, keep: options.keep)
+        ctx.recorder.metric("quantised_tensors", Double(count))
+        ctx.recorder.metric("weight_bytes", Double(manifest.weightBytes), unit: "B")
+        ctx.recorder.metric("quantised_bytes_before", Double(before), unit: "B")
+        ctx.recorder.metric("quantised_bytes_after", Double(after), unit: "B")
+        return ["model": try ctx.putModel(manifest)]
+    }
+}

@@ -1,0 +1,134 @@
+// `hprune quantise MODEL_DIR --out DIR`: quantises the Linear weights of a diffusers model folder without a
+// recipe. nf4/fp4 are bit-identical to bitsandbytes and written in its key layout with diffusers'
+// quantization_config, so `SD3Transformer2DModel.from_pretrained(DIR)` loads them with bitsandbytes.
+import ArgumentParser
+import Checkpoint
+import Compression
+import Foundation
+import ModelSpec
+import ModelStore
+import TensorCore
+
+struct Quantise: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "quantise",
+        abstract: "Quantise a diffusers model folder's Linear weights (nf4, fp4, int4, int8).",
+        discussion: """
+            Every 2-D `*.weight` is quantised except layers matched by --keep; other tensors are copied. nf4/fp4
+            use bitsandbytes' serialized layout (weight, weight.absmax, weight.quant_map, nested keys with
+            --double-quant, weight.quant_state.bitsandbytes__nf4) and config.json gets diffusers'
+            quantization_config; int4/int8 use hprune's own layout (diffusers cannot load those).
+
+            Examples:
+              hprune quantise models/sd35/transformer --format nf4 --out out/transformer-nf4
+              hprune quantise pruned/ --format fp4 --block-size 128 --double-quant --keep proj_out --out out/fp4
+            """,
+        aliases: ["quantize"])
+
+    @Argument(help: "The diffusers model folder (config.json + safetensors).", completion: .directory) var model: String
+    @Option(help: "nf4, fp4, int4 (symmetric), int4-asym, or int8.") var format: String = "nf4"
+    @Option(help: "Elements per absmax block (nf4/fp4: 32…4096, powers of two) or per group (int4).") var blockSize: Int = 64
+    @Flag(help: "nf4/fp4: quantise the absmax vector to 8 bits (bitsandbytes double quantisation).") var doubleQuant = false
+    @Option(help: "A layer or tensor name pattern to leave unquantised (repeatable), e.g. proj_out or 'norm_out.*'.") var keep: [String] = []
+    @Option(help: "Compute dtype recorded for loaders: float32, bfloat16 or float16.") var computeDtype: String = "bfloat16"
+    @Option(help: "The folder to create (must not exist, or be empty).", completion: .directory) var out: String
+    @Flag(help: "Print a JSON summary.") var json = false
+
+    func options() throws -> QuantiseOptions {
+        guard let f = QuantFormat(name: format, blockSize: blockSize) else {
+            throw ValidationError("--format must be nf4, fp4, int4, int4-asym or int8, got '\(format)'")
+        }
+        switch f {
+        case .nf4, .fp4:
+            guard bitsandbytesBlockSizes.contains(blockSize) else {
+                throw ValidationError("--block-size \(blockSize) is not one bitsandbytes accepts (\(bitsandbytesBlockSizes.map(String.init).joined(separator: ", ")))")
+            }
+        case .int4:
+            guard blockSize > 0 else { throw ValidationError("--block-size must be positive") }
+            if doubleQuant { throw ValidationError("--double-quant applies to nf4/fp4 only") }
+        case .int8:
+            if doubleQuant { throw ValidationError("--double-quant applies to nf4/fp4 only") }
+        }
+        guard ["float32", "bfloat16", "float16"].contains(computeDtype) else {
+            throw ValidationError("--compute-dtype must be float32, bfloat16 or float16")
+        }
+        return QuantiseOptions(format: f, doubleQuant: doubleQuant, keep: keep, computeDType: computeDtype)
+    }
+
+    func validate() throws { _ = try options() }
+
+    /// diffusers' quantization_config for a bitsandbytes 4-bit checkpoint.
+    static func bitsandbytesConfig(type: String, doubleQuant: Bool, computeDType: String) -> [String: JSONValue]? {
+        LinearQuantiser.diffusersQuantizationConfig(QuantiseOptions(format: type == "fp4" ? .fp4(blockSize: 64) : .nf4(blockSize: 64),
+                                                                    doubleQuant: doubleQuant, computeDType: computeDType))
+    }
+
+    func run() async throws {
+        let options = try options()
+        let checkpoint: ModelCheckpoint
+        do { checkpoint = try ModelCheckpoint(path: model) } catch {
+            Terminal.err("error: \(error)")
+            throw Exit.invalid
+        }
+        let folder = checkpoint.folder
+        if folder.config["quantization_config"] != nil || folder.tensors.contains(where: { $0.name.contains(LinearQuantiser.quantStateMarker) }) {
+            Terminal.err("error: \(folder.path) is already quantised; quantise the unquantised model")
+            throw Exit.invalid
+        }
+        let names = folder.tensors.map(\.name)
+        let unmatched = LinearQuantiser.unmatchedKeepPatterns(keep, names: names)
+        if !unmatched.isEmpty {
+            Terminal.err("error: --keep " + unmatched.map { "'\($0)'" }.joined(separator: ", ") + " matches no tensor of \(folder.path)")
+            throw Exit.invalid
+        }
+        // Quantised tensors are held in memory (≈ 1/4 of bf16 size); the rest stream from the source file.
+        var quantised: [String: EncodedTensor] = [:]
+        var entries: [TensorEntry] = []
+        var count = 0
+        for info in folder.tensors {
+            try Task.checkCancellation()
+            guard LinearQuantiser.shouldQuantise(name: info.name, shape: info.shape, options: options), info.dtype.isFloatingPoint else {
+                entries.append(TensorEntry(name: info.name, dtype: info.dtype, shape: info.shape))
+                continue
+            }
+            do {
+                let w = try folder.floats(info.name)
+                for (k, t) in try LinearQuantiser.quantise(name: info.name, weights: w, shape: info.shape, sourceDType: info.dtype, options: options) {
+                    quantised[k] = t
+                    entries.append(TensorEntry(name: k, dtype: t.dtype, shape: t.shape))
+                }
+                count += 1
+            } catch {
+                Terminal.err("error: \(folder.path): tensor '\(info.name)': \(error)")
+                throw Exit.failed
+            }
+        }
+        var config = folder.config
+        if let qc = LinearQuantiser.diffusersQuantizationConfig(options) {
+            config["quantization_config"] = .object(qc)
+        } else {
+            config["hprune_quantisation"] = .object(["format": .string(options.formatName),
+                                                     "block_size": options.format.blockSize.map(JSONValue.int) ?? .null])
+        }
+        let dir = URL(fileURLWithPath: out)
+        do {
+            try ModelStore.writeFolder(at: dir) { tmp in
+                try SafetensorsWriter.write(entries: entries, metadata: ["format": "pt"],
+                                            to: tmp.appendingPathComponent(DiffusersFolder.weightsName).path) { info in
+                    if let q = quantised[info.name] { return q.data }
+                    return try folder.withBytes(info.name) { Data($0) }
+                }
+                try AtomicFile.write(try ModelStore.configJSON(config), to: tmp.appendingPathComponent(DiffusersFolder.configName).path)
+            }
+        } catch {
+            Terminal.err("error: cannot write \(dir.path): \(error)")
+            throw Exit.failed
+        }
+        if json {
+            Terminal.printJSON(["out": dir.path, "format": options.formatName, "block_size": options.format.blockSize ?? NSNull(),
+                                "double_quant": doubleQuant, "quantised_tensors": count, "tensors": entries.count])
+        } else {
+            print("wrote \(dir.path): \(count) Linear weights quantised to \(options.format)\(doubleQuant ? " (double quant)" : ""), \(entries.count) tensors")
+        }
+    }
+}
