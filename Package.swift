@@ -54,7 +54,7 @@ let package = Package(
         .target(
             name: "Stages",
             dependencies: ["StageGraph", "Scheduler", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
-                           "TensorCore", "CPUBackend", "ModelStore", "Compression", "ModelSpec", "Checkpoint"]
+                           "TensorCore", "CPUBackend", "Models", "ModelStore", "Compression", "ModelSpec", "Checkpoint"]
         ),
         .executableTarget(
             name: "hprune",
