@@ -19,7 +19,8 @@ public struct ScoreStage: ExecutableStageKind {
     var interruptAfter: Int?
 
     public init() {}
-    init(interruptAfter: Int?) { self.interruptAfter = interruptAfter }
+    /// Test hook: a `score` kind that stops (as if interrupted) after `interruptAfter` freshly computed components.
+    public init(interruptAfter: Int?) { self.interruptAfter = interruptAfter }
 
     public let name = "score"
     public let version = 1
@@ -300,11 +301,15 @@ struct ScoreRun {
         return out
     }
 
-    static func encodeValue(_ v: Double) -> Data { Data("{\"delta_p\": \(v.isFinite ? String(v) : "null")}".utf8) }
+    /// `{"delta_p": 0.0123, "bits": "3f893…"}`: the value for people, its exact bit pattern for resuming
+    /// (Foundation's JSON number parsing is not exact on every platform).
+    static func encodeValue(_ v: Double) -> Data {
+        Data("{\"delta_p\": \(v.isFinite ? String(v) : "null"), \"bits\": \"\(String(v.bitPattern, radix: 16))\"}".utf8)
+    }
     static func decodeValue(_ d: Data) -> Double? {
-        guard let o = (try? JSONSerialization.jsonObject(with: d)) as? [String: Any] else { return nil }
-        if o["delta_p"] is NSNull { return .nan }
-        return (o["delta_p"] as? NSNumber)?.doubleValue
+        guard let o = (try? JSONSerialization.jsonObject(with: d)) as? [String: Any],
+              let bits = (o["bits"] as? String).flatMap({ UInt64($0, radix: 16) }) else { return nil }
+        return Double(bitPattern: bits)
     }
 
     /// The unpruned model's outputs, per sample (kept in the store, so a resumed run does not recompute them).
