@@ -10,6 +10,7 @@ public enum StageKinds {
         FreezeStage(),
         QuantiseStage(),
         ScoreStage(),
+        EvaluateStage(),
     ]
 
     /// For checking and planning.
