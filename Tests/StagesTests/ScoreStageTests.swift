@@ -125,10 +125,41 @@ func scores(_ run: RecipeRun, _ stage: String = "score") throws -> Sensitivity {
         let psnr = try scores(run, "psnr")
         #expect(psnr.entries.compactMap(\.deltaP).allSatisfy { $0 > 0 && $0 < 100 })
         let koala = try scores(run, "koala")
-        #expect(koala.metric == "cosine")
+        #expect(koala.metric == "cosine-similarity")
         #expect(koala.entries.first { $0.address == "blocks.0" }?.eligible == false)
         #expect(koala.entries.filter { $0.address != "blocks.0" && !$0.address.contains("_") && $0.address.split(separator: ".").count == 2 }
                     .allSatisfy { ($0.deltaP ?? -1) >= 0 && ($0.deltaP ?? 3) <= 2 })
+    }
+
+    @Test func taylorAndAdditiveBaselines() async throws {
+        let dir = TemporaryDirectory()
+        let teacher = try copyModel("sd3_tiny", into: dir)
+        let data = try writeDataset(dir, j: 24, p: 12, latents: [4, 8, 8])
+        let run = try await runRecipe(dir, """
+            recipe: 1
+            name: t
+            models: { teacher: { path: \(teacher) } }
+            datasets: { calib: { path: \(data), format: safetensors } }
+            stages:
+              taylor: { kind: score, model: teacher, data: calib, method: taylor, components: [block, attn, ff], taylor: { timesteps: 3 } }
+              additive: { kind: score, model: teacher, data: calib, method: additive, components: [block, ff], velocity: { sigmas: [0.5] } }
+              remove: { kind: score, model: teacher, data: calib, metric: velocity-mse, components: [block, ff], velocity: { sigmas: [0.5] } }
+            """)
+        let t = try scores(run, "taylor")
+        #expect(t.metric == "taylor")
+        func d(_ s: Sensitivity, _ a: String) -> Double { s.entries.first { $0.address == a }?.deltaP ?? .nan }
+        for b in 0..<2 {
+            #expect(d(t, "blocks.\(b).attn") > 0 && d(t, "blocks.\(b).ff") > 0)
+            // The whole block owns the attention and FF tensors (and its norms).
+            #expect(d(t, "blocks.\(b)") >= d(t, "blocks.\(b).attn") + d(t, "blocks.\(b).ff"))
+        }
+        let steps = try #require(metric(run.result("taylor"), "taylor_timesteps"))
+        #expect(steps >= 1 && steps <= 3)
+        // LAPTOP's one-shot output loss is the single-removal velocity MSE.
+        let a = try scores(run, "additive"), r = try scores(run, "remove")
+        #expect(a.metric == "additive")
+        #expect(a.entries.map(\.deltaP) == r.entries.map(\.deltaP))
+        #expect(a.entries.compactMap(\.deltaP).count == 4)
     }
 
     @Test func externalScoresFromACommand() async throws {
