@@ -143,10 +143,11 @@ enum ModelLoading {
             } catch {
                 throw ModelStoreError("quantised tensor '\(name)': \(error)", fix: "re-run the quantise stage")
             }
-        case "int4":
+        case "int4", "int4-asym":
             let packed = try bytes(t.object, name)
             let scales = floats(try bytes(try companion(".scales"), name + ".scales"))
             let zeros = try q.companions[".zeros"].map { try bytes($0, name + ".zeros") }
+            if q.format == "int4-asym", zeros == nil { _ = try companion(".zeros") }
             let g = q.blockSize ?? 64
             guard g > 0, packed.count >= (n + 1) / 2, scales.count >= (n + g - 1) / g else {
                 throw ModelStoreError("quantised tensor '\(name)': int4 data too short for \(q.originalShape)", fix: "re-run the quantise stage")
