@@ -68,3 +68,33 @@ import Testing
         }
     }
 }
+
+@Suite struct DatasetTests {
+    @Test func perSampleNoiseDoesNotDependOnTheBatch() throws {
+        let be = CPUBackend()
+        let all = try be.floats(try PromptDataset.noise(0..<3, sampleShape: [4, 2, 2], seed: 9, backend: be))
+        let one = try be.floats(try PromptDataset.noise(1..<2, sampleShape: [4, 2, 2], seed: 9, backend: be))
+        #expect(Array(all[16..<32]) == one)
+        let other = try be.floats(try PromptDataset.noise(1..<2, sampleShape: [4, 2, 2], seed: 10, backend: be))
+        #expect(other != one)
+    }
+
+    @Test func datasetShapesAndBadFiles() throws {
+        let dir = TemporaryDirectory()
+        let name = try writeDataset(dir, n: 4, j: 24, p: 12, latents: [4, 8, 8], labels: true, metadata: ["latent_height": "6", "latent_width": "4"])
+        let d = try PromptDataset.open(path: dir.path + "/" + name, source: name, limit: 3)
+        #expect(d.count == 3 && d.encoderHiddenStates.shape == [3, 5, 24] && d.labels == [0, 1, 0])
+        #expect(d.latentSize.map { [$0.height, $0.width] } == [6, 4])
+        #expect(d.batches(size: 2) == [0..<2, 2..<3])
+        let config = try ModelConfig.load(path: fixtures + "/models/sd3_tiny/config.json")
+        #expect(try d.latentShape(for: config, batch: 2) == [2, 4, 6, 4])
+        #expect(throws: DatasetError.self) { try d.check(against: config) }   // latents are 8×8, metadata says 6×4
+        let flux = try ModelConfig.load(path: fixtures + "/models/flux_tiny/config.json")
+        #expect(try d.latentShape(for: flux, batch: 1, override: (height: 2, width: 3)) == [1, 6, 16])
+
+        let missing = dir.write("bad.safetensors", "not a safetensors file")
+        #expect { _ = try PromptDataset.open(path: missing, source: "bad.safetensors") } throws: { e in
+            "\(e)".contains("bad.safetensors") && "\(e)".contains("safetensors")
+        }
+    }
+}

@@ -78,6 +78,23 @@ func scores(_ run: RecipeRun, _ stage: String = "score") throws -> Sensitivity {
         #expect(metric(flat.result("score"), "components_resumed") == 7)
     }
 
+    @Test func prunedInputSkipsWhatIsGone() async throws {
+        let dir = TemporaryDirectory()
+        let teacher = try copyModel("sd3_tiny", into: dir)
+        let data = try writeDataset(dir, n: 1, j: 24, p: 12)
+        let run = try await runRecipe(dir, """
+            recipe: 1
+            name: p
+            models: { teacher: { path: \(teacher) } }
+            datasets: { calib: { path: \(data), format: safetensors } }
+            stages:
+              prune: { kind: prune, model: teacher, remove: "blocks.0.ff,blocks.1.norm1" }
+              score: { kind: score, model: prune, data: calib, sampling: { steps: 1 }, components: [block, ff, w_norm1, attn] }
+            """)
+        let s = try scores(run)
+        #expect(Set(s.entries.filter { $0.deltaP != nil }.map(\.address)) == ["blocks.0", "blocks.1", "blocks.1.ff", "blocks.0.w_norm1", "blocks.0.attn", "blocks.1.attn"])
+    }
+
     @Test func resumesAfterAnInterruption() async throws {
         let dir = TemporaryDirectory()
         let teacher = try copyModel("sd3_tiny", into: dir)
