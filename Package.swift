@@ -54,7 +54,7 @@ let package = Package(
         .target(
             name: "Stages",
             dependencies: ["StageGraph", "Scheduler", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
-                           "TensorCore", "CPUBackend", "ModelStore", "Compression", "ModelSpec", "Checkpoint"]
+                           "TensorCore", "CPUBackend", "Models", "ModelStore", "Compression", "ModelSpec", "Checkpoint"]
         ),
         .executableTarget(
             name: "hprune",
@@ -79,7 +79,8 @@ let package = Package(
         .testTarget(name: "ModelSpecTests", dependencies: ["ModelSpec", "Checkpoint"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "ModelSpec", "Checkpoint", "TensorCore", "CPUBackend"]),
         .testTarget(name: "StagesTests", dependencies: ["Stages", "Scheduler", "StageGraph", "ArtifactStore", "ModelStore",
-                                                     "Compression", "ModelSpec", "Checkpoint", "TestSupport", "YAMLSupport"]),
+                                                     "Compression", "ModelSpec", "Checkpoint", "TestSupport", "YAMLSupport",
+                                                     "Models", "TensorCore", "CPUBackend"]),
         .testTarget(name: "CompressionTests", dependencies: ["Compression", "ModelSpec", "Checkpoint", "TensorCore"]),
     ]
 )

@@ -9,6 +9,8 @@ public enum StageKinds {
         PruneStage(),
         FreezeStage(),
         QuantiseStage(),
+        ScoreStage(),
+        EvaluateStage(),
     ]
 
     /// For checking and planning.
