@@ -48,13 +48,15 @@ let package = Package(
         .target(name: "ModelSpec", dependencies: ["Checkpoint"]),
         .target(name: "Models", dependencies: ["TensorCore", "Checkpoint", "ModelSpec"]),
         .target(name: "Compression", dependencies: ["ModelSpec", "Checkpoint", "TensorCore"]),
+        .target(name: "Training", dependencies: ["Models", "ModelSpec", "Compression", "TensorCore", "Checkpoint"]),
 
         // ── where the halves meet ────────────────────────────────────────────────────────
         .target(name: "ModelStore", dependencies: ["ArtifactStore", "Checkpoint", "ModelSpec"]),
         .target(
             name: "Stages",
             dependencies: ["StageGraph", "Scheduler", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
-                           "TensorCore", "CPUBackend", "ModelStore", "Compression", "ModelSpec", "Checkpoint"]
+                           "TensorCore", "CPUBackend", "ModelStore", "Compression", "ModelSpec", "Checkpoint",
+                           "Models", "Training"]
         ),
         .executableTarget(
             name: "hprune",
@@ -80,6 +82,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "ModelSpec", "Checkpoint", "TensorCore", "CPUBackend"]),
         .testTarget(name: "StagesTests", dependencies: ["Stages", "Scheduler", "StageGraph", "ArtifactStore", "ModelStore",
                                                      "Compression", "ModelSpec", "Checkpoint", "TestSupport", "YAMLSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "ModelSpec", "Checkpoint", "TensorCore", "CPUBackend"]),
         .testTarget(name: "CompressionTests", dependencies: ["Compression", "ModelSpec", "Checkpoint", "TensorCore"]),
     ]
 )
