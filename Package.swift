@@ -55,8 +55,8 @@ let package = Package(
         .target(
             name: "Stages",
             dependencies: ["StageGraph", "Scheduler", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
-                           "TensorCore", "CPUBackend", "ModelStore", "Compression", "ModelSpec", "Checkpoint",
-                           "Models", "Training"]
+                           "TensorCore", "CPUBackend", "Models", "ModelStore", "Compression", "ModelSpec", "Checkpoint",
+                           "Training"]
         ),
         .executableTarget(
             name: "hprune",

@@ -9,6 +9,7 @@ public enum StageKinds {
         PruneStage(),
         FreezeStage(),
         QuantiseStage(),
+        ScoreStage(),
     ]
 
     /// For checking and planning.

@@ -1,0 +1,202 @@
+// Turns a `Model` artifact (a manifest in the store) into a runnable `DiffusionTransformer` on a backend:
+// honours the manifest's removal, exposes its frozen set, memory-maps float tensors straight from store objects,
+// and dequantises 4-/8-bit weights at load (see `ModelLoading.quantisedWeightsNote`).
+
+import ArtifactStore
+import Checkpoint
+import Compression
+import CPUBackend
+import Foundation
+import ModelSpec
+import ModelStore
+import Models
+import Scheduler
+import StageGraph
+import TensorCore
+
+/// A `Model` input opened on a backend: the manifest view (`LoadedModel`), the transformer, and its frozen set.
+struct RunnableModel: @unchecked Sendable {
+    var loaded: LoadedModel
+    var transformer: any DiffusionTransformer
+    /// Frozen blocks and prefixes recorded by `freeze` (empty when nothing is frozen).
+    var frozen: FreezeDecision
+
+    var digest: Digest { loaded.digest }
+    var manifest: ModelManifest { loaded.manifest }
+    var structure: ModelStructure { loaded.structure }
+    var backend: any Backend { transformer.backend }
+
+    /// Whether the tensor `name` is frozen (PWP): training must not update it.
+    func isFrozen(_ name: String) -> Bool { frozen.isFrozen(name, structure: structure) }
+
+    /// Names of the loaded tensors training may update: not frozen, not buffers (e.g. `pos_embed.pos_embed`).
+    var trainableTensorNames: [String] {
+        let buffers = Set(structure.tensors.filter(\.isBuffer).map(\.name))
+        return transformer.weights.names.filter { !buffers.contains($0) && !isFrozen($0) }
+    }
+}
+
+enum ModelLoading {
+    /// How quantised weights run (doc text, repeated in Docs/method.md).
+    static let quantisedWeightsNote = """
+        Quantised weights (nf4, fp4, int4, int8) are dequantised once at load to the compute dtype: the model's \
+        Linear layers run through `Backend.linear`, which takes dense weights. Numerics therefore equal W4A16 with \
+        dequantise-then-matmul (the same values bitsandbytes' `dequantize_4bit` gives), but the weights occupy \
+        compute-dtype memory while the model is loaded. `evaluate` reports the stored (quantised) weight bytes \
+        from the manifest separately from the runtime peak.
+        """
+
+    /// Builds the transformer for `manifest` on `backend`.
+    ///
+    /// - `removing`: further addresses to remove for the whole life of this instance (on top of the manifest's).
+    /// - Float tensors stored in the wanted dtype are memory-mapped from their store objects on host backends (no
+    ///   copy; the object's size is checked, its hash is not re-computed — `hprune cache verify` does that);
+    ///   other float tensors are decoded and converted; quantised weights are dequantised (`quantisedWeightsNote`).
+    /// - Throws: `ModelStoreError` / `ModelError` naming the tensor for a manifest that does not match its config.
+    static func transformer(_ m: LoadedModel, store: ArtifactStore, backend: any Backend, compute: ComputeDType = .f32,
+                            removing extra: Removal = Removal()) throws -> any DiffusionTransformer {
+        var removal = m.removal
+        for a in extra.addresses { try removal.insert(a, in: m.structure) }
+        let specs = try m.structure.requiredTensors(after: removal)
+        var tensors: [String: Tensor] = [:]
+        for spec in specs {
+            guard let t = m.manifest.tensors[spec.name] else {
+                throw ModelStoreError("model \(m.digest.short): tensor '\(spec.name)' is missing from the manifest",
+                                      fix: "the manifest does not match its config; re-run the stage that produced it")
+            }
+            let want: DType = (spec.shape.count >= 2 && !spec.isBuffer) ? compute.dtype : .f32
+            tensors[spec.name] = try loadTensor(spec, t, as: want, store: store, backend: backend)
+        }
+        let weights = WeightStore(tensors: tensors, backend: backend, compute: compute, source: "model \(m.digest.short)")
+        switch m.structure.config {
+        case .sd3(let c): return SD3Transformer(config: c, structure: m.structure, removal: removal, weights: weights)
+        case .flux(let c): return FluxTransformer(config: c, structure: m.structure, removal: removal, weights: weights)
+        }
+    }
+
+    /// One tensor of the manifest as `dtype` on `backend`.
+    static func loadTensor(_ spec: TensorSpec, _ t: ManifestTensor, as dtype: DType, store: ArtifactStore,
+                           backend: any Backend) throws -> Tensor {
+        let name = spec.name
+        if let q = t.quantisation {
+            guard q.originalShape == spec.shape else {
+                throw ModelStoreError("tensor '\(name)': quantised shape \(q.originalShape) does not match the config's \(spec.shape)",
+                                      fix: "re-run the quantise stage")
+            }
+            let w = try dequantise(name, t, q, store: store)
+            return try backend.tensor(w, shape: spec.shape, dtype: dtype)
+        }
+        let o = t.object
+        guard o.shape == spec.shape else {
+            throw ModelStoreError("tensor '\(name)': shape \(o.shape) does not match the config's \(spec.shape)",
+                                  fix: "the manifest does not match its config; re-run the stage that produced it")
+        }
+        let stored: DType? = switch o.dtype {
+        case .f32: .f32
+        case .bf16: .bf16
+        case .f16: .f16
+        default: nil
+        }
+        guard let stored else {
+            throw ModelStoreError("tensor '\(name)': dtype \(o.dtype.rawValue) cannot be used as a weight", fix: "store it as F32, BF16 or F16")
+        }
+        if stored == dtype, backend.device == .host {
+            let path = store.path(of: o.digest).path
+            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.intValue
+            guard size == o.bytes, o.bytes == dtype.byteCount(for: spec.shape.reduce(1, *)) else {
+                throw ModelStoreError("tensor '\(name)': object \(o.digest.short) is missing or has the wrong size",
+                                      fix: "run `hprune cache verify`, then re-run the stage that produced the model")
+            }
+            return try Tensor.mapped(path: path, offset: 0, shape: spec.shape, dtype: dtype)
+        }
+        let data = try ModelStore.data(o, store: store, name: name)
+        if stored == dtype { return try backend.tensor(bytes: [UInt8](data), shape: spec.shape, dtype: dtype) }
+        guard let f = data.withUnsafeBytes({ FloatDecoding.decode($0, dtype: o.dtype) }) else {
+            throw ModelStoreError("tensor '\(name)': cannot decode \(o.dtype.rawValue)", fix: "use f32, bf16 or f16 weights")
+        }
+        return try backend.tensor(f, shape: spec.shape, dtype: dtype)
+    }
+
+    /// The fp32 values [n] of a quantised weight (nf4/fp4 in bitsandbytes' layout, hprune int4/int8).
+    static func dequantise(_ name: String, _ t: ManifestTensor, _ q: TensorQuantisation, store: ArtifactStore) throws -> [Float] {
+        func bytes(_ o: TensorObject, _ key: String) throws -> [UInt8] { [UInt8](try ModelStore.data(o, store: store, name: key)) }
+        func companion(_ suffix: String) throws -> TensorObject {
+            guard let o = q.companions[suffix] else {
+                throw ModelStoreError("quantised tensor '\(name)' has no '\(suffix)' companion", fix: "re-run the quantise stage")
+            }
+            return o
+        }
+        func floats(_ b: [UInt8]) -> [Float] {
+            b.withUnsafeBytes { p in (0..<(b.count / 4)).map { Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) } }
+        }
+        let n = q.originalShape.reduce(1, *)
+        switch q.format {
+        case "nf4", "fp4":
+            var serial: [String: SerializedTensor] = [:]
+            func add(_ key: String, _ o: TensorObject) throws {
+                serial[key] = SerializedTensor(dtype: o.dtype == .u8 ? .uint8 : .float32, shape: o.shape, bytes: try bytes(o, key))
+            }
+            try add(name, t.object)
+            for (suffix, o) in q.companions { try add(name + suffix, o) }
+            do {
+                return dequantize4bit(try Quantized4Bit(bitsandbytesTensors: serial, weightName: name))
+            } catch {
+                throw ModelStoreError("quantised tensor '\(name)': \(error)", fix: "re-run the quantise stage")
+            }
+        case "int4":
+            let packed = try bytes(t.object, name)
+            let scales = floats(try bytes(try companion(".scales"), name + ".scales"))
+            let zeros = try q.companions[".zeros"].map { try bytes($0, name + ".zeros") }
+            let g = q.blockSize ?? 64
+            guard g > 0, packed.count >= (n + 1) / 2, scales.count >= (n + g - 1) / g else {
+                throw ModelStoreError("quantised tensor '\(name)': int4 data too short for \(q.originalShape)", fix: "re-run the quantise stage")
+            }
+            var out = [Float](repeating: 0, count: n)
+            for i in 0..<n {
+                let b = packed[i / 2]
+                let nib = Float(i % 2 == 0 ? b >> 4 : b & 0x0F)
+                let z = zeros.map { Float($0[i / g]) } ?? 8
+                out[i] = (nib - z) * scales[i / g]
+            }
+            return out
+        case "int8":
+            let q8 = try bytes(t.object, name)
+            let scb = floats(try bytes(try companion(".SCB"), name + ".SCB"))
+            let cols = q.originalShape.last ?? 1
+            guard q8.count == n, cols > 0, scb.count == n / cols else {
+                throw ModelStoreError("quantised tensor '\(name)': int8 data does not match \(q.originalShape)", fix: "re-run the quantise stage")
+            }
+            return (0..<n).map { Float(Int8(bitPattern: q8[$0])) * (scb[$0 / cols] / 127) }
+        default:
+            throw ModelStoreError("tensor '\(name)': unknown quantisation format '\(q.format)'", fix: "use nf4, fp4, int4 or int8")
+        }
+    }
+}
+
+extension StageContext {
+    /// The backend this run computes on (`ctx.backend`: `cpu`, `reference`, `auto`, …).
+    func makeBackend() throws -> any Backend {
+        do { return try BackendRegistry.standard.make(backend) } catch { throw failure("\(error)") }
+    }
+
+    /// Opens the `Model` bound at `path` on `backend` (importing a source folder on first use), honouring the
+    /// manifest's removal (plus `removing`), frozen set and quantisation. Failures name the stage and recipe location.
+    ///
+    ///     let be = try ctx.makeBackend()
+    ///     let student = try ctx.openModel("student", backend: be)
+    ///     let v = try student.transformer.forward(inputs)
+    func openModel(_ path: String, backend: any Backend, compute: ComputeDType = .f32,
+                   removing extra: Removal = Removal()) throws -> RunnableModel {
+        let m = try loadModel(path)
+        let t: any DiffusionTransformer
+        do {
+            t = try ModelLoading.transformer(m, store: store, backend: backend, compute: compute, removing: extra)
+        } catch let e as CancellationError {
+            throw e
+        } catch {
+            throw failure("cannot load the model '\(path)' (\(m.digest.short)): \(error)")
+        }
+        let frozen = FreezeDecision(blocks: m.manifest.structure.frozenBlocks, prefixes: m.manifest.structure.frozenPrefixes)
+        return RunnableModel(loaded: m, transformer: t, frozen: frozen)
+    }
+}
