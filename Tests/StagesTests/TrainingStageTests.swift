@@ -1,0 +1,194 @@
+// distill and train as stages of real recipes (temp store, real fixture models, a dataset written here):
+// the loss falls, PWP-frozen tensors keep the teacher's objects, SGDistill multipliers are recorded, a killed
+// distill resumes from its checkpoint (and ends bit-identical to an uninterrupted run), a NaN loss stops with the
+// step and keeps the last good checkpoint, and train fits a randomly initialised model.
+
+import ArtifactStore
+import Checkpoint
+import Foundation
+import ModelStore
+import Scheduler
+import StageGraph
+import Stages
+import TestSupport
+import Testing
+
+/// A dataset for the tiny SD3 fixtures (J 24, P 12, latents 4×8×8): N samples, optional NaN at one latent.
+func writeDataset(_ dir: TemporaryDirectory, name: String = "data.safetensors", count n: Int = 4, nanInSample: Int? = nil) throws -> String {
+    func values(_ count: Int, _ salt: Float) -> [Float] { (0..<count).map { sin(Float($0) * 0.731 + salt) } }
+    var latents = values(n * 4 * 8 * 8, 0.3).map { $0 * 0.8 }
+    if let s = nanInSample { latents[s * 256 + 17] = .nan }
+    let path = dir.path + "/" + name
+    try SafetensorsWriter.write([
+        TensorPayload(name: "encoder_hidden_states", shape: [n, 3, 24], floats: values(n * 3 * 24, 1.1)),
+        TensorPayload(name: "pooled_projections", shape: [n, 12], floats: values(n * 12, 2.2)),
+        TensorPayload(name: "latents", shape: [n, 4, 8, 8], floats: latents),
+    ], to: path)
+    try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: -60)], ofItemAtPath: path)
+    return name
+}
+
+func distillRecipe(teacher: String, data: String, steps: Int, every: Int, lr: Double = 3e-3) -> String {
+    """
+    recipe: 1
+    name: d
+    seed: 0
+    models: { teacher: { path: \(teacher), format: diffusers } }
+    datasets: { calib: { path: \(data) } }
+    stages:
+      prune: { kind: prune, model: teacher, remove: "1" }
+      freeze: { kind: freeze, model: prune }
+      distill:
+        kind: distill
+        student: freeze
+        teacher: teacher
+        data: calib
+        loss: { output: 1.0, feature: 0.1 }
+        sensitivity: { form: binary, threshold: 0.25 }
+        optimizer: { adamw: { lr: \(lr) } }
+        steps: \(steps)
+        batch: 2
+        checkpoint_every: \(every)
+    """
+}
+
+final class Box<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var v: T
+    init(_ v: T) { self.v = v }
+    var value: T {
+        get { lock.withLock { v } }
+        set { lock.withLock { v = newValue } }
+    }
+}
+
+func metric(_ r: StageResult?, _ name: String) -> Double? { r?.metrics.first { $0.name == name }?.value }
+
+@Suite struct TrainingStageTests {
+    @Test func distillLowersTheLossKeepsFrozenObjectsAndRecordsSGDistill() async throws {
+        let dir = TemporaryDirectory()
+        let teacher = try copyModel("sd35_tiny", into: dir)
+        let data = try writeDataset(dir)
+        let run = try await runRecipe(dir, distillRecipe(teacher: teacher, data: data, steps: 16, every: 8))
+        let d = try #require(run.result("distill"))
+        #expect(d.status == .ran, "\(d.error ?? "") \(d.log ?? "")")
+        let first = try #require(metric(d, "loss_first10_mean")), last = try #require(metric(d, "loss_last10_mean"))
+        #expect(last < first, "\(first) → \(last)")
+
+        let student = try run.model("distill"), frozen = try run.model("freeze")
+        #expect(student.structure.frozenBlocks == [0] && student.structure.removed == ["blocks.1"])
+        for (name, t) in frozen.tensors {
+            let same = student.tensors[name]?.object.digest == t.object.digest
+            if name.hasPrefix("transformer_blocks.0.") || name.hasPrefix("pos_embed.") || name.hasPrefix("time_text_embed.")
+                || name.hasPrefix("context_embedder.") {
+                #expect(same, "frozen \(name) got a new object")
+            } else if name.hasSuffix(".weight") && (name.hasPrefix("transformer_blocks.2.") || name.hasPrefix("proj_out.")) {
+                #expect(!same, "trained \(name) kept its object")
+            }
+        }
+        let sg = try #require(student.structure.sgdistill)
+        #expect(sg.form == "binary" && sg.threshold == 0.25 && sg.compressionRatio > 0.25)
+        #expect(sg.multipliers == [0, 0, 1])
+    }
+
+    @Test func aKilledDistillResumesFromItsCheckpoint() async throws {
+        let dir = TemporaryDirectory()
+        let teacher = try copyModel("sd35_tiny", into: dir)
+        let data = try writeDataset(dir)
+        let yaml = distillRecipe(teacher: teacher, data: data, steps: 10, every: 2)
+        let root = URL(fileURLWithPath: dir.path + "/.hprune").standardizedFileURL.path
+
+        // First run: interrupted after 5 completed steps (the checkpoint at 4 is the last one).
+        let task = Box<Task<RecipeRun, any Error>?>(nil)
+        let seen = Box<[Int]>([])
+        let token = TrainingObserver.add { store, stage, step in
+            guard store.standardizedFileURL.path == root, stage == "distill" else { return }
+            seen.value.append(step)
+            if step == 5 { task.value?.cancel() }
+        }
+        defer { TrainingObserver.remove(token) }
+        let t = Task { try await runRecipe(dir, yaml) }
+        task.value = t
+        let first = try await t.value
+        #expect(first.result("distill")?.status == .cancelled)
+        #expect(seen.value == [1, 2, 3, 4, 5])
+
+        // Second run: starts at step 4, runs steps 5…10 only.
+        seen.value = []
+        let second = try await runRecipe(dir, yaml)
+        let d = try #require(second.result("distill"))
+        #expect(d.status == .ran, "\(d.error ?? "")")
+        #expect(seen.value == [5, 6, 7, 8, 9, 10])
+        #expect(metric(d, "resumed_from_step") == 4 && metric(d, "steps_run") == 6)
+
+        // The resumed result is bit-identical to an uninterrupted run.
+        let other = TemporaryDirectory()
+        _ = try copyModel("sd35_tiny", into: other)
+        _ = try writeDataset(other)
+        let straight = try await runRecipe(other, yaml)
+        #expect(metric(straight.result("distill"), "resumed_from_step") == 0)
+        #expect(try straight.model("distill") == second.model("distill"))
+    }
+
+    @Test func aNaNLossStopsNamingTheStepAndKeepsTheLastCheckpoint() async throws {
+        let dir = TemporaryDirectory()
+        let teacher = try copyModel("sd35_tiny", into: dir)
+        // batch 2 over 4 samples: step 0 uses samples 0, 1; step 1 uses 2, 3 (NaN); … checkpoint every step.
+        let data = try writeDataset(dir, nanInSample: 3)
+        let yaml = distillRecipe(teacher: teacher, data: data, steps: 6, every: 1).replacingOccurrences(of: "batch: 2", with: "batch: 1")
+        let run = try await runRecipe(dir, yaml)
+        let d = try #require(run.result("distill"))
+        #expect(d.status == .failed)
+        let msg = d.error ?? ""
+        #expect(msg.contains("stage 'distill' (") && msg.contains("r.yaml:"), "\(msg)")
+        #expect(msg.contains("at step 4") && msg.contains("after step 3"), "\(msg)")
+        let key = try #require(d.key)
+        let ckpt = try #require(run.store.action(for: "ckpt-" + key))
+        #expect(ckpt.extra["step"] == "3")
+        #expect(run.store.contains(try #require(ckpt.outputs["state"])))
+    }
+
+    @Test func trainFitsARandomlyInitialisedModel() async throws {
+        let dir = TemporaryDirectory()
+        try FileManager.default.copyItem(atPath: fixtures + "/models/sd3_tiny/config.json", toPath: dir.path + "/config.json")
+        let data = try writeDataset(dir)
+        let run = try await runRecipe(dir, """
+            recipe: 1
+            name: t
+            seed: 1
+            datasets: { calib: { path: \(data) } }
+            stages:
+              train:
+                kind: train
+                init: { config: config.json, seed: 3 }
+                data: calib
+                optimizer: { adamw: { lr: 3.0e-3 } }
+                schedule: cosine
+                warmup_steps: 2
+                steps: 30
+                batch: 2
+                checkpoint_every: 10
+            """)
+        let t = try #require(run.result("train"))
+        #expect(t.status == .ran, "\(t.error ?? "")")
+        let first = try #require(metric(t, "loss_first10_mean")), last = try #require(metric(t, "loss_last10_mean"))
+        #expect(last < first, "\(first) → \(last)")
+        let m = try run.model("train")
+        #expect(m.architecture == "SD3Transformer2DModel" && m.tensors.count > 20)
+        #expect(m.tensors["pos_embed.pos_embed"] != nil && m.tensors["proj_out.weight"]?.object.dtype == .f32)
+    }
+
+    @Test func badTrainingRecipesAreRejectedAtCheckTime() async throws {
+        let dir = TemporaryDirectory()
+        let data = try writeDataset(dir)
+        await #expect(throws: (any Error).self) {
+            _ = try await runRecipe(dir, """
+                recipe: 1
+                name: t
+                datasets: { calib: { path: \(data) } }
+                stages:
+                  train: { kind: train, data: calib }
+                """)
+        }
+    }
+}
