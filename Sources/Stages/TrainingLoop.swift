@@ -184,8 +184,8 @@ struct TrainingLoop {
             ctx.recorder.log("resumed from checkpoint \(d.short) at step \(start)\n")
         }
         ctx.recorder.metric("resumed_from_step", Double(start))
-        let bar = ctx.progress.bar(total: steps, unit: "steps")
-        if start > 0 { bar.advance(by: start, message: "resumed") }
+        // The bar counts this execution's steps (so the ETA is right after a resume); the message says where we are.
+        let bar = ctx.progress.bar(total: steps - start, unit: "steps")
         var losses: [Double] = []
         var step = start
         while step < steps {
@@ -204,7 +204,7 @@ struct TrainingLoop {
             }
             losses.append(r.loss.total)
             step += 1
-            var msg = String(format: "loss %.5g", r.loss.total)
+            var msg = String(format: "step %d/%d loss %.5g", step, steps, r.loss.total)
             if r.loss.feature != 0 { msg += String(format: " (out %.4g feat %.4g)", r.loss.output, r.loss.feature) }
             bar.advance(message: msg)
             if step % checkpointEvery == 0 && step < steps {
