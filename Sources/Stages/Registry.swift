@@ -12,6 +12,7 @@ public enum StageKinds {
         ScoreStage(),
         DistillStage(),
         TrainStage(),
+        EvaluateStage(),
     ]
 
     /// For checking and planning.

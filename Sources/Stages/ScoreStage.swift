@@ -19,14 +19,15 @@ public struct ScoreStage: ExecutableStageKind {
     var interruptAfter: Int?
 
     public init() {}
-    init(interruptAfter: Int?) { self.interruptAfter = interruptAfter }
+    /// Test hook: a `score` kind that stops (as if interrupted) after `interruptAfter` freshly computed components.
+    public init(interruptAfter: Int?) { self.interruptAfter = interruptAfter }
 
     public let name = "score"
     public let version = 1
     public let summary = "Sensitivity ΔP of every block and sub-component: remove it, sample, compare with the model (HierarchicalPrune)."
 
     static let metrics = ["sample-mse", "psnr", "cosine", "velocity-mse", "external"]
-    static let methods = ["remove", "cosine"]
+    static let methods = ["remove", "cosine", "taylor", "additive"]
     /// PSNR above this counts as identical (`psnr` metric: ΔP = cap − min(cap, PSNR)).
     static let psnrCapDB = 100.0
 
@@ -37,7 +38,7 @@ public struct ScoreStage: ExecutableStageKind {
         Field("samples", .integer(min: 1), doc: "Use only the first N samples of the dataset. Default: all."),
         Field("batch", .integer(min: 1), default: .int(4), doc: "Samples per forward pass."),
         Field("method", .choice(methods), default: .string("remove"),
-              doc: "`remove` (HierarchicalPrune: remove each component, re-measure `metric`); `cosine` (KOALA-style: ΔP = 1 − cos(block input, block output) over the calibration data at the `velocity.sigmas`, whole blocks only; higher similarity = less important; block 0 has no input feature and is left unscored, i.e. never pruned)."),
+              doc: "`remove` (HierarchicalPrune: remove each component, re-measure `metric`); `cosine` (KOALA-style: ΔP = 1 − cos(block input, block output) over the calibration data at the `velocity.sigmas`, whole blocks only; higher similarity = less important; block 0 has no input feature and is left unscored, i.e. never pruned); `taylor` (Diff-Pruning: ΔP = Σ|w·∂L/∂w| over the component's parameters, L the flow-matching loss on the dataset's `latents` (else the model's own samples), accumulated over `taylor.timesteps` noise levels from σ=1 down, stopping once L < `taylor.threshold`·max L); `additive` (LAPTOP-Diff one-shot: ΔP = the output loss of removing the component alone, MSE of the velocities at `velocity.sigmas` — LAPTOP's criterion, whose sum approximates the loss of removing several; uses `metric: velocity-mse`)."),
         Field("components", .list(.choice(SubComponent.allCases.map(\.rawValue)), minCount: 1), default: .list([.string("block")]),
               doc: "Which units to score: `block` (the whole block) and/or sub-components (`attn`, `ff`, `ff_context`, `norm1`, `norm1_context`, `w_norm1`, `w_norm1_context`; FLUX single blocks `norm`, `w_norm`, `proj_mlp_out`). Each is scored in every block that has it; a name no block has is an error."),
         Field("metric", .choice(metrics), default: .string("sample-mse"),
@@ -56,6 +57,11 @@ public struct ScoreStage: ExecutableStageKind {
                   doc: "Noise levels σ of the single forward passes."),
         ])), default: .map([("sigmas", .list([.double(0.25), .double(0.5), .double(0.75)]))]),
               doc: "Settings of `metric: velocity-mse` and `method: cosine`."),
+        Field("taylor", .object(Schema([
+            Field("timesteps", .integer(min: 1, max: 1000), default: .int(10), doc: "Noise levels σ_k = 1 − k/T (k = 0…T−1) visited from σ = 1 down."),
+            Field("threshold", .number(min: 0, max: 1), default: .double(0.05), doc: "Diff-Pruning's stopping rule: stop after the first level whose loss is below threshold × the largest loss so far."),
+        ])), default: .map([("timesteps", .int(10)), ("threshold", .double(0.05))]),
+              doc: "Settings of `method: taylor`."),
         Field("latent_size", .list(.integer(min: 1), minCount: 2),
               doc: "[height, width] of the sampled latents (SD3: latent pixels; FLUX: token grid). Default: the dataset's metadata or latents, else the model's `sample_size`."),
         Field("position_weight", .object(Schema([
@@ -82,6 +88,10 @@ public struct ScoreStage: ExecutableStageKind {
         }
         if metric != "external" && params["data"] == nil {
             checker.error("missing 'data' (the calibration dataset)", node.mark, hint: "add `data: <dataset>`")
+        }
+        if let m = params["method"]?.string, m == "taylor" || m == "additive", metric != "sample-mse" && metric != "velocity-mse" {
+            checker.error("'method: \(m)' has its own criterion; 'metric: \(metric)' does not apply", node["metric"]?.mark ?? node.mark,
+                          hint: "remove 'metric' (method \(m) uses \(m == "taylor" ? "Σ|w·∇w|" : "velocity-mse"))")
         }
         if params["method"]?.string == "cosine" {
             if let comps = params["components"]?.list?.compactMap(\.string), comps != ["block"] {
@@ -114,13 +124,13 @@ public struct ScoreStage: ExecutableStageKind {
             let model = try ctx.openModel("model", backend: be)
             let data = try ctx.openDataset("data", limit: p["samples"]?.int)
             do { try data.check(against: m.structure.config) } catch let e as DatasetError { throw ctx.failure("\(e)") }
-            let run = try ScoreRun(ctx: ctx, model: model, data: data, metric: metric, method: method)
+            let run = try ScoreRun(ctx: ctx, model: model, data: data, metric: method == "additive" ? "velocity-mse" : metric, method: method)
             deltas = try await run.scoreAll(addresses, interruptAfter: interruptAfter)
         }
         let sens: Sensitivity
         do {
             sens = try Sensitivity(deltas: deltas, structure: m.structure, positionWeight: pw,
-                                   metric: method == "remove" ? metric : method, baseline: baseline)
+                                   metric: method == "remove" ? metric : (method == "cosine" ? "cosine-similarity" : method), baseline: baseline)
         } catch { throw ctx.failure("\(error)") }
         var log = "ΔP (\(sens.metric)), W_pos \(pw.form.rawValue) rate \(pw.rate):\n"
         for e in sens.entries where e.deltaP != nil {
@@ -274,6 +284,9 @@ struct ScoreRun {
             let all = try cosineScores(be)
             for a in addresses { out[a] = all[a.block] }
             bar.advance(by: addresses.count)
+        } else if method == "taylor" {
+            out = try taylorScores(be, addresses)
+            bar.advance(by: addresses.count)
         } else {
             let reference = try referenceOutputs(be)
             for a in addresses {
@@ -300,11 +313,15 @@ struct ScoreRun {
         return out
     }
 
-    static func encodeValue(_ v: Double) -> Data { Data("{\"delta_p\": \(v.isFinite ? String(v) : "null")}".utf8) }
+    /// `{"delta_p": 0.0123, "bits": "3f893…"}`: the value for people, its exact bit pattern for resuming
+    /// (Foundation's JSON number parsing is not exact on every platform).
+    static func encodeValue(_ v: Double) -> Data {
+        Data("{\"delta_p\": \(v.isFinite ? String(v) : "null"), \"bits\": \"\(String(v.bitPattern, radix: 16))\"}".utf8)
+    }
     static func decodeValue(_ d: Data) -> Double? {
-        guard let o = (try? JSONSerialization.jsonObject(with: d)) as? [String: Any] else { return nil }
-        if o["delta_p"] is NSNull { return .nan }
-        return (o["delta_p"] as? NSNumber)?.doubleValue
+        guard let o = (try? JSONSerialization.jsonObject(with: d)) as? [String: Any],
+              let bits = (o["bits"] as? String).flatMap({ UInt64($0, radix: 16) }) else { return nil }
+        return Double(bitPattern: bits)
     }
 
     /// The unpruned model's outputs, per sample (kept in the store, so a resumed run does not recompute them).
@@ -381,6 +398,52 @@ struct ScoreRun {
             }
         }
         return total / Double(max(1, outs.count))
+    }
+
+    /// Diff-Pruning's Taylor importance: Σ over the component's tensors of Σ|w·∂L/∂w|, L = flow-matching MSE
+    /// against v = noise − x₀, summed over noise levels σ = 1, 1 − 1/T, … until L < threshold · max L.
+    func taylorScores(_ be: any Backend, _ addresses: [ComponentAddress]) throws -> [ComponentAddress: Double] {
+        let p = ctx.params
+        let levels = p["taylor"]?["timesteps"]?.int ?? 10
+        let threshold = p["taylor"]?["threshold"]?.double ?? 0.05
+        let t = model.transformer
+        let names = Dictionary(uniqueKeysWithValues: try addresses.map { ($0, try model.structure.tensorNames(of: $0).filter { t.weights.contains($0) }) })
+        let wanted = Set(names.values.flatMap { $0 })
+        var importance: [String: Double] = [:]
+        var maxLoss = 0.0
+        var used = 0
+        for k in 0..<levels {
+            try Task.checkCancellation()
+            let sigma = Float(1 - Double(k) / Double(levels))
+            var loss = 0.0
+            for range in batches {
+                let noise = try PromptDataset.noise(range, sampleShape: sampleShape, seed: ctx.noiseSeed, backend: be)
+                let cond = try data.conditioning(range, backend: be, guidance: fluxGuidance)
+                let x0 = try cleanLatents(be, range, noise, cond)
+                let xt = try be.add(try be.scale(noise, sigma), try be.scale(x0, 1 - sigma))
+                let target = try be.add(noise, try be.scale(x0, -1))
+                let inputs = TransformerInputs(hiddenStates: xt, encoderHiddenStates: cond.encoderHiddenStates, pooledProjections: cond.pooledProjections,
+                                               timestep: Array(repeating: t.timestep(sigma: sigma), count: range.count),
+                                               guidance: cond.guidance, imgIds: imgIds, txtIds: nil)
+                passes.add(1)
+                let g = try t.mseGradients(inputs, target: target, trainable: { wanted.contains($0) })
+                loss += Double(g.loss) * Double(range.count)
+                for (n, grad) in g.gradients where wanted.contains(n) {
+                    let w = try be.floats(try t.weights(n)), d = try be.floats(grad)
+                    var acc = 0.0
+                    for i in 0..<min(w.count, d.count) { acc += abs(Double(w[i]) * Double(d[i])) }
+                    importance[n, default: 0] += acc
+                }
+            }
+            loss /= Double(max(1, data.count))
+            used += 1
+            maxLoss = max(maxLoss, loss)
+            if loss < threshold * maxLoss { break }
+        }
+        ctx.recorder.metric("taylor_timesteps", Double(used))
+        var out: [ComponentAddress: Double] = [:]
+        for a in addresses { out[a] = names[a]?.reduce(0) { $0 + (importance[$1] ?? 0) } ?? 0 }
+        return out
     }
 
     /// KOALA-style: per block, mean over samples and sigmas of 1 − cos(block input, block output), both streams

@@ -43,9 +43,11 @@ struct RecipeRun {
 }
 
 /// Writes `yaml` as r.yaml in `dir` and runs it with a store in `dir/.hprune`.
-func runRecipe(_ dir: TemporaryDirectory, _ yaml: String) async throws -> RecipeRun {
+/// `replacing` swaps registered kinds for variants of the same name (e.g. a `score` that stops mid-way).
+func runRecipe(_ dir: TemporaryDirectory, _ yaml: String, replacing: [any ExecutableStageKind] = []) async throws -> RecipeRun {
     let path = dir.write("r.yaml", yaml)
-    let kinds: [any ExecutableStageKind] = StageKinds.all + [TestScoresStage()]
+    let swapped = Set(replacing.map(\.name))
+    let kinds: [any ExecutableStageKind] = StageKinds.all.filter { !swapped.contains($0.name) } + replacing + [TestScoresStage()]
     let ws = try Workspace.load(path: path, environment: [:], registry: StageRegistry(kinds))
     let store = try ArtifactStore(root: URL(fileURLWithPath: dir.path + "/.hprune"))
     let sources = try ws.hashSources(store: store)

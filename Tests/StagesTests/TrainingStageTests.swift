@@ -16,7 +16,7 @@ import TestSupport
 import Testing
 
 /// A dataset for the tiny SD3 fixtures (J 24, P 12, latents 4×8×8): N samples, optional NaN at one latent.
-func writeDataset(_ dir: TemporaryDirectory, name: String = "data.safetensors", count n: Int = 4, nanInSample: Int? = nil) throws -> String {
+func writeTrainingData(_ dir: TemporaryDirectory, name: String = "data.safetensors", count n: Int = 4, nanInSample: Int? = nil) throws -> String {
     func values(_ count: Int, _ salt: Float) -> [Float] { (0..<count).map { sin(Float($0) * 0.731 + salt) } }
     var latents = values(n * 4 * 8 * 8, 0.3).map { $0 * 0.8 }
     if let s = nanInSample { latents[s * 256 + 17] = .nan }
@@ -64,13 +64,12 @@ final class Box<T>: @unchecked Sendable {
     }
 }
 
-func metric(_ r: StageResult?, _ name: String) -> Double? { r?.metrics.first { $0.name == name }?.value }
 
 @Suite struct TrainingStageTests {
     @Test func distillLowersTheLossKeepsFrozenObjectsAndRecordsSGDistill() async throws {
         let dir = TemporaryDirectory()
         let teacher = try copyModel("sd35_tiny", into: dir)
-        let data = try writeDataset(dir)
+        let data = try writeTrainingData(dir)
         let run = try await runRecipe(dir, distillRecipe(teacher: teacher, data: data, steps: 16, every: 8))
         let d = try #require(run.result("distill"))
         #expect(d.status == .ran, "\(d.error ?? "") \(d.log ?? "")")
@@ -97,7 +96,7 @@ func metric(_ r: StageResult?, _ name: String) -> Double? { r?.metrics.first { $
     @Test func inverseSGDistillFromScores() async throws {
         let dir = TemporaryDirectory()
         let teacher = try copyModel("sd35_tiny", into: dir)
-        let data = try writeDataset(dir)
+        let data = try writeTrainingData(dir)
         let s = ModelStructure(try ModelConfig.load(path: dir.path + "/\(teacher)/config.json"))
         let deltas: [ComponentAddress: Double] = [ComponentAddress(block: 0, component: .block): 0.2,
                                                   ComponentAddress(block: 1, component: .block): 0.01,
@@ -130,7 +129,7 @@ func metric(_ r: StageResult?, _ name: String) -> Double? { r?.metrics.first { $
     @Test func aKilledDistillResumesFromItsCheckpoint() async throws {
         let dir = TemporaryDirectory()
         let teacher = try copyModel("sd35_tiny", into: dir)
-        let data = try writeDataset(dir)
+        let data = try writeTrainingData(dir)
         let yaml = distillRecipe(teacher: teacher, data: data, steps: 10, every: 2)
         let root = URL(fileURLWithPath: dir.path + "/.hprune").standardizedFileURL.path
 
@@ -160,7 +159,7 @@ func metric(_ r: StageResult?, _ name: String) -> Double? { r?.metrics.first { $
         // The resumed result is bit-identical to an uninterrupted run.
         let other = TemporaryDirectory()
         _ = try copyModel("sd35_tiny", into: other)
-        _ = try writeDataset(other)
+        _ = try writeTrainingData(other)
         let straight = try await runRecipe(other, yaml)
         #expect(metric(straight.result("distill"), "resumed_from_step") == 0)
         #expect(try straight.model("distill") == second.model("distill"))
@@ -170,7 +169,7 @@ func metric(_ r: StageResult?, _ name: String) -> Double? { r?.metrics.first { $
         let dir = TemporaryDirectory()
         let teacher = try copyModel("sd35_tiny", into: dir)
         // batch 2 over 4 samples: step 0 uses samples 0, 1; step 1 uses 2, 3 (NaN); … checkpoint every step.
-        let data = try writeDataset(dir, nanInSample: 3)
+        let data = try writeTrainingData(dir, nanInSample: 3)
         let yaml = distillRecipe(teacher: teacher, data: data, steps: 6, every: 1).replacingOccurrences(of: "batch: 2", with: "batch: 1")
         let run = try await runRecipe(dir, yaml)
         let d = try #require(run.result("distill"))
@@ -188,7 +187,7 @@ func metric(_ r: StageResult?, _ name: String) -> Double? { r?.metrics.first { $
     @Test func trainFitsARandomlyInitialisedModel() async throws {
         let dir = TemporaryDirectory()
         try FileManager.default.copyItem(atPath: fixtures + "/models/sd3_tiny/config.json", toPath: dir.path + "/config.json")
-        let data = try writeDataset(dir)
+        let data = try writeTrainingData(dir)
         let run = try await runRecipe(dir, """
             recipe: 1
             name: t
@@ -217,7 +216,7 @@ func metric(_ r: StageResult?, _ name: String) -> Double? { r?.metrics.first { $
 
     @Test func badTrainingRecipesAreRejectedAtCheckTime() throws {
         let dir = TemporaryDirectory()
-        let data = try writeDataset(dir)
+        let data = try writeTrainingData(dir)
         func problems(_ stages: String) -> String {
             let yaml = "recipe: 1\nname: t\nmodels: { teacher: { path: m } }\ndatasets: { calib: { path: \(data) } }\nstages:\n" + stages
             do {

@@ -1,0 +1,247 @@
+// The `evaluate` stage kind: compares models side by side — weight memory by dtype (from manifests), runtime
+// memory, latency per denoising step and per sample (median of repeats, on the run's backend), fidelity of final
+// latents against the first (reference) model with fixed noise, and a task metric where the dataset has targets.
+// Metrics go to the ledger (`hprune diff` shows them) and to a `Report` JSON artifact.
+
+import ArtifactStore
+import Foundation
+import ModelSpec
+import ModelStore
+import Models
+import Scheduler
+import StageGraph
+import TensorCore
+import YAMLSupport
+
+public struct EvaluateStage: ExecutableStageKind {
+    public init() {}
+    public let name = "evaluate"
+    public let version = 1
+    public let summary = "Memory, latency, fidelity vs a reference model and task metrics, side by side (Report + ledger metrics)."
+
+    static let metricNames = ["memory", "latency", "fidelity", "task"]
+
+    public let schema = Schema([
+        Field("models", .dictionary(.reference(.model)), required: true,
+              doc: "Name → model, e.g. `{original: teacher, compressed: quantise}`. The FIRST is the reference for `fidelity`. Metrics are named `<name>.<metric>`."),
+        Field("data", .reference(.dataset),
+              doc: "Calibration / evaluation dataset (prompt embeddings; see Docs/method.md 'Datasets'). Required for `latency`, `fidelity` and `task`."),
+        Field("metrics", .list(.choice(metricNames), minCount: 1), default: .list([.string("memory"), .string("latency"), .string("fidelity")]),
+              doc: "`memory`: stored weight bytes in total and by dtype/format (from the manifest), parameters, and the process's resident-memory growth while the model is loaded and sampling. `latency`: median of `repeats` timed sampling runs of one batch — per denoising step and per sample (ms), on the run's backend. `fidelity`: final latents of every dataset sample (fixed per-sample noise from the recipe seed) against the reference model's: latent MSE, PSNR (dB, peak = the reference sample's range, identical = 100 dB) and cosine. `task`: flow-matching loss (velocity MSE against noise − latents) on the dataset's `latents` at `task_sigmas` — needs `latents` in the dataset; other task metrics (GenEval, HPSv2) plug in through a `command` stage (Docs/method.md)."),
+        Field("samples", .integer(min: 1), doc: "Use only the first N dataset samples. Default: all."),
+        Field("batch", .integer(min: 1), default: .int(1), doc: "Samples per forward pass (also the latency batch)."),
+        Field("repeats", .integer(min: 1, max: 1000), default: .int(3), doc: "Timed latency runs per model (the median is reported)."),
+        Field("warmup", .integer(min: 0, max: 100), default: .int(1), doc: "Untimed runs before the timed ones."),
+        Field("sampling", .object(Schema([
+            Field("steps", .integer(min: 1, max: 1000), default: .int(4), doc: "Euler steps."),
+            Field("guidance", .number(min: 0), default: .double(0),
+                  doc: "FLUX models with a guidance embedding: the guidance value. SD3: must be ≤ 1 (no classifier-free guidance)."),
+            Field("shift", .number(min: 0, exclusive: true), default: .double(3.0), doc: "Scheduler sigma shift."),
+        ])), default: .map([("steps", .int(4)), ("guidance", .double(0)), ("shift", .double(3.0))]),
+              doc: "Sampling settings for latency and fidelity."),
+        Field("task_sigmas", .list(.number(min: 0, max: 1, exclusive: true), minCount: 1), default: .list([.double(0.25), .double(0.5), .double(0.75)]),
+              doc: "Noise levels of the `task` loss."),
+        Field("latent_size", .list(.integer(min: 1), minCount: 2),
+              doc: "[height, width] of the sampled latents. Default: the dataset's metadata or latents, else the model's `sample_size`."),
+    ])
+
+    public func outputs(params: ParamValue) -> [PortSpec] {
+        [PortSpec("report", .report, doc: "JSON: per model its digest and metrics, the backend, the settings")]
+    }
+    public func defaultOutput(params: ParamValue) -> String { "report" }
+
+    public func check(params: ParamValue, node: YAMLNode, checker: inout SchemaChecker) {
+        let metrics = (params["metrics"]?.list ?? []).compactMap(\.string)
+        if params["models"]?.entries?.isEmpty ?? true {
+            checker.error("'models' needs at least one model", node["models"]?.mark ?? node.mark, hint: "e.g. `models: {original: teacher, compressed: quantise}`")
+        }
+        if params["data"] == nil, let m = metrics.first(where: { $0 != "memory" }) {
+            checker.error("metric '\(m)' needs 'data' (a dataset of prompt embeddings)", node["metrics"]?.mark ?? node.mark, hint: "add `data: <dataset>`")
+        }
+        if let s = params["latent_size"]?.list, s.count != 2 {
+            checker.error("'latent_size' needs exactly [height, width]", node["latent_size"]?.mark ?? node.mark)
+        }
+    }
+
+    public func run(_ ctx: StageContext) async throws -> [String: Digest] {
+        let p = ctx.params
+        let names = (p["models"]?.entries ?? []).map(\.0)
+        let wanted = Set((p["metrics"]?.list ?? []).compactMap(\.string))
+        let steps = p["sampling"]?["steps"]?.int ?? 4
+        let guidance = Float(p["sampling"]?["guidance"]?.double ?? 0)
+        let shift = p["sampling"]?["shift"]?.double ?? 3
+        let batch = p["batch"]?.int ?? 1
+        let repeats = p["repeats"]?.int ?? 3, warmup = p["warmup"]?.int ?? 1
+        let taskSigmas = (p["task_sigmas"]?.list ?? []).compactMap { $0.double.map(Float.init) }
+        let size = p["latent_size"]?.list?.compactMap(\.int)
+        let override = size.flatMap { $0.count == 2 ? (height: $0[0], width: $0[1]) : nil }
+
+        let needsData = !wanted.subtracting(["memory"]).isEmpty
+        let data = needsData ? try ctx.openDataset("data", limit: p["samples"]?.int) : nil
+        if wanted.contains("task"), data?.latents == nil {
+            throw ctx.failure("metric 'task' needs 'latents' (targets in latent space) in the dataset",
+                              log: "fix: add 'latents' to the dataset file, or drop 'task' from 'metrics'")
+        }
+        let be = needsData ? try ctx.makeBackend() : nil
+        var sampler: FlowMatchEulerSampler {
+            FlowMatchEulerSampler(schedule: FlowMatchSchedule(FlowMatchSchedulerConfig(shift: shift)), steps: steps, guidanceScale: 1)
+        }
+
+        var report: [String: Any] = [:]
+        var reference: [[Float]]?
+        var architecture: String?
+        let bar = ctx.progress.bar(total: names.count, unit: "models")
+        for name in names {
+            try Task.checkCancellation()
+            let path = "models.\(name)"
+            var metrics: [(String, Double, String)] = []
+            let m = try ctx.loadModel(path)
+            if wanted.contains("fidelity"), let a = architecture, a != m.manifest.architecture {
+                throw ctx.failure("model '\(name)' is a \(m.manifest.architecture), the reference is a \(a)", log: "fix: compare models of one architecture")
+            }
+            architecture = m.manifest.architecture
+            if wanted.contains("memory") {
+                metrics.append(("weight_bytes", Double(m.manifest.weightBytes), "B"))
+                for (k, v) in Self.bytesByFormat(m.manifest).sorted(by: { $0.key < $1.key }) { metrics.append(("weight_bytes.\(k)", Double(v), "B")) }
+                metrics.append(("params", Double((try? m.structure.parameterCount(after: m.removal)) ?? 0), ""))
+            }
+            if let be, let data {
+                do { try data.check(against: m.structure.config) } catch let e as DatasetError { throw ctx.failure("\(e)") }
+                if case .sd3 = m.structure.config, guidance > 1 {
+                    throw ctx.failure("'sampling.guidance' \(guidance) > 1 would need classifier-free guidance (no negative prompts in the dataset)", log: "fix: use 0 or 1")
+                }
+                let rssBefore = Self.residentBytes()
+                let model = try ctx.openModel(path, backend: be)
+                let t = model.transformer
+                let shape: [Int]
+                do { shape = Array(try data.latentShape(for: m.structure.config, batch: 1, override: override).dropFirst()) } catch let e as DatasetError { throw ctx.failure("\(e)") }
+                let ids = data.imageIds(for: m.structure.config, override: override)
+                var fluxGuidance: Float? { if case .flux(let c) = m.structure.config, c.guidanceEmbeds { return guidance }; return nil }
+                var peakRSS = rssBefore
+                let batches = data.batches(size: batch)
+
+                if wanted.contains("latency") {
+                    let range = batches[0]
+                    let noise = try PromptDataset.noise(range, sampleShape: shape, seed: ctx.noiseSeed, backend: be)
+                    let cond = try data.conditioning(range, backend: be, guidance: fluxGuidance)
+                    var times: [Double] = []
+                    for i in 0..<(warmup + repeats) {
+                        try Task.checkCancellation()
+                        let t0 = DispatchTime.now().uptimeNanoseconds
+                        _ = try be.floats(try sampler.sample(t, from: noise, cond: cond, imgIds: ids))   // floats(): wait for the result
+                        let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
+                        if i >= warmup { times.append(dt) }
+                        peakRSS = max(peakRSS, Self.residentBytes())
+                    }
+                    let med = Self.median(times)
+                    metrics.append(("latency_step", med / Double(steps), "ms"))
+                    metrics.append(("latency_sample", med / Double(range.count), "ms"))
+                }
+                if wanted.contains("fidelity") {
+                    var outs: [[Float]] = []
+                    let per = shape.reduce(1, *)
+                    for range in batches {
+                        try Task.checkCancellation()
+                        let noise = try PromptDataset.noise(range, sampleShape: shape, seed: ctx.noiseSeed, backend: be)
+                        let cond = try data.conditioning(range, backend: be, guidance: fluxGuidance)
+                        let x = try be.floats(try sampler.sample(t, from: noise, cond: cond, imgIds: ids))
+                        for i in 0..<range.count { outs.append(Array(x[(i * per)..<((i + 1) * per)])) }
+                        peakRSS = max(peakRSS, Self.residentBytes())
+                    }
+                    if let ref = reference {
+                        var mse = 0.0, psnr = 0.0, cos = 0.0
+                        for (o, r) in zip(outs, ref) {
+                            let f = FidelityMetrics(o, r)
+                            mse += f.mse
+                            psnr += min(ScoreStage.psnrCapDB, f.psnr)
+                            cos += f.cosine
+                        }
+                        let n = Double(max(1, outs.count))
+                        metrics += [("latent_mse", mse / n, ""), ("psnr", psnr / n, "dB"), ("cosine", cos / n, "")]
+                    } else {
+                        reference = outs
+                    }
+                }
+                if wanted.contains("task") {
+                    var total = 0.0, count = 0
+                    for range in batches {
+                        try Task.checkCancellation()
+                        let noise = try PromptDataset.noise(range, sampleShape: shape, seed: ctx.noiseSeed &+ 1, backend: be)
+                        let cond = try data.conditioning(range, backend: be, guidance: fluxGuidance)
+                        let x0 = try data.latents(range, backend: be)
+                        let target = try be.add(noise, try be.scale(x0, -1))   // v = noise − x₀
+                        for s in taskSigmas {
+                            let xt = try be.add(try be.scale(noise, s), try be.scale(x0, 1 - s))
+                            let inputs = TransformerInputs(hiddenStates: xt, encoderHiddenStates: cond.encoderHiddenStates,
+                                                           pooledProjections: cond.pooledProjections,
+                                                           timestep: Array(repeating: t.timestep(sigma: s), count: range.count),
+                                                           guidance: cond.guidance, imgIds: ids, txtIds: nil)
+                            let v = try t.forward(inputs)
+                            total += Double(try be.floats(try be.mse(v, target))[0]) * Double(range.count)
+                            count += range.count
+                        }
+                    }
+                    metrics.append(("task_flow_loss", total / Double(max(1, count)), ""))
+                    // Hook: class-conditional datasets (`labels`) get accuracy metrics from the real-data demo's
+                    // classifier, which is not part of this stage; `labels` are read and counted only.
+                    if let labels = data.labels { metrics.append(("task_labels", Double(Set(labels).count), "")) }
+                }
+                if wanted.contains("memory") {
+                    peakRSS = max(peakRSS, Self.residentBytes())
+                    metrics.append(("runtime_bytes", Double(max(0, peakRSS - rssBefore)), "B"))
+                }
+                _ = model
+            }
+            var entry: [String: Any] = ["digest": m.digest.hex, "architecture": m.manifest.architecture,
+                                        "removed": m.manifest.structure.removed,
+                                        "quantisation": m.manifest.quantisation?.format ?? "none"]
+            var mm: [String: Any] = [:]
+            for (k, v, u) in metrics {
+                ctx.recorder.metric("\(name).\(k)", v, unit: u)
+                mm[k] = ["value": v.isFinite ? v : 0, "unit": u]
+            }
+            entry["metrics"] = mm
+            report[name] = entry
+            bar.advance(message: name)
+        }
+        let doc: [String: Any] = [
+            "schema": 1, "kind": "hprune.report", "stage": ctx.stage.name, "backend": ctx.backend,
+            "reference": names.first ?? "", "order": names, "models": report,
+            "settings": ["steps": steps, "guidance": Double(guidance), "shift": shift, "batch": batch, "repeats": repeats,
+                         "warmup": warmup, "samples": data?.count ?? 0, "seed": ctx.seed, "metrics": wanted.sorted()],
+        ]
+        let json = try JSONSerialization.data(withJSONObject: doc, options: [.sortedKeys, .prettyPrinted])
+        var log = "backend \(ctx.backend)\n"
+        for n in names {
+            if let mm = (report[n] as? [String: Any])?["metrics"] as? [String: [String: Any]] {
+                log += "  \(n): " + mm.keys.sorted().map { k in "\(k)=\(mm[k]?["value"] ?? "")\((mm[k]?["unit"] as? String).map { $0.isEmpty ? "" : " " + $0 } ?? "")" }.joined(separator: ", ") + "\n"
+            }
+        }
+        ctx.recorder.log(log)
+        return ["report": try ctx.store.put(json)]
+    }
+
+    /// Stored bytes by format: a quantised weight (codes and companions) under its format (`nf4`), others by dtype.
+    static func bytesByFormat(_ m: ModelManifest) -> [String: Int] {
+        var out: [String: Int] = [:]
+        for t in m.tensors.values {
+            let key = t.quantisation?.format ?? t.object.dtype.rawValue.lowercased()
+            out[key, default: 0] += t.objects.reduce(0) { $0 + $1.bytes }
+        }
+        return out
+    }
+
+    static func median(_ xs: [Double]) -> Double {
+        let s = xs.sorted()
+        guard !s.isEmpty else { return .nan }
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
+    /// Resident set size of this process in bytes (Linux /proc/self/statm; 0 elsewhere).
+    static func residentBytes() -> Int {
+        guard let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let parts = s.split(separator: " ")
+        guard parts.count > 1, let pages = Int(parts[1]) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+}

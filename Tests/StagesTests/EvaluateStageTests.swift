@@ -1,0 +1,98 @@
+// `evaluate` through real recipes: memory / latency / fidelity / task metrics in the ledger and the Report,
+// fidelity of a model against itself is exact, a pruned and a quantised model differ from the teacher, and
+// bad input (task metric without targets) names the stage.
+
+import ArtifactStore
+import Foundation
+import Scheduler
+import Stages
+import TestSupport
+import Testing
+
+@Suite struct EvaluateStageTests {
+    @Test func metricsSideBySide() async throws {
+        let dir = TemporaryDirectory()
+        let teacher = try copyModel("sd3_tiny", into: dir)
+        let data = try writeDataset(dir, j: 24, p: 12, latents: [4, 8, 8], labels: true)
+        let run = try await runRecipe(dir, """
+            recipe: 1
+            name: e
+            seed: 3
+            models: { teacher: { path: \(teacher) } }
+            datasets: { calib: { path: \(data), format: safetensors } }
+            stages:
+              prune: { kind: prune, model: teacher, remove: "1-2" }
+              quantise: { kind: quantise, model: teacher, format: nf4, block_size: 64 }
+              evaluate:
+                kind: evaluate
+                models: { original: teacher, same: teacher, pruned: prune, nf4: quantise }
+                data: calib
+                metrics: [memory, latency, fidelity, task]
+                batch: 2
+                repeats: 2
+                warmup: 0
+                sampling: { steps: 2 }
+            """)
+        let r = try #require(run.result("evaluate"))
+        #expect(r.status == .ran, "\(r.error ?? "")")
+        func m(_ n: String) -> Double? { metric(r, n) }
+        // Memory: the pruned model stores fewer bytes; the nf4 one stores nf4 codes.
+        let wb = try #require(m("original.weight_bytes")), pb = try #require(m("pruned.weight_bytes")), qb = try #require(m("nf4.weight_bytes"))
+        #expect(pb < wb && qb < wb)
+        #expect((m("nf4.weight_bytes.nf4") ?? 0) > 0 && m("original.weight_bytes.nf4") == nil)
+        #expect((m("pruned.params") ?? 0) < (m("original.params") ?? 0))
+        #expect(m("original.runtime_bytes") != nil)
+        // Latency: positive, per sample = per step · steps / batch.
+        let step = try #require(m("original.latency_step")), sample = try #require(m("original.latency_sample"))
+        #expect(step > 0 && abs(sample - step * 2 / 2) < 1e-9)
+        // Fidelity: a model against itself is exact; pruning and nf4 move the latents.
+        #expect(m("same.latent_mse") == 0 && m("same.cosine") == 1 && m("same.psnr") == 100)
+        #expect((m("pruned.latent_mse") ?? 0) > 0 && (m("pruned.cosine") ?? 1) < 1)
+        let q = try #require(m("nf4.latent_mse"))
+        #expect(q > 0 && q < (m("pruned.latent_mse") ?? 0))
+        #expect(m("original.latent_mse") == nil)   // the reference itself
+        // Task: the flow loss on the dataset's latents; equal for equal models.
+        #expect((m("original.task_flow_loss") ?? 0) > 0 && m("original.task_flow_loss") == m("same.task_flow_loss"))
+        #expect(m("original.task_labels") == 2)
+
+        // The Report artifact.
+        let digest = try #require(r.outputs["report"])
+        let report = try #require(try JSONSerialization.jsonObject(with: try run.store.data(digest)) as? [String: Any])
+        #expect(report["kind"] as? String == "hprune.report" && report["backend"] as? String == "cpu" && report["reference"] as? String == "original")
+        let models = try #require(report["models"] as? [String: Any])
+        #expect(Set(models.keys) == ["original", "same", "pruned", "nf4"])
+        let nf4 = try #require(models["nf4"] as? [String: Any])
+        #expect(nf4["quantisation"] as? String == "nf4")
+        let nm = try #require(nf4["metrics"] as? [String: [String: Any]])
+        #expect(abs(((nm["latent_mse"]?["value"] as? NSNumber)?.doubleValue ?? 0) - q) <= 1e-12 * q)
+    }
+
+    @Test func memoryOnlyNeedsNoDataAndTaskNeedsTargets() async throws {
+        let dir = TemporaryDirectory()
+        let teacher = try copyModel("flux_tiny", into: dir)
+        let data = try writeDataset(dir, j: 24, p: 12)
+        let run = try await runRecipe(dir, """
+            recipe: 1
+            name: e
+            models: { teacher: { path: \(teacher) } }
+            datasets: { calib: { path: \(data), format: safetensors } }
+            stages:
+              mem: { kind: evaluate, models: { t: teacher }, metrics: [memory] }
+            """)
+        #expect(run.result("mem")?.status == .ran)
+        #expect((metric(run.result("mem"), "t.weight_bytes.f32") ?? 0) > 0)
+        #expect(metric(run.result("mem"), "t.runtime_bytes") == nil)   // no data: nothing was run
+
+        let bad = try await runRecipe(dir, """
+            recipe: 1
+            name: e
+            models: { teacher: { path: \(teacher) } }
+            datasets: { calib: { path: \(data), format: safetensors } }
+            stages:
+              task: { kind: evaluate, models: { t: teacher }, data: calib, metrics: [task] }
+            """)
+        let msg = bad.result("task")?.error ?? ""
+        #expect(bad.result("task")?.status == .failed)
+        #expect(msg.contains("stage 'task' (") && msg.contains("r.yaml:") && msg.contains("latents"), "\(msg)")
+    }
+}
