@@ -213,4 +213,24 @@ func load(_ name: String, removing: [String] = []) throws -> any DiffusionTransf
         let straight = try run(resumeAt: nil)
         #expect(try run(resumeAt: 2) == straight)
     }
+
+    @Test func fluxDistillationStepWithSingleBlockFeatures() throws {
+        let teacher = try load("flux_tiny")
+        let student = try load("flux_tiny", removing: ["blocks.1", "blocks.2.attn"])
+        let be = student.backend
+        // Packed latents (B, 4·3 tokens, 16), text (B, 3, 24), pooled (B, 12), guidance, ids.
+        let bt = TrainingBatch(latents: try be.randomNormal([2, 12, 16], seed: 1, offset: 0),
+                               encoderHiddenStates: try be.randomNormal([2, 3, 24], seed: 1, offset: 1000),
+                               pooledProjections: try be.randomNormal([2, 12], seed: 1, offset: 2000),
+                               guidance: [3.5, 1], imgIds: fluxImageIds(height: 4, width: 3), txtIds: [Float](repeating: 0, count: 9))
+        let trainer = try Trainer(model: student, objective: .distillation(teacher: teacher, loss: DistillationLoss(feature: 0.5)),
+                                  trainable: TrainableParameters(structure: student.structure, loaded: Set(student.weights.names), frozenBlocks: [0]),
+                                  settings: OptimizerSettings(learningRate: 1e-3), random: TrainingRandom(seed: 4), totalSteps: 2)
+        #expect(trainer.features.blocks == [2: true, 3: true])      // double block 0 frozen, 1 removed; single blocks 2, 3
+        let l0 = try trainer.lossAndGradients(bt, step: 0).0
+        #expect(l0.output > 0 && l0.feature > 0)
+        _ = try trainer.step(bt, step: 0)
+        let l1 = try trainer.lossAndGradients(bt, step: 0).0
+        #expect(l1.total < l0.total, "\(l0.total) → \(l1.total)")
+    }
 }
