@@ -234,4 +234,31 @@ final class Box<T>: @unchecked Sendable {
         #expect(problems("  d: { kind: distill, student: teacher, teacher: teacher, data: calib, optimizer: { adamw: { lr: 1.0e-4, betas: [0.9] } } }")
             .contains("betas"))
     }
+
+    @Test func everyKindEndToEndFromATrainedTeacher() async throws {
+        let dir = TemporaryDirectory()
+        try FileManager.default.copyItem(atPath: fixtures + "/models/sd35_tiny/config.json", toPath: dir.path + "/config.json")
+        let data = try writeTrainingData(dir)
+        let run = try await runRecipe(dir, """
+            recipe: 1
+            name: all
+            seed: 0
+            datasets: { calib: { path: \(data) } }
+            stages:
+              teacher: { kind: train, init: { config: config.json }, data: calib, steps: 6, batch: 2, optimizer: { adamw: { lr: 1.0e-3 } } }
+              score: { kind: score, model: teacher, data: calib, batch: 2, sampling: { steps: 2 } }
+              prune: { kind: prune, model: teacher, scores: score, target: { params: 0.3 }, protect_first: 1 }
+              freeze: { kind: freeze, model: prune }
+              distill: { kind: distill, student: freeze, teacher: teacher, scores: score, data: calib, steps: 4, batch: 2,
+                         checkpoint_every: 2, sensitivity: { threshold: 0.1 } }
+              quantise: { kind: quantise, model: distill, format: nf4 }
+              evaluate: { kind: evaluate, models: { original: teacher, compressed: quantise }, data: calib, metrics: [memory, fidelity],
+                          batch: 2, sampling: { steps: 2 } }
+            """)
+        #expect(run.results.allSatisfy { $0.status == .ran }, "\(run.results.map { "\($0.name): \($0.status) \($0.error ?? "")" })")
+        let sg = try #require(try run.model("distill").structure.sgdistill)
+        #expect(sg.form == "inverse" && sg.multipliers != nil)
+        let e = run.result("evaluate")
+        #expect((metric(e, "compressed.weight_bytes") ?? .infinity) < (metric(e, "original.weight_bytes") ?? 0))
+    }
 }
