@@ -261,4 +261,25 @@ final class Box<T>: @unchecked Sendable {
         let e = run.result("evaluate")
         #expect((metric(e, "compressed.weight_bytes") ?? .infinity) < (metric(e, "original.weight_bytes") ?? 0))
     }
+
+    @Test func trainContinuesAModelAndKeepsItsFrozenBlocks() async throws {
+        let dir = TemporaryDirectory()
+        let teacher = try copyModel("sd3_tiny", into: dir)
+        let data = try writeTrainingData(dir)
+        let run = try await runRecipe(dir, """
+            recipe: 1
+            name: t
+            models: { teacher: { path: \(teacher) } }
+            datasets: { calib: { path: \(data) } }
+            stages:
+              freeze: { kind: freeze, model: teacher, policy: blocks, blocks: "0-1" }
+              train: { kind: train, model: freeze, data: calib, steps: 3, batch: 2, grad_clip: 0, schedule: linear }
+            """)
+        #expect(run.result("train")?.status == .ran, "\(run.result("train")?.error ?? "")")
+        let before = try run.model("freeze"), after = try run.model("train")
+        #expect(after.structure.frozenBlocks == [0])
+        for (n, t) in before.tensors where n.hasPrefix("transformer_blocks.0.") { #expect(after.tensors[n] == t, "\(n)") }
+        #expect(after.tensors["transformer_blocks.1.attn.to_q.weight"] != before.tensors["transformer_blocks.1.attn.to_q.weight"])
+        #expect(after.tensors["pos_embed.pos_embed"] == before.tensors["pos_embed.pos_embed"])
+    }
 }
