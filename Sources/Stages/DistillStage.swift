@@ -120,7 +120,7 @@ public struct DistillStage: ExecutableStageKind {
 
         let loop = TrainingLoop(ctx: ctx, trainer: trainer,
                                 data: TrainingData(dataset: data, config: s.config, batchSize: p["batch"]?.int ?? 4, backend: be,
-                                                   syntheticSeed: ctx.noiseSeed ^ 0x5EED_DA7A),
+                                                   syntheticSeed: ctx.noiseSeed ^ 0x5EED_DA7A, guidance: Float(p["guidance"]?.double ?? 1)),
                                 steps: steps, checkpointEvery: p["checkpoint_every"]?.int ?? 100)
         _ = try await loop.run()
 

@@ -101,7 +101,7 @@ public struct TrainStage: ExecutableStageKind {
         ctx.recorder.metric("trainable_params", Double(trainable.elementCount(model.structure)))
         let loop = TrainingLoop(ctx: ctx, trainer: trainer,
                                 data: TrainingData(dataset: data, config: model.structure.config, batchSize: p["batch"]?.int ?? 4,
-                                                   backend: be, syntheticSeed: nil),
+                                                   backend: be, syntheticSeed: nil, guidance: Float(p["guidance"]?.double ?? 1)),
                                 steps: steps, checkpointEvery: p["checkpoint_every"]?.int ?? 100)
         _ = try await loop.run()
 

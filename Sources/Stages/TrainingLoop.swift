@@ -55,6 +55,8 @@ enum TrainingFields {
         Field("batch", .integer(min: 1), default: .int(4), doc: "Samples per step; the dataset is cycled in order."),
         Field("checkpoint_every", .integer(min: 1), default: .int(100),
               doc: "Save trainable tensors + optimiser state + step every N steps; an interrupted run resumes from the last one."),
+        Field("guidance", .number(min: 0), default: .double(1.0),
+              doc: "FLUX models with a guidance embedding (dev) train at this guidance value; ignored otherwise."),
         Field("timesteps", .object(Schema([
             Field("density", .choice(["logit-normal", "uniform", "mode"]), default: .string("logit-normal"),
                   doc: "How σ is drawn (diffusers' `weighting_scheme`)."),
@@ -107,6 +109,8 @@ struct TrainingData {
     let backend: any Backend
     /// Seed of the fixed per-sample x0 when the dataset has no latents (distillation only).
     let syntheticSeed: UInt64?
+    /// FLUX guidance (models with `guidance_embeds`).
+    var guidance: Float = 1
 
     func indices(step: Int) -> [Int] { (0..<batchSize).map { (step * batchSize + $0) % dataset.count } }
 
@@ -130,7 +134,7 @@ struct TrainingData {
         if case .flux(let c) = config {
             b.imgIds = dataset.imageIds(for: config)
             b.txtIds = [Float](repeating: 0, count: dataset.encoderHiddenStates.shape[1] * 3)
-            if c.guidanceEmbeds { b.guidance = [Float](repeating: 1, count: idx.count) }
+            if c.guidanceEmbeds { b.guidance = [Float](repeating: guidance, count: idx.count) }
         }
         return b
     }

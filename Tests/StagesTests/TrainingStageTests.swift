@@ -75,7 +75,6 @@ final class Box<T>: @unchecked Sendable {
         #expect(d.status == .ran, "\(d.error ?? "") \(d.log ?? "")")
         let first = try #require(metric(d, "loss_first10_mean")), last = try #require(metric(d, "loss_last10_mean"))
         #expect(last < first, "\(first) → \(last)")
-        print("distill: loss \(first) → \(last)\n\(d.log ?? "")")
 
         let student = try run.model("distill"), frozen = try run.model("freeze")
         #expect(student.structure.frozenBlocks == [0] && student.structure.removed == ["blocks.1"])
@@ -175,7 +174,6 @@ final class Box<T>: @unchecked Sendable {
         let d = try #require(run.result("distill"))
         #expect(d.status == .failed)
         let msg = d.error ?? ""
-        print("NaN failure: \(msg)\n\(d.log ?? "")")
         #expect(msg.contains("stage 'distill' (") && msg.contains("r.yaml:"), "\(msg)")
         #expect(msg.contains("at step 4") && msg.contains("after step 3"), "\(msg)")
         let key = try #require(d.key)
