@@ -48,13 +48,15 @@ let package = Package(
         .target(name: "ModelSpec", dependencies: ["Checkpoint"]),
         .target(name: "Models", dependencies: ["TensorCore", "Checkpoint", "ModelSpec"]),
         .target(name: "Compression", dependencies: ["ModelSpec", "Checkpoint", "TensorCore"]),
+        .target(name: "Training", dependencies: ["Models", "ModelSpec", "Compression", "TensorCore", "Checkpoint"]),
 
         // ── where the halves meet ────────────────────────────────────────────────────────
         .target(name: "ModelStore", dependencies: ["ArtifactStore", "Checkpoint", "ModelSpec"]),
         .target(
             name: "Stages",
             dependencies: ["StageGraph", "Scheduler", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
-                           "TensorCore", "CPUBackend", "Models", "ModelStore", "Compression", "ModelSpec", "Checkpoint"]
+                           "TensorCore", "CPUBackend", "Models", "ModelStore", "Compression", "ModelSpec", "Checkpoint",
+                           "Training"]
         ),
         .executableTarget(
             name: "hprune",
@@ -81,6 +83,7 @@ let package = Package(
         .testTarget(name: "StagesTests", dependencies: ["Stages", "Scheduler", "StageGraph", "ArtifactStore", "ModelStore",
                                                      "Compression", "ModelSpec", "Checkpoint", "TestSupport", "YAMLSupport",
                                                      "Models", "TensorCore", "CPUBackend"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "ModelSpec", "Checkpoint", "TensorCore", "CPUBackend"]),
         .testTarget(name: "CompressionTests", dependencies: ["Compression", "ModelSpec", "Checkpoint", "TensorCore"]),
     ]
 )

@@ -45,6 +45,9 @@ public struct StageContext: Sendable {
     public var progress: ProgressSink
     /// Metrics and logs, recorded in the ledger by the scheduler.
     public var recorder: StageRecorder
+    /// This execution's action key (hex SHA-256): a stable name for state that must survive an interruption
+    /// (training checkpoints), since a re-run of the same stage with the same inputs has the same key.
+    public var actionKey: String = ""
 
     /// The input bound at `path`, by the reference written there.
     public func input(_ path: String) -> ArtifactRef? { inputs[path] }

@@ -178,7 +178,7 @@ public struct Scheduler: Sendable {
             let ctx = StageContext(stage: stage, inputs: inputs, store: store, workDirectory: work,
                                    recipeDirectory: recipeDirectory, seed: context.seed, backend: backend,
                                    progress: ProgressSink(stage: stage.name, isTerminal: isTerminal, emit: output),
-                                   recorder: recorder)
+                                   recorder: recorder, actionKey: key)
             let outs = try await kind.run(ctx)
             if Task.isCancelled { return result(.cancelled, key: key, error: "interrupted", recorder: recorder) }
             let missing = stage.outputs.map(\.name).filter { outs[$0] == nil }

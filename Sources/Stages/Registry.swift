@@ -10,6 +10,8 @@ public enum StageKinds {
         FreezeStage(),
         QuantiseStage(),
         ScoreStage(),
+        DistillStage(),
+        TrainStage(),
         EvaluateStage(),
     ]
 

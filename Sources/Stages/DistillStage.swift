@@ -1,0 +1,133 @@
+// The `distill` stage kind: trains a pruned (and usually PWP-frozen) student to match its teacher — output KD,
+// feature KD on the outputs of the trainable unpruned blocks, optional task loss (forms hierarchicalprune,
+// bk-sdm, laptop) — with SGDistill per-block update multipliers, AdamW, checkpoints and resume (TrainingLoop).
+
+import ArtifactStore
+import Compression
+import Foundation
+import ModelSpec
+import ModelStore
+import Models
+import Scheduler
+import StageGraph
+import Training
+import YAMLSupport
+
+public struct DistillStage: ExecutableStageKind {
+    public init() {}
+    public let name = "distill"
+    public let version = 1
+    public let summary = "Distil a pruned student from its teacher (output + feature KD, SGDistill scaling), resumable."
+
+    public let schema = Schema([
+        Field("student", .reference(.model), required: true, doc: "The model to train (typically a `freeze` stage's output: PWP-frozen blocks never change)."),
+        Field("teacher", .reference(.model), required: true, doc: "The model to imitate (same architecture and config; usually the unpruned original)."),
+        Field("scores", .reference(.sensitivity), doc: "Sensitivity from a `score` stage; needed for `sensitivity.form: inverse`."),
+        Field("data", .reference(.dataset), required: true,
+              doc: "Prompt embeddings (and optionally `latents`, the x0 of the noisy inputs; without them x0 is fixed per-sample Gaussian noise)."),
+        Field("loss", .object(Schema([
+            Field("form", .choice(DistillationForm.allCases.map(\.rawValue)), default: .string("hierarchicalprune"),
+                  doc: "`hierarchicalprune`: λ_out·MSE(v_s,v_t) + λ_feat·Σ_i MSE(f_s,i, f_t,i) + λ_task·MSE(v_s, noise−x0). `bk-sdm`: the same terms, default weights all 1. `laptop`: each feature term divided by mean(f_t,i²) (the teacher feature's squared norm)."),
+            Field("output", .number(min: 0), doc: "λ_out (default 1 for every form)."),
+            Field("feature", .number(min: 0), doc: "λ_feat (default 1e-4 for hierarchicalprune, 1 for bk-sdm and laptop)."),
+            Field("task", .number(min: 0), doc: "λ_task, the flow-matching loss against noise − x0 (default 0; 1 for bk-sdm). Needs dataset `latents`."),
+        ])), doc: "Distillation loss. Feature terms use the image (x) and context (c) outputs of every unpruned block with trainable parameters (teacher block i ↔ student block i); the last SD3 block contributes its image output only."),
+        Field("sensitivity", .object(Schema([
+            Field("form", .choice(SGDistillScaling.Form.allCases.map(\.rawValue)),
+                  doc: "`inverse`: block multiplier ∝ 1/|ΔP_i| normalised to mean 1 over trainable blocks (needs `scores`). `binary`: 0 before the first removed block, 1 from it on (the official code). Default: inverse with `scores`, binary without."),
+            Field("threshold", .number(min: 0, max: 1), default: .double(0.25),
+                  doc: "r_thres: SGDistill applies only when the removed parameter fraction is above this; otherwise every trainable block uses multiplier 1."),
+            Field("epsilon", .number(min: 0, max: 1, exclusive: true), default: .double(0.01),
+                  doc: "inverse: |ΔP| floor relative to the largest, so no block gets more than 1/ε times another's multiplier."),
+        ])), doc: "SGDistill: the AdamW update (step and weight decay) of every parameter of block i is multiplied by m_i, i.e. block i trains at lr·m_i. Gradients are not scaled (Adam would cancel it); clipping sees the unscaled gradients. m_i = 0 leaves the block unchanged."),
+    ] + TrainingFields.common)
+
+    public func outputs(params: ParamValue) -> [PortSpec] {
+        [PortSpec("model", .model, doc: "the distilled student (new objects only for trained tensors; `structure.sgdistill` recorded)")]
+    }
+    public func defaultOutput(params: ParamValue) -> String { "model" }
+
+    public func check(params: ParamValue, node: YAMLNode, checker: inout SchemaChecker) {
+        TrainingFields.check(params, node: node, checker: &checker)
+        if params["sensitivity"]?["form"]?.string == "inverse", params["scores"] == nil {
+            checker.error("'sensitivity.form: inverse' needs 'scores' (a Sensitivity from a score stage)",
+                          node["sensitivity"]?.mark ?? node.mark, hint: "add `scores: <score stage>`, or use `form: binary`")
+        }
+    }
+
+    public func run(_ ctx: StageContext) async throws -> [String: Digest] {
+        let p = ctx.params
+        let be = try ctx.makeBackend()
+        let student = try ctx.openModel("student", backend: be)
+        let teacher = try ctx.openModel("teacher", backend: be)
+        guard student.manifest.architecture == teacher.manifest.architecture, student.structure.config == teacher.structure.config else {
+            throw ctx.failure("the teacher (\(teacher.manifest.architecture), \(teacher.structure.blocks.count) blocks) and the student (\(student.manifest.architecture), \(student.structure.blocks.count) blocks) have different architectures or configs",
+                              log: "fix: distil a student pruned from this teacher")
+        }
+        guard !student.manifest.isQuantised else {
+            throw ctx.failure("the student is quantised; quantised weights cannot be trained", log: "fix: distil before the quantise stage")
+        }
+        let data = try ctx.openDataset("data")
+        do { try data.check(against: student.structure.config) } catch { throw ctx.failure("\(error)") }
+
+        // Loss.
+        let lp = p["loss"]
+        let form = DistillationForm(rawValue: lp?["form"]?.string ?? "hierarchicalprune") ?? .hierarchicalprune
+        let loss = DistillationLoss(form: form, output: lp?["output"]?.double, feature: lp?["feature"]?.double, task: lp?["task"]?.double)
+        if loss.task != 0, data.latents == nil {
+            throw ctx.failure("'loss.task' is \(loss.task) but the dataset has no 'latents' (training targets)",
+                              log: "fix: add `latents` to the dataset, or set `loss.task: 0`")
+        }
+
+        // SGDistill multipliers.
+        let sp = p["sensitivity"]
+        let sformName = sp?["form"]?.string ?? (ctx.input("scores") != nil ? "inverse" : "binary")
+        let scaling = SGDistillScaling(form: SGDistillScaling.Form(rawValue: sformName) ?? .binary,
+                                       threshold: sp?["threshold"]?.double ?? 0.25, epsilon: sp?["epsilon"]?.double ?? 0.01)
+        let s = student.structure
+        let ratio: Double
+        let multipliers: [Double]?
+        do {
+            ratio = 1 - Double(try s.parameterCount(after: student.loaded.removal)) / Double(max(1, s.parameterCount))
+            let sens = try ctx.input("scores").map { try Sensitivity.decode(try ctx.store.data($0.digest), source: "scores", structure: s) }
+            multipliers = try scaling.multipliers(structure: s, removal: student.loaded.removal, frozen: Set(student.frozen.blocks),
+                                                  compressionRatio: ratio, sensitivity: sens)
+        } catch let e as CompressionError {
+            throw ctx.failure("'sensitivity': \(e.message)", log: "fix: \(e.fix)")
+        } catch let e as StageFailure {
+            throw e
+        } catch {
+            throw ctx.failure("\(error)")
+        }
+        let trainable = TrainableParameters(structure: s, loaded: Set(student.transformer.weights.names),
+                                            frozenBlocks: Set(student.frozen.blocks), frozenPrefixes: student.frozen.prefixes,
+                                            blockMultipliers: multipliers)
+        guard !trainable.multipliers.isEmpty else {
+            throw ctx.failure("nothing to train: every parameter is frozen or has SGDistill multiplier 0", log: "fix: freeze fewer blocks")
+        }
+
+        let steps = p["steps"]?.int ?? 1000
+        let trainer: Trainer
+        do {
+            trainer = try Trainer(model: student.transformer, objective: .distillation(teacher: teacher.transformer, loss: loss),
+                                  trainable: trainable, settings: TrainingFields.optimizer(p),
+                                  random: TrainingFields.random(p, seed: ctx.noiseSeed), totalSteps: steps)
+        } catch { throw ctx.failure("\(error)") }
+        ctx.recorder.log(String(format: "removed %.2f %% of the parameters; SGDistill %@ (threshold %.2f): %@\n", ratio * 100, scaling.form.rawValue,
+                                scaling.threshold, multipliers.map { $0.map { String(format: "%.3g", $0) }.joined(separator: " ") } ?? "off (ratio not above threshold)"))
+        ctx.recorder.log("feature blocks: \(trainer.features.indices.sorted().map(String.init).joined(separator: ",")); trainable parameters: \(trainable.elementCount(s))\n")
+        ctx.recorder.metric("trainable_params", Double(trainable.elementCount(s)))
+
+        let loop = TrainingLoop(ctx: ctx, trainer: trainer,
+                                data: TrainingData(dataset: data, config: s.config, batchSize: p["batch"]?.int ?? 4, backend: be,
+                                                   syntheticSeed: ctx.noiseSeed ^ 0x5EED_DA7A, guidance: Float(p["guidance"]?.double ?? 1)),
+                                steps: steps, checkpointEvery: p["checkpoint_every"]?.int ?? 100)
+        _ = try await loop.run()
+
+        var manifest = try TrainingLoop.storeTrained(trainable.names, weights: student.transformer.weights,
+                                                     into: student.manifest, store: ctx.store)
+        manifest.structure.sgdistill = SGDistillRecord(form: scaling.form.rawValue, threshold: scaling.threshold,
+                                                       compressionRatio: ratio, multipliers: multipliers)
+        return ["model": try ctx.putModel(manifest)]
+    }
+}

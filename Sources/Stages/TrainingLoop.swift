@@ -1,0 +1,250 @@
+// The loop `distill` and `train` share: batches from a Dataset, a Trainer step per iteration with a progress bar
+// (loss, ETA), checkpoints every N steps stored under a key derived from the stage's action key (so a killed run
+// resumes from its last checkpoint on the next `hprune run`), NaN/Inf stops naming the step, and the output Model
+// (new objects only for the trained tensors; every other tensor keeps its input's object).
+
+import ArtifactStore
+import Checkpoint
+import Foundation
+import ModelSpec
+import ModelStore
+import Models
+import Scheduler
+import StageGraph
+import TensorCore
+import Training
+import YAMLSupport
+
+/// Observes the training loops (tests: count steps, interrupt after k steps). Called after each completed step
+/// and its checkpoint, with the store root, the stage name and the number of completed steps.
+public enum TrainingObserver {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var observers: [UUID: @Sendable (URL, String, Int) -> Void] = [:]
+
+    /// Adds an observer; returns a token for `remove`.
+    public static func add(_ f: @escaping @Sendable (_ store: URL, _ stage: String, _ completedSteps: Int) -> Void) -> UUID {
+        let id = UUID()
+        lock.withLock { observers[id] = f }
+        return id
+    }
+
+    public static func remove(_ id: UUID) { _ = lock.withLock { observers.removeValue(forKey: id) } }
+
+    static func notify(_ store: URL, _ stage: String, _ step: Int) {
+        let fs = lock.withLock { Array(observers.values) }
+        for f in fs { f(store, stage, step) }
+    }
+}
+
+/// The common recipe keys of the training kinds.
+enum TrainingFields {
+    static let common: [Field] = [
+        Field("optimizer", .object(Schema([
+            Field("adamw", .object(Schema([
+                Field("lr", .number(min: 0, exclusive: true), default: .double(1e-4), doc: "Base learning rate."),
+                Field("betas", .list(.number(min: 0, max: 1), minCount: 2), default: .list([.double(0.9), .double(0.999)]), doc: "β1, β2."),
+                Field("weight_decay", .number(min: 0), default: .double(1e-4), doc: "Decoupled weight decay (torch AdamW)."),
+                Field("eps", .number(min: 0, exclusive: true), default: .double(1e-8), doc: "Adam ε."),
+            ])), doc: "AdamW settings (defaults: the official HierarchicalPrune code)."),
+        ])), doc: "The optimiser; only `adamw` exists."),
+        Field("schedule", .choice(LearningRateSchedule.Kind.allCases.map(\.rawValue)), default: .string("constant"),
+              doc: "Learning rate after warmup: `constant`, `cosine` (to 0 at the last step) or `linear` (to 0)."),
+        Field("warmup_steps", .integer(min: 0), default: .int(0), doc: "Linear warmup from lr/warmup_steps to lr over this many steps."),
+        Field("grad_clip", .number(min: 0), default: .double(1.0), doc: "Clip the gradients' global L2 norm to this; 0 disables."),
+        Field("steps", .integer(min: 1), default: .int(1000), doc: "Optimiser steps."),
+        Field("batch", .integer(min: 1), default: .int(4), doc: "Samples per step; the dataset is cycled in order."),
+        Field("checkpoint_every", .integer(min: 1), default: .int(100),
+              doc: "Save trainable tensors + optimiser state + step every N steps; an interrupted run resumes from the last one."),
+        Field("guidance", .number(min: 0), default: .double(1.0),
+              doc: "FLUX models with a guidance embedding (dev) train at this guidance value; ignored otherwise."),
+        Field("timesteps", .object(Schema([
+            Field("density", .choice(["logit-normal", "uniform", "mode"]), default: .string("logit-normal"),
+                  doc: "How σ is drawn (diffusers' `weighting_scheme`)."),
+            Field("mean", .number(), default: .double(0), doc: "logit-normal mean."),
+            Field("std", .number(min: 0, exclusive: true), default: .double(1), doc: "logit-normal standard deviation."),
+            Field("mode_scale", .number(), default: .double(1.29), doc: "`mode` density scale."),
+            Field("shift", .number(min: 0, exclusive: true), default: .double(3.0),
+                  doc: "Scheduler shift of the training sigmas (SD3/SD3.5 scheduler configs use 3.0; 1 = no shift)."),
+        ])), doc: "Training timestep sampling (default: logit-normal(0, 1), as the official code)."),
+    ]
+
+    static func optimizer(_ p: ParamValue) -> OptimizerSettings {
+        let a = p["optimizer"]?["adamw"]
+        let betas = a?["betas"]?.list?.compactMap(\.double) ?? [0.9, 0.999]
+        let clip = p["grad_clip"]?.double ?? 1.0
+        return OptimizerSettings(learningRate: a?["lr"]?.double ?? 1e-4, beta1: betas.first ?? 0.9, beta2: betas.count > 1 ? betas[1] : 0.999,
+                                 weightDecay: a?["weight_decay"]?.double ?? 1e-4, eps: a?["eps"]?.double ?? 1e-8,
+                                 gradClip: clip > 0 ? clip : nil,
+                                 schedule: LearningRateSchedule(LearningRateSchedule.Kind(rawValue: p["schedule"]?.string ?? "constant") ?? .constant,
+                                                                warmupSteps: p["warmup_steps"]?.int ?? 0))
+    }
+
+    static func random(_ p: ParamValue, seed: UInt64) -> TrainingRandom {
+        let t = p["timesteps"]
+        let density: TimestepDensity
+        switch t?["density"]?.string ?? "logit-normal" {
+        case "uniform": density = .uniform
+        case "mode": density = .mode(scale: t?["mode_scale"]?.double ?? 1.29)
+        default: density = .logitNormal(mean: t?["mean"]?.double ?? 0, std: t?["std"]?.double ?? 1)
+        }
+        return TrainingRandom(seed: seed, density: density,
+                              schedule: FlowMatchSchedule(FlowMatchSchedulerConfig(shift: t?["shift"]?.double ?? 3.0)))
+    }
+
+    static func check(_ params: ParamValue, node: YAMLNode, checker: inout SchemaChecker) {
+        if let b = params["optimizer"]?["adamw"]?["betas"]?.list, b.count != 2 {
+            checker.error("'optimizer.adamw.betas' needs exactly two values [β1, β2]", node["optimizer"]?.mark ?? node.mark)
+        }
+        if let w = params["warmup_steps"]?.int, let s = params["steps"]?.int, w > s {
+            checker.error("'warmup_steps' (\(w)) is more than 'steps' (\(s))", node["warmup_steps"]?.mark ?? node.mark)
+        }
+    }
+}
+
+/// Batches for step s: samples (s·B + j) mod N, j < B, in dataset order.
+struct TrainingData {
+    let dataset: PromptDataset
+    let config: ModelConfig
+    let batchSize: Int
+    let backend: any Backend
+    /// Seed of the fixed per-sample x0 when the dataset has no latents (distillation only).
+    let syntheticSeed: UInt64?
+    /// FLUX guidance (models with `guidance_embeds`).
+    var guidance: Float = 1
+
+    func indices(step: Int) -> [Int] { (0..<batchSize).map { (step * batchSize + $0) % dataset.count } }
+
+    func rows(_ t: Tensor, _ idx: [Int]) throws -> Tensor {
+        let parts = try idx.map { try backend.transfer(t.rows($0..<($0 + 1))) }
+        return parts.count == 1 ? parts[0] : try backend.concat(parts, axis: 0)
+    }
+
+    func batch(step: Int) throws -> TrainingBatch {
+        let idx = indices(step: step)
+        let x0: Tensor
+        if let l = dataset.latents {
+            x0 = try rows(l, idx)
+        } else {
+            let shape = Array(try dataset.latentShape(for: config, batch: 1).dropFirst())
+            let parts = try idx.map { try PromptDataset.noise($0..<($0 + 1), sampleShape: shape, seed: syntheticSeed ?? 0, backend: backend) }
+            x0 = parts.count == 1 ? parts[0] : try backend.concat(parts, axis: 0)
+        }
+        var b = TrainingBatch(latents: x0, encoderHiddenStates: try rows(dataset.encoderHiddenStates, idx),
+                              pooledProjections: try rows(dataset.pooledProjections, idx))
+        if case .flux(let c) = config {
+            b.imgIds = dataset.imageIds(for: config)
+            b.txtIds = [Float](repeating: 0, count: dataset.encoderHiddenStates.shape[1] * 3)
+            if c.guidanceEmbeds { b.guidance = [Float](repeating: guidance, count: idx.count) }
+        }
+        return b
+    }
+}
+
+/// Runs a trainer to the end with checkpoints, progress and NaN handling.
+struct TrainingLoop {
+    let ctx: StageContext
+    let trainer: Trainer
+    let data: TrainingData
+    let steps: Int
+    let checkpointEvery: Int
+
+    /// Store action key under which this execution's checkpoint is recorded (nil: no action key, no checkpoints).
+    var checkpointKey: String? { ctx.actionKey.isEmpty ? nil : "ckpt-" + ctx.actionKey }
+
+    /// The last checkpoint of this execution, if one is stored and readable.
+    func lastCheckpoint() -> (state: TrainingState, digest: Digest)? {
+        guard let key = checkpointKey, let rec = ctx.store.action(for: key), let d = rec.outputs["state"] else { return nil }
+        do {
+            try ctx.store.verify(d)
+            let s = try TrainingState.load(path: ctx.store.path(of: d).path)
+            guard s.metadata["action_key"] == ctx.actionKey else { return nil }
+            return (s, d)
+        } catch {
+            ctx.progress.log("ignoring an unreadable checkpoint (\(error)); starting from step 0")
+            return nil
+        }
+    }
+
+    func saveCheckpoint(completed: Int) throws -> Digest? {
+        guard let key = checkpointKey else { return nil }
+        let state = try trainer.state(completedSteps: completed, metadata: ["action_key": ctx.actionKey, "stage": ctx.stage.name])
+        let d = try ctx.store.put(try state.serialized())
+        try ctx.store.recordAction(ActionRecord(key: key, stage: ctx.stage.name, kind: "checkpoint", outputs: ["state": d],
+                                                seconds: 0, extra: ["step": String(completed)]))
+        return d
+    }
+
+    /// Trains from the last checkpoint (or step 0) to `steps`. Returns the per-step total losses of this execution
+    /// and the step it started at.
+    func run() async throws -> (losses: [Double], start: Int) {
+        var start = 0
+        var lastGood: Int?
+        if let (state, d) = lastCheckpoint() {
+            do { start = try trainer.restore(state) } catch {
+                throw ctx.failure("cannot resume from checkpoint \(d.short): \(error)", log: "fix: `hprune cache gc` removes stale checkpoints")
+            }
+            lastGood = start
+            ctx.progress.log("resuming from the checkpoint at step \(start) of \(steps)")
+            ctx.recorder.log("resumed from checkpoint \(d.short) at step \(start)\n")
+        }
+        ctx.recorder.metric("resumed_from_step", Double(start))
+        // The bar counts this execution's steps (so the ETA is right after a resume); the message says where we are.
+        let bar = ctx.progress.bar(total: steps - start, unit: "steps")
+        var losses: [Double] = []
+        var step = start
+        while step < steps {
+            try Task.checkCancellation()
+            let r: StepResult
+            do {
+                r = try trainer.step(try data.batch(step: step), step: step)
+            } catch let e as TrainingError {
+                if case .nonFinite = e {
+                    let kept = lastGood.map { "the last good checkpoint (after step \($0)) is kept in the store and the next run resumes from it" }
+                        ?? "no checkpoint was saved before it (checkpoint_every \(checkpointEvery))"
+                    throw ctx.failure("\(e); \(kept)",
+                                      log: "fix: lower `optimizer.adamw.lr`, keep `grad_clip` on, or check the dataset for NaN/Inf")
+                }
+                throw ctx.failure("\(e)")
+            }
+            losses.append(r.loss.total)
+            step += 1
+            var msg = String(format: "step %d/%d loss %.5g", step, steps, r.loss.total)
+            if r.loss.feature != 0 { msg += String(format: " (out %.4g feat %.4g)", r.loss.output, r.loss.feature) }
+            bar.advance(message: msg)
+            if step % checkpointEvery == 0 && step < steps {
+                if try saveCheckpoint(completed: step) != nil { lastGood = step }
+            }
+            TrainingObserver.notify(ctx.store.root, ctx.stage.name, step)
+        }
+        if let first = losses.first, let last = losses.last {
+            ctx.recorder.metric("loss_first", first)
+            ctx.recorder.metric("loss_last", last)
+            let k = min(10, losses.count)
+            ctx.recorder.metric("loss_first\(k)_mean", losses.prefix(k).reduce(0, +) / Double(k))
+            ctx.recorder.metric("loss_last\(k)_mean", losses.suffix(k).reduce(0, +) / Double(k))
+        }
+        ctx.recorder.metric("steps_run", Double(losses.count))
+        return (losses, start)
+    }
+
+    /// Stores the trained tensors (in each tensor's stored dtype; f32 for new models) and returns `manifest` with
+    /// those tensors pointing at the new objects. Tensors that did not change keep their objects (content addressing).
+    static func storeTrained(_ names: [String], weights: WeightStore, into manifest: ModelManifest, store: ArtifactStore) throws -> ModelManifest {
+        var out = manifest
+        let be = weights.backend
+        for n in names {
+            let t = try weights(n)
+            let dtype = out.tensors[n]?.object.dtype ?? .f32
+            let data: Data
+            switch dtype {
+            case .bf16: data = Data(try be.bytes(try be.cast(t, to: .bf16)))
+            case .f16: data = Data(try be.bytes(try be.cast(t, to: .f16)))
+            default: data = Data(try be.bytes(t.dtype == .f32 ? t : try be.cast(t, to: .f32)))
+            }
+            let d = try store.put(data)
+            out.tensors[n] = ManifestTensor(object: TensorObject(digest: d, dtype: dtype == .bf16 || dtype == .f16 ? dtype : .f32,
+                                                                 shape: t.shape, bytes: data.count))
+        }
+        return out
+    }
+}
