@@ -175,6 +175,13 @@ public final class ArtifactStore: Sendable {
     }
 
     /// Removes a damaged object and says so.
+    /// Deletes an object its writer no longer needs (e.g. a superseded training checkpoint). Only for objects the
+    /// caller made for itself: content addressing means another record could share identical bytes, so callers
+    /// pass only digests of content unique to them (a checkpoint carries its own step and action key).
+    public func discard(_ digest: Digest) {
+        try? POSIX.unlink(objectPath(digest))
+    }
+
     func evictObject(_ digest: Digest, reason: String) {
         let path = objectPath(digest)
         try? POSIX.unlink(path)

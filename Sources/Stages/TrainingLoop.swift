@@ -168,9 +168,13 @@ struct TrainingLoop {
     func saveCheckpoint(completed: Int) throws -> Digest? {
         guard let key = checkpointKey else { return nil }
         let state = try trainer.state(completedSteps: completed, metadata: ["action_key": ctx.actionKey, "stage": ctx.stage.name])
+        let previous = ctx.store.action(for: key)?.outputs["state"]
         let d = try ctx.store.put(try state.serialized())
         try ctx.store.recordAction(ActionRecord(key: key, stage: ctx.stage.name, kind: "checkpoint", outputs: ["state": d],
                                                 seconds: 0, extra: ["step": String(completed)]))
+        // The new checkpoint is recorded: the one it supersedes (unique to this execution: it holds the step and
+        // the action key) is no longer needed, so long runs do not fill the disk with old states.
+        if let previous, previous != d { ctx.store.discard(previous) }
         return d
     }
 

@@ -162,6 +162,14 @@ final class Box<T>: @unchecked Sendable {
         let straight = try await runRecipe(other, yaml)
         #expect(metric(straight.result("distill"), "resumed_from_step") == 0)
         #expect(try straight.model("distill") == second.model("distill"))
+
+        // Only the newest checkpoint is kept: the 5 saves of the straight run leave one checkpoint object.
+        let store = try ArtifactStore(root: URL(fileURLWithPath: other.path + "/.hprune"))
+        let checkpoints = try store.list().filter { info in
+            guard let data = try? store.data(info.digest), data.count > 8 else { return false }
+            return String(decoding: data.prefix(4096), as: UTF8.self).contains("\"action_key\"")
+        }
+        #expect(checkpoints.count == 1, "\(checkpoints.count) checkpoint objects")
     }
 
     @Test func aNaNLossStopsNamingTheStepAndKeepsTheLastCheckpoint() async throws {
