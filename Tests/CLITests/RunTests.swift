@@ -276,3 +276,44 @@ func statuses(_ r: CLIResult) -> [String: String] {
     #expect(r.stderr.contains("timed out after 0.3s"), "\(r.stderr)")
     #expect(r.seconds < 8)
 }
+
+@Test func independentStagesRunConcurrently() throws {
+    // Each stage records when it started and ended; with --jobs 3 the three intervals overlap, with --jobs 1
+    // they do not. Overlap, not wall time, so a busy machine cannot make this flaky; and a separate process,
+    // so other tests cannot starve the scheduler's threads.
+    let stamp = "date +%s.%N > \"$HPRUNE_OUT/start\"; sleep 0.4; date +%s.%N > \"$HPRUNE_OUT/end\""
+    let dir = TemporaryDirectory()
+    let recipe = dir.write("j.yaml", """
+        recipe: 1
+        stages:
+          a: { kind: command, run: [sh, -c, '\(stamp)'], outputs: [start, end] }
+          b: { kind: command, run: [sh, -c, '\(stamp)'], outputs: [start, end] }
+          c: { kind: command, run: [sh, -c, '\(stamp)'], outputs: [start, end] }
+        """)
+    let objects = dir.path + "/.hprune/objects/sha256/"
+    func object(_ hex: String) throws -> Data {
+        try Data(contentsOf: URL(fileURLWithPath: objects + hex.prefix(2) + "/" + hex.dropFirst(2)))
+    }
+    func intervals(jobs: Int) throws -> [(Double, Double)] {
+        let r = try CLI.run(["run", recipe, "--json", "--jobs", "\(jobs)", "--force", "a", "--force", "b", "--force", "c"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let stages = try #require(jsonObject(r.stdout)?["stages"] as? [[String: Any]])
+        return try stages.map { s in
+            let outputs = try #require(s["outputs"] as? [String: String])
+            func time(_ port: String) throws -> Double {
+                let treeDigest = try #require(outputs[port])
+                let tree = try #require(try JSONSerialization.jsonObject(with: object(treeDigest)) as? [String: Any])
+                let entry = try #require((tree["entries"] as? [[String: Any]])?.first)
+                let fileDigest = try #require(entry["digest"] as? String)
+                let text = String(decoding: try object(fileDigest), as: UTF8.self)
+                return try #require(Double(text.trimmingCharacters(in: .whitespacesAndNewlines)))
+            }
+            return (try time("start"), try time("end"))
+        }
+    }
+    let serial = try intervals(jobs: 1).sorted { $0.0 < $1.0 }
+    for (x, y) in zip(serial, serial.dropFirst()) { #expect(x.1 <= y.0, "jobs 1 overlapped: \(serial)") }
+    let parallel = try intervals(jobs: 3)
+    #expect(parallel.count == 3)
+    #expect(parallel.map(\.0).max()! < parallel.map(\.1).min()!, "jobs 3 did not overlap: \(parallel)")
+}

@@ -72,29 +72,6 @@ let diamond = """
     #expect(plan.entries.map(\.key) == first.map(\.key))
 }
 
-@Test func independentStagesRunConcurrently() async throws {
-    let dir = TemporaryDirectory()
-    let ws = try workspace(dir, """
-        recipe: 1
-        stages:
-          a: { kind: command, run: [sleep, "0.6"] }
-          b: { kind: command, run: [sleep, "0.6"] }
-          c: { kind: command, run: [sleep, "0.6"] }
-        """)
-    let store = try ArtifactStore(root: dir.url.appendingPathComponent("store"))
-    func timed(jobs: Int, force: Set<String>) async -> Duration {
-        let start = ContinuousClock.now
-        _ = await Scheduler(graph: ws.graph, kinds: StageKinds.executables, store: store,
-                            context: ws.keyContext(backend: "cpu"), sources: [:], recipeDirectory: ws.recipeDirectory,
-                            backend: "cpu", options: RunOptions(jobs: jobs, force: force)).run()
-        return ContinuousClock.now - start
-    }
-    let serial = await timed(jobs: 1, force: ["a", "b", "c"])
-    let parallel = await timed(jobs: 3, force: ["a", "b", "c"])
-    #expect(serial >= .milliseconds(1800))
-    #expect(parallel < .milliseconds(1500), "jobs 3 took \(parallel)")
-}
-
 @Test func progressBarPlainLinesAreRateLimitedAndTerminalLinesRedraw() {
     final class Lines: @unchecked Sendable { var items: [String] = []; let lock = NSLock()
         func add(_ s: String) { lock.withLock { items.append(s) } } }
