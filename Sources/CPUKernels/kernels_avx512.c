@@ -1,0 +1,369 @@
+// AVX-512 kernels: 14x32 f32 microkernel (28 zmm accumulators), 14x32 bf16 microkernel (vdpbf16ps, f32
+// accumulation), vectorised epilogue / exp / online-softmax helpers, and the W4A16 small-M kernel.
+#include "hp_internal.h"
+#if HP_X86
+#include <immintrin.h>
+
+#define MR 14
+#define NR 32
+
+// exp(x) for x in [-87.3, 88.7] (clamped outside): Cody-Waite reduction, degree-6 polynomial, 2^n via scalef.
+HP_TARGET_AVX512 static inline __m512 exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.33654f)), _mm512_set1_ps(88.72283f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+HP_TARGET_AVX512 static inline __m512 act512(__m512 x, hp_act act) {
+    if (act == HP_ACT_GELU_TANH) {
+        __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+        __m512 u = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f),
+                                 _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), x3, x));
+        // tanh(u) = 1 - 2 / (exp(2u) + 1)
+        __m512 e = exp512(_mm512_add_ps(u, u));
+        __m512 t = _mm512_sub_ps(_mm512_set1_ps(1.0f),
+                                 _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, _mm512_set1_ps(1.0f))));
+        return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_add_ps(_mm512_set1_ps(1.0f), t));
+    }
+    if (act == HP_ACT_SILU) {
+        __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    }
+    return x;
+}
+
+static inline __mmask16 tail_mask(long n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1); }
+
+HP_TARGET_AVX512 static inline void store_tile(__m512 *acc0, __m512 *acc1, float *c, long ldc, float alpha,
+                                               int accum, int mrv, int nrv) {
+    __mmask16 m0 = tail_mask(nrv), m1 = nrv > 16 ? tail_mask(nrv - 16) : 0;
+    __m512 va = _mm512_set1_ps(alpha);
+#pragma clang loop unroll(full)
+    for (int i = 0; i < MR; i++) {
+        if (i >= mrv) break;
+        float *cr = c + i * ldc;
+        __m512 v0, v1;
+        if (accum) {
+            v0 = _mm512_fmadd_ps(va, acc0[i], _mm512_maskz_loadu_ps(m0, cr));
+            v1 = _mm512_fmadd_ps(va, acc1[i], _mm512_maskz_loadu_ps(m1, cr + 16));
+        } else {
+            v0 = _mm512_mul_ps(va, acc0[i]);
+            v1 = _mm512_mul_ps(va, acc1[i]);
+        }
+        _mm512_mask_storeu_ps(cr, m0, v0);
+        _mm512_mask_storeu_ps(cr + 16, m1, v1);
+    }
+}
+
+HP_TARGET_AVX512 static void ukr_f32_14x32(long kc, const void *av, const void *bv, float *c, long ldc, float alpha,
+                                           int accum, int mrv, int nrv) {
+    const float *a = av, *b = bv;
+    __m512 acc0[MR], acc1[MR];
+#pragma clang loop unroll(full)
+    for (int i = 0; i < MR; i++) acc0[i] = acc1[i] = _mm512_setzero_ps();
+#pragma clang loop unroll_count(2)
+    for (long k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < MR; i++) {
+            __m512 ai = _mm512_set1_ps(a[i]);
+            acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
+            acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
+        }
+        a += MR;
+        b += NR;
+    }
+    store_tile(acc0, acc1, c, ldc, alpha, accum, mrv, nrv);
+}
+
+HP_TARGET_AVX512BF16 static void ukr_bf16_14x32(long kc, const void *av, const void *bv, float *c, long ldc,
+                                               float alpha, int accum, int mrv, int nrv) {
+    const uint32_t *a = av;
+    const uint16_t *b = bv;
+    __m512 acc0[MR], acc1[MR];
+#pragma clang loop unroll(full)
+    for (int i = 0; i < MR; i++) acc0[i] = acc1[i] = _mm512_setzero_ps();
+    long kp = kc >> 1;
+#pragma clang loop unroll_count(2)
+    for (long k = 0; k < kp; k++) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(b), b1 = (__m512bh)_mm512_loadu_si512(b + 32);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < MR; i++) {
+            __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a[i]);
+            acc0[i] = _mm512_dpbf16_ps(acc0[i], ai, b0);
+            acc1[i] = _mm512_dpbf16_ps(acc1[i], ai, b1);
+        }
+        a += MR;
+        b += 2 * NR;
+    }
+    store_tile(acc0, acc1, c, ldc, alpha, accum, mrv, nrv);
+}
+
+HP_TARGET_AVX512 static void epilogue512(float *c, long ldc, long rows, long cols, const float *bias, hp_act act) {
+    for (long i = 0; i < rows; i++) {
+        float *cr = c + i * ldc;
+        for (long j = 0; j < cols; j += 16) {
+            __mmask16 m = tail_mask(cols - j);
+            __m512 v = _mm512_maskz_loadu_ps(m, cr + j);
+            if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + j));
+            _mm512_mask_storeu_ps(cr + j, m, act512(v, act));
+        }
+    }
+}
+
+HP_TARGET_AVX512 static void softmax_cols512(float *S, long rows, long ncol, float scale, float *m, float *l,
+                                             float *corr) {
+    __m512 vs = _mm512_set1_ps(scale);
+    for (long j = 0; j < ncol; j += 16) {
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (long r = 0; r < rows; r++) mx = _mm512_max_ps(mx, _mm512_mul_ps(_mm512_loadu_ps(S + r * ncol + j), vs));
+        __m512 mo = _mm512_loadu_ps(m + j);
+        __m512 mn = _mm512_max_ps(mo, mx);
+        __m512 cr = exp512(_mm512_sub_ps(mo, mn));
+        cr = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(mo, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ), cr,
+                                  _mm512_setzero_ps());
+        __m512 sum = _mm512_setzero_ps();
+        for (long r = 0; r < rows; r++) {
+            float *p = S + r * ncol + j;
+            __m512 e = exp512(_mm512_fmsub_ps(_mm512_loadu_ps(p), vs, mn));
+            _mm512_storeu_ps(p, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        _mm512_storeu_ps(l + j, _mm512_fmadd_ps(_mm512_loadu_ps(l + j), cr, sum));
+        _mm512_storeu_ps(m + j, mn);
+        _mm512_storeu_ps(corr + j, cr);
+    }
+}
+
+HP_TARGET_AVX512 static void scale_cols512(float *X, long rows, long ncol, const float *corr) {
+    for (long j = 0; j < ncol; j += 16) {
+        __m512 cr = _mm512_loadu_ps(corr + j);
+        for (long r = 0; r < rows; r++) _mm512_storeu_ps(X + r * ncol + j, _mm512_mul_ps(_mm512_loadu_ps(X + r * ncol + j), cr));
+    }
+}
+
+// W4A16 small-M kernel. Requires K even, block % 32 == 0, K % block == 0 (blocks inside rows). For each weight
+// row n: 16 bytes → 32 codes → two vectors of dequantised weights (high nibbles = even k, low = odd k), FMA'd
+// with the even/odd halves of each X row; one horizontal sum per (row of X, row of W) at the end.
+HP_TARGET_AVX512 static inline void w4_rows(const int mt, const float *xe, const float *xo, long K,
+                                            const uint8_t *data, const float *scale, const float *zero,
+                                            const float *code, long block, long n0, long n1, float *y, long ldy) {
+    const __m512 table = _mm512_loadu_ps(code);
+    const long K2 = K / 2, bpr = K / block, bb = block / 2;  // bytes per block
+    for (long n = n0; n < n1; n++) {
+        __m512 acc[16];
+#pragma clang loop unroll(full)
+        for (int m = 0; m < 16; m++)
+            if (m < mt) acc[m] = _mm512_setzero_ps();
+        const uint8_t *row = data + n * K2;
+        for (long blk = 0; blk < bpr; blk++) {
+            __m512 s = _mm512_set1_ps(scale[n * bpr + blk]);
+            __m512 z = zero ? _mm512_set1_ps(zero[n * bpr + blk]) : _mm512_setzero_ps();
+            for (long j = blk * bb; j < (blk + 1) * bb; j += 16) {
+                __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + j)));
+                __m512 whi = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table), s, z);
+                __m512 wlo = _mm512_fmadd_ps(_mm512_permutexvar_ps(q, table), s, z);
+#pragma clang loop unroll(full)
+                for (int m = 0; m < 16; m++) {
+                    if (m < mt) {
+                        acc[m] = _mm512_fmadd_ps(whi, _mm512_loadu_ps(xe + m * K2 + j), acc[m]);
+                        acc[m] = _mm512_fmadd_ps(wlo, _mm512_loadu_ps(xo + m * K2 + j), acc[m]);
+                    }
+                }
+            }
+        }
+#pragma clang loop unroll(full)
+        for (int m = 0; m < 16; m++)
+            if (m < mt) y[m * ldy + n] = _mm512_reduce_add_ps(acc[m]);
+    }
+}
+
+HP_TARGET_AVX512 static void w4_gemv512(long mt, const float *xe, const float *xo, long K, const uint8_t *data,
+                                        const float *scale, const float *zero, const float *code, long block,
+                                        long n0, long n1, float *y, long ldy) {
+#define W4CASE(n) \
+    case n: w4_rows(n, xe, xo, K, data, scale, zero, code, block, n0, n1, y, ldy); break;
+    switch (mt) {
+        W4CASE(1) W4CASE(2) W4CASE(3) W4CASE(4) W4CASE(5) W4CASE(6) W4CASE(7) W4CASE(8)
+        W4CASE(9) W4CASE(10) W4CASE(11) W4CASE(12) W4CASE(13) W4CASE(14) W4CASE(15) W4CASE(16)
+    default: break;
+    }
+#undef W4CASE
+}
+
+// 16×16 transpose of 32-bit elements: d[c*ld + r] = s[r*ls + c].
+HP_TARGET_AVX512 static inline void tr16x16(const uint32_t *s, long ls, uint32_t *d, long ld) {
+    __m512i r0 = _mm512_loadu_si512(s + 0 * ls), r1 = _mm512_loadu_si512(s + 1 * ls);
+    __m512i r2 = _mm512_loadu_si512(s + 2 * ls), r3 = _mm512_loadu_si512(s + 3 * ls);
+    __m512i r4 = _mm512_loadu_si512(s + 4 * ls), r5 = _mm512_loadu_si512(s + 5 * ls);
+    __m512i r6 = _mm512_loadu_si512(s + 6 * ls), r7 = _mm512_loadu_si512(s + 7 * ls);
+    __m512i r8 = _mm512_loadu_si512(s + 8 * ls), r9 = _mm512_loadu_si512(s + 9 * ls);
+    __m512i ra = _mm512_loadu_si512(s + 10 * ls), rb = _mm512_loadu_si512(s + 11 * ls);
+    __m512i rc = _mm512_loadu_si512(s + 12 * ls), rd = _mm512_loadu_si512(s + 13 * ls);
+    __m512i re = _mm512_loadu_si512(s + 14 * ls), rf = _mm512_loadu_si512(s + 15 * ls);
+    __m512i t0 = _mm512_unpacklo_epi32(r0, r1), t1 = _mm512_unpackhi_epi32(r0, r1);
+    __m512i t2 = _mm512_unpacklo_epi32(r2, r3), t3 = _mm512_unpackhi_epi32(r2, r3);
+    __m512i t4 = _mm512_unpacklo_epi32(r4, r5), t5 = _mm512_unpackhi_epi32(r4, r5);
+    __m512i t6 = _mm512_unpacklo_epi32(r6, r7), t7 = _mm512_unpackhi_epi32(r6, r7);
+    __m512i t8 = _mm512_unpacklo_epi32(r8, r9), t9 = _mm512_unpackhi_epi32(r8, r9);
+    __m512i ta = _mm512_unpacklo_epi32(ra, rb), tb = _mm512_unpackhi_epi32(ra, rb);
+    __m512i tc = _mm512_unpacklo_epi32(rc, rd), td = _mm512_unpackhi_epi32(rc, rd);
+    __m512i te = _mm512_unpacklo_epi32(re, rf), tf = _mm512_unpackhi_epi32(re, rf);
+    r0 = _mm512_unpacklo_epi64(t0, t2); r1 = _mm512_unpackhi_epi64(t0, t2);
+    r2 = _mm512_unpacklo_epi64(t1, t3); r3 = _mm512_unpackhi_epi64(t1, t3);
+    r4 = _mm512_unpacklo_epi64(t4, t6); r5 = _mm512_unpackhi_epi64(t4, t6);
+    r6 = _mm512_unpacklo_epi64(t5, t7); r7 = _mm512_unpackhi_epi64(t5, t7);
+    r8 = _mm512_unpacklo_epi64(t8, ta); r9 = _mm512_unpackhi_epi64(t8, ta);
+    ra = _mm512_unpacklo_epi64(t9, tb); rb = _mm512_unpackhi_epi64(t9, tb);
+    rc = _mm512_unpacklo_epi64(tc, te); rd = _mm512_unpackhi_epi64(tc, te);
+    re = _mm512_unpacklo_epi64(td, tf); rf = _mm512_unpackhi_epi64(td, tf);
+    t0 = _mm512_shuffle_i32x4(r0, r4, 0x88); t1 = _mm512_shuffle_i32x4(r1, r5, 0x88);
+    t2 = _mm512_shuffle_i32x4(r2, r6, 0x88); t3 = _mm512_shuffle_i32x4(r3, r7, 0x88);
+    t4 = _mm512_shuffle_i32x4(r0, r4, 0xdd); t5 = _mm512_shuffle_i32x4(r1, r5, 0xdd);
+    t6 = _mm512_shuffle_i32x4(r2, r6, 0xdd); t7 = _mm512_shuffle_i32x4(r3, r7, 0xdd);
+    t8 = _mm512_shuffle_i32x4(r8, rc, 0x88); t9 = _mm512_shuffle_i32x4(r9, rd, 0x88);
+    ta = _mm512_shuffle_i32x4(ra, re, 0x88); tb = _mm512_shuffle_i32x4(rb, rf, 0x88);
+    tc = _mm512_shuffle_i32x4(r8, rc, 0xdd); td = _mm512_shuffle_i32x4(r9, rd, 0xdd);
+    te = _mm512_shuffle_i32x4(ra, re, 0xdd); tf = _mm512_shuffle_i32x4(rb, rf, 0xdd);
+    _mm512_storeu_si512(d + 0 * ld, _mm512_shuffle_i32x4(t0, t8, 0x88));
+    _mm512_storeu_si512(d + 1 * ld, _mm512_shuffle_i32x4(t1, t9, 0x88));
+    _mm512_storeu_si512(d + 2 * ld, _mm512_shuffle_i32x4(t2, ta, 0x88));
+    _mm512_storeu_si512(d + 3 * ld, _mm512_shuffle_i32x4(t3, tb, 0x88));
+    _mm512_storeu_si512(d + 4 * ld, _mm512_shuffle_i32x4(t4, tc, 0x88));
+    _mm512_storeu_si512(d + 5 * ld, _mm512_shuffle_i32x4(t5, td, 0x88));
+    _mm512_storeu_si512(d + 6 * ld, _mm512_shuffle_i32x4(t6, te, 0x88));
+    _mm512_storeu_si512(d + 7 * ld, _mm512_shuffle_i32x4(t7, tf, 0x88));
+    _mm512_storeu_si512(d + 8 * ld, _mm512_shuffle_i32x4(t0, t8, 0xdd));
+    _mm512_storeu_si512(d + 9 * ld, _mm512_shuffle_i32x4(t1, t9, 0xdd));
+    _mm512_storeu_si512(d + 10 * ld, _mm512_shuffle_i32x4(t2, ta, 0xdd));
+    _mm512_storeu_si512(d + 11 * ld, _mm512_shuffle_i32x4(t3, tb, 0xdd));
+    _mm512_storeu_si512(d + 12 * ld, _mm512_shuffle_i32x4(t4, tc, 0xdd));
+    _mm512_storeu_si512(d + 13 * ld, _mm512_shuffle_i32x4(t5, td, 0xdd));
+    _mm512_storeu_si512(d + 14 * ld, _mm512_shuffle_i32x4(t6, te, 0xdd));
+    _mm512_storeu_si512(d + 15 * ld, _mm512_shuffle_i32x4(t7, tf, 0xdd));
+}
+
+/// Transposing pack of 32-bit units: rows [0, cols) of src (row j at src + j*ls, `units` u32 each) become
+/// panel columns: d[u*NR + j] = src[j*ls + u]. Full 16×16 blocks use tr16x16, the rest is scalar.
+HP_TARGET_AVX512 static void pack_t32(const uint32_t *src, long ls, long cols, long units, uint32_t *d) {
+    long j0 = 0;
+    for (; j0 + 16 <= cols; j0 += 16) {
+        long u = 0;
+        for (; u + 16 <= units; u += 16) tr16x16(src + j0 * ls + u, ls, d + u * NR + j0, NR);
+        for (; u < units; u++)
+            for (long j = j0; j < j0 + 16; j++) d[u * NR + j] = src[j * ls + u];
+    }
+    for (long j = j0; j < cols; j++)
+        for (long u = 0; u < units; u++) d[u * NR + j] = src[j * ls + u];
+}
+
+// Dequantising pack of B = Wᵀ for the f32 panel format [k][32]: 16 bytes of a weight row give 32 values,
+// scattered down the panel's column j (high nibble → even k, low nibble → odd k).
+HP_TARGET_AVX512 static void pack_b_q4_f32(const hp_gemm_kernel *kr, const hp_q4_weight *w, long c0, long cols,
+                                           long K, void *dst) {
+    (void)kr;
+    float *d = dst;
+    const __m512 table = _mm512_loadu_ps(w->code);
+    const long K2 = K / 2, bpr = K / w->block, bb = w->block / 2;
+    const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(2 * NR));
+    if (cols < NR) memset(d, 0, sizeof(float) * (size_t)K * NR);
+    for (long j = 0; j < cols; j++) {
+        long n = c0 + j;
+        const uint8_t *row = w->data + n * K2;
+        for (long blk = 0; blk < bpr; blk++) {
+            __m512 s = _mm512_set1_ps(w->scale[n * bpr + blk]);
+            __m512 z = w->zero ? _mm512_set1_ps(w->zero[n * bpr + blk]) : _mm512_setzero_ps();
+            for (long jj = blk * bb; jj < (blk + 1) * bb; jj += 16) {
+                __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + jj)));
+                __m512 whi = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table), s, z);
+                __m512 wlo = _mm512_fmadd_ps(_mm512_permutexvar_ps(q, table), s, z);
+                _mm512_i32scatter_ps(d + 2 * jj * NR + j, vidx, whi, 4);
+                _mm512_i32scatter_ps(d + (2 * jj + 1) * NR + j, vidx, wlo, 4);
+            }
+        }
+    }
+}
+
+// Same for the bf16-pair panel format [k/2][32][2]: each weight row is dequantised into a u32 row (even k |
+// odd k << 16, one per byte), 16 rows at a time, then transposed into the panel.
+HP_TARGET_AVX512BF16 static void pack_b_q4_pair(const hp_gemm_kernel *kr, const hp_q4_weight *w, long c0, long cols,
+                                                long K, void *dst) {
+    if (kr->fmt == HP_PACK_F32) { pack_b_q4_f32(kr, w, c0, cols, K, dst); return; }
+    uint32_t *d = dst;
+    const __m512 table = _mm512_loadu_ps(w->code);
+    const long K2 = K / 2, bpr = K / w->block, bb = w->block / 2;
+    uint32_t *tmp = hp_scratch(3, sizeof(uint32_t) * (size_t)(NR * K2));
+    if (cols < NR) memset(d, 0, sizeof(uint32_t) * (size_t)K2 * NR);
+    for (long j = 0; j < cols; j++) {
+        long n = c0 + j;
+        const uint8_t *row = w->data + n * K2;
+        for (long blk = 0; blk < bpr; blk++) {
+            __m512 s = _mm512_set1_ps(w->scale[n * bpr + blk]);
+            __m512 z = w->zero ? _mm512_set1_ps(w->zero[n * bpr + blk]) : _mm512_setzero_ps();
+            for (long jj = blk * bb; jj < (blk + 1) * bb; jj += 16) {
+                __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + jj)));
+                __m512 whi = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table), s, z);
+                __m512 wlo = _mm512_fmadd_ps(_mm512_permutexvar_ps(q, table), s, z);
+                __m512i hb = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(whi));
+                __m512i lb = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(wlo));
+                _mm512_storeu_si512(tmp + j * K2 + jj, _mm512_or_si512(hb, _mm512_slli_epi32(lb, 16)));
+            }
+        }
+    }
+    pack_t32(tmp, K2, cols, K2, d);
+}
+
+/// Fast transposed-B packs (op(B) stored [N,K]): f32 → f32 panels, bf16 → bf16-pair panels (K even).
+/// Returns 0 when the case is not handled here.
+HP_TARGET_AVX512 static int pack_b_fast512(const hp_gemm_kernel *kr, const hp_src *b, long c0, long cols, long K,
+                                          void *dst) {
+    if (!b->trans || b->q4 || kr->nr != NR) return 0;
+    if (kr->fmt == HP_PACK_F32 && b->dtype == HP_F32) {
+        if (cols < NR) memset(dst, 0, sizeof(float) * (size_t)K * NR);
+        pack_t32((const uint32_t *)((const float *)b->p + c0 * b->ld), b->ld, cols, K, dst);
+        return 1;
+    }
+    if (kr->fmt == HP_PACK_BF16PAIR && b->dtype == HP_BF16 && K % 2 == 0 && b->ld % 2 == 0 &&
+        ((uintptr_t)b->p & 3) == 0) {
+        if (cols < NR) memset(dst, 0, sizeof(uint32_t) * (size_t)(K / 2) * NR);
+        pack_t32((const uint32_t *)((const uint16_t *)b->p + c0 * b->ld), b->ld / 2, cols, K / 2, dst);
+        return 1;
+    }
+    return 0;
+}
+
+const hp_dispatch hp_dispatch_avx512 = {
+    .isa = HP_ISA_AVX512,
+    .f32 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = 256, .mc = MR * 12, .ukr = ukr_f32_14x32},
+    .bf16 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = 256, .mc = MR * 12, .ukr = ukr_f32_14x32},
+    .epilogue = epilogue512,
+    .softmax_cols = softmax_cols512,
+    .scale_cols = scale_cols512,
+    .w4_gemv = w4_gemv512,
+    .pack_b_q4 = pack_b_q4_f32,
+    .pack_b_fast = pack_b_fast512,
+};
+
+const hp_dispatch hp_dispatch_avx512bf16 = {
+    .isa = HP_ISA_AVX512_BF16,
+    .f32 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = 256, .mc = MR * 12, .ukr = ukr_f32_14x32},
+    .bf16 = {.mr = MR, .nr = NR, .fmt = HP_PACK_BF16PAIR, .kc = 512, .mc = MR * 12, .ukr = ukr_bf16_14x32},
+    .epilogue = epilogue512,
+    .softmax_cols = softmax_cols512,
+    .scale_cols = scale_cols512,
+    .w4_gemv = w4_gemv512,
+    .pack_b_q4 = pack_b_q4_pair,
+    .pack_b_fast = pack_b_fast512,
+};
+#endif
