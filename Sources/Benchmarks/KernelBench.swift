@@ -1,0 +1,2 @@
+// Kernel benchmarks (filled in below).
+import CPUKernels

@@ -1,0 +1,61 @@
+// Tests of CPU feature detection, ISA override and the thread pool.
+import CPUKernels
+import Testing
+
+/// Every kernel suite nests here: the ISA override and the pool size are process-wide, so the suites must not
+/// run at the same time.
+@Suite(.serialized) enum CPUKernelSuites {}
+
+extension CPUKernelSuites {
+@Suite struct DispatchAndPoolTests {
+    @Test func featuresAndSelection() {
+        let names = String(cString: hp_cpu_features_string())
+        #if arch(x86_64)
+        #expect(names.contains("sse2"))
+        #expect(hp_isa_supported(HP_ISA_NEON) == 0)
+        #expect(Int(hp_set_isa_override(HP_ISA_NEON)) == HP_EUNSUPPORTED)
+        #endif
+        #expect(hp_isa_supported(hp_selected_isa_id()) != 0)
+        #expect(hp_set_isa_override(HP_ISA_SCALAR) == 0)
+        #expect(String(cString: hp_selected_isa()) == "scalar")
+        #expect(hp_set_isa_override(HP_ISA_AUTO) == 0)
+        #expect(String(cString: hp_selected_isa()) == String(cString: hp_isa_name(availableISAs().last!)))
+    }
+
+    @Test func parallelForRunsEveryTaskOnce() {
+        for threads: Int32 in [1, 2, 3] {
+            withThreads(threads) {
+                #expect(hp_threads_count() == threads)
+                let n = 1000
+                var hits = [Int32](repeating: 0, count: n)
+                hits.withUnsafeMutableBufferPointer { buf in
+                    hp_parallel_for(n, { ctx, task, thread in
+                        let p = ctx!.assumingMemoryBound(to: Int32.self)
+                        p[task] += 1 + thread * 0  // each task writes only its own slot
+                    }, buf.baseAddress)
+                }
+                #expect(hits.allSatisfy { $0 == 1 })
+            }
+        }
+    }
+
+    @Test func nestedParallelForRunsInline() {
+        withThreads(2) {
+            var out = [Int](repeating: 0, count: 16)
+            out.withUnsafeMutableBufferPointer { buf in
+                hp_parallel_for(4, { ctx, task, _ in
+                    // Inner call from inside a task: must complete (serially) without deadlock.
+                    var inner = (ctx!, task)
+                    withUnsafeMutablePointer(to: &inner) { ip in
+                        hp_parallel_for(4, { c2, t2, _ in
+                            let pair = c2!.assumingMemoryBound(to: (UnsafeMutableRawPointer, Int).self).pointee
+                            pair.0.assumingMemoryBound(to: Int.self)[pair.1 * 4 + t2] = pair.1 * 4 + t2 + 1
+                        }, ip)
+                    }
+                }, buf.baseAddress)
+            }
+            #expect(out == Array(1...16))
+        }
+    }
+}
+}
