@@ -16,6 +16,15 @@ const float hp_code_fp4[16] = {
 const float hp_code_int4[16] = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7};
 const float hp_code_uint4[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
+const float *hp_code_table(hp_code_kind kind) {
+    switch (kind) {
+    case HP_CODE_FP4: return hp_code_fp4;
+    case HP_CODE_INT4: return hp_code_int4;
+    case HP_CODE_UINT4: return hp_code_uint4;
+    default: return hp_code_nf4;
+    }
+}
+
 int hp_quantize_4bit(const float *w, long count, long block, const float *code, uint8_t *data, float *absmax) {
     if (!w || !data || !absmax || !code || count < 0 || block <= 0) return HP_EINVAL;
     memset(data, 0, (size_t)HP_CEIL_DIV(count, 2));

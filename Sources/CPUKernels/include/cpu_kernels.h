@@ -138,6 +138,9 @@ extern const float hp_code_nf4[16];
 extern const float hp_code_fp4[16];
 extern const float hp_code_int4[16];   // -8 .. 7
 extern const float hp_code_uint4[16];  // 0 .. 15
+typedef enum { HP_CODE_NF4 = 0, HP_CODE_FP4 = 1, HP_CODE_INT4 = 2, HP_CODE_UINT4 = 3 } hp_code_kind;
+/// The 16-entry table of `kind` (the arrays above; handy from Swift, which imports C arrays as tuples).
+const float *hp_code_table(hp_code_kind kind);
 
 /// Blockwise absmax quantisation of w[count] to the nearest entry of `code` (as bitsandbytes: x / absmax,
 /// nearest code, ties to the lower index); writes data[ceil(count/2)] and absmax[ceil(count/block)].
