@@ -60,6 +60,19 @@ void hp_pack_a(const hp_gemm_kernel *kr, const hp_src *a, long r0, long rows, lo
         uint32_t *d = dst;
         long KP = HP_CEIL_DIV(K, 2);
         if (rows < MR) memset(d, 0, sizeof(uint32_t) * (size_t)KP * MR);
+        if (!a->trans && a->dtype == HP_BF16) {  // common case: pairs are adjacent in the row
+            for (long i = 0; i < rows; i++) {
+                const uint16_t *s = (const uint16_t *)a->p + (r0 + i) * a->ld;
+                long kp = 0;
+                for (; 2 * kp + 1 < K; kp++) {
+                    uint32_t v;
+                    memcpy(&v, s + 2 * kp, 4);
+                    d[kp * MR + i] = v;
+                }
+                if (kp < KP) d[kp * MR + i] = s[2 * kp];
+            }
+            return;
+        }
         for (long i = 0; i < rows; i++) {
             for (long kp = 0; kp < KP; kp++) {
                 long k = 2 * kp;
@@ -143,6 +156,18 @@ void hp_pack_b(const hp_gemm_kernel *kr, const hp_src *b, long c0, long cols, lo
         long KP = HP_CEIL_DIV(K, 2);
         if (cols < NR || (K & 1)) memset(d, 0, sizeof(uint16_t) * (size_t)KP * 2 * NR);
         if (!b->trans) {
+            if (b->dtype == HP_BF16) {  // interleave rows k and k+1
+                const uint16_t *p = b->p;
+                for (long k = 0; k < K; k += 2) {
+                    const uint16_t *r0 = p + k * b->ld + c0, *r1 = k + 1 < K ? r0 + b->ld : NULL;
+                    uint16_t *row = d + (k >> 1) * NR * 2;
+                    if (r1)
+                        for (long j = 0; j < cols; j++) row[2 * j] = r0[j], row[2 * j + 1] = r1[j];
+                    else
+                        for (long j = 0; j < cols; j++) row[2 * j] = r0[j];
+                }
+                return;
+            }
             for (long k = 0; k < K; k++) {
                 long base = k * b->ld + c0;
                 uint16_t *row = d + (k >> 1) * NR * 2 + (k & 1);

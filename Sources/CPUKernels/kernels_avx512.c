@@ -6,6 +6,15 @@
 
 #define MR 14
 #define NR 32
+#ifndef HP_KC_F32
+#define HP_KC_F32 256
+#endif
+#ifndef HP_KC_BF16
+#define HP_KC_BF16 512
+#endif
+#ifndef HP_MC_MUL
+#define HP_MC_MUL 12
+#endif
 
 // exp(x) for x in [-87.3, 88.7] (clamped outside): Cody-Waite reduction, degree-6 polynomial, 2^n via scalef.
 HP_TARGET_AVX512 static inline __m512 exp512(__m512 x) {
@@ -345,8 +354,8 @@ HP_TARGET_AVX512 static int pack_b_fast512(const hp_gemm_kernel *kr, const hp_sr
 
 const hp_dispatch hp_dispatch_avx512 = {
     .isa = HP_ISA_AVX512,
-    .f32 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = 256, .mc = MR * 12, .ukr = ukr_f32_14x32},
-    .bf16 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = 256, .mc = MR * 12, .ukr = ukr_f32_14x32},
+    .f32 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = HP_KC_F32, .mc = MR * HP_MC_MUL, .ukr = ukr_f32_14x32},
+    .bf16 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = HP_KC_F32, .mc = MR * HP_MC_MUL, .ukr = ukr_f32_14x32},
     .epilogue = epilogue512,
     .softmax_cols = softmax_cols512,
     .scale_cols = scale_cols512,
@@ -357,8 +366,8 @@ const hp_dispatch hp_dispatch_avx512 = {
 
 const hp_dispatch hp_dispatch_avx512bf16 = {
     .isa = HP_ISA_AVX512_BF16,
-    .f32 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = 256, .mc = MR * 12, .ukr = ukr_f32_14x32},
-    .bf16 = {.mr = MR, .nr = NR, .fmt = HP_PACK_BF16PAIR, .kc = 512, .mc = MR * 12, .ukr = ukr_bf16_14x32},
+    .f32 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = HP_KC_F32, .mc = MR * HP_MC_MUL, .ukr = ukr_f32_14x32},
+    .bf16 = {.mr = MR, .nr = NR, .fmt = HP_PACK_BF16PAIR, .kc = HP_KC_BF16, .mc = MR * HP_MC_MUL, .ukr = ukr_bf16_14x32},
     .epilogue = epilogue512,
     .softmax_cols = softmax_cols512,
     .scale_cols = scale_cols512,
