@@ -239,7 +239,216 @@ int hp_attention_forward(const hp_attn_args *args) {
     return HP_OK;
 }
 
+// ── backward ─────────────────────────────────────────────────────────────────────────────────────────────
+// Two deterministic passes over recomputed tiles (no atomics, no cross-thread sums):
+//   pass A, one task per (head, key block): S = Q·Kᵀ, dP = dO·Vᵀ as [queries][keys] tiles (keys in lanes),
+//     P = exp(s·S - lse), dS = P∘(dP - Δ); dVᵀ[D, keys] += dOᵀ·P and dKᵀ[D, keys] += s·Qᵀ·dS over all queries;
+//   pass B, one task per (head, query block): the same tiles transposed ([keys][queries]),
+//     dQᵀ[D, queries] += s·Kᵀ·dSᵀ over all keys.
+// Δ[i] = Σ_d dO[i,d]·O[i,d]. Each tile's output is transposed into dq/dk/dv at the end of its task.
+typedef struct {
+    hp_attn_args a;
+    const hp_gemm_kernel *kr;
+    const hp_dispatch *dp;
+    long h0, nh;
+    long nqA, nkA, nqB, nkB, nd;   // panel counts: queries/keys as A (MR) and as B (NR), d as A (MR)
+    size_t off[12];                // float offsets of the packed operands within a head's block
+    size_t head;                   // floats per head
+    float *pack;
+    long kbA, qbA, qbB, kbB;       // block sizes (keys per pass-A task, queries per inner step, ...)
+    long tasksA, tasksB;           // per head
+} bwd_t;
+
+enum { P_QA, P_dOA, P_KBt, P_VBt, P_dOTA, P_QTA, P_KA, P_VA, P_QBt, P_dOBt, P_KTA, P_DELTA };
+
+static inline hp_src view(const bwd_t *x, const void *base, long sb, long sh, long sl, long bh, int trans) {
+    long b = bh / x->a.H, h = bh % x->a.H;
+    hp_src s = {.p = (const float *)base + b * sb + h * sh, .ld = sl, .trans = trans, .dtype = HP_F32};
+    return s;
+}
+
+static void bwd_pack_task(void *vctx, long t, int thread) {
+    (void)thread;
+    bwd_t *x = vctx;
+    const hp_gemm_kernel *kr = x->kr;
+    const int MR = kr->mr, NR = kr->nr;
+    const hp_attn_args *a = &x->a;
+    const long D = a->D, Lq = a->Lq, Lk = a->Lk;
+    long hh = t / 12, which = t % 12, bh = x->h0 + hh;
+    float *base = x->pack + hh * x->head, *dst = base + x->off[which];
+    hp_src q = view(x, a->q, a->q_sb, a->q_sh, a->q_sl, bh, 0), k = view(x, a->k, a->k_sb, a->k_sh, a->k_sl, bh, 0);
+    hp_src v = view(x, a->v, a->v_sb, a->v_sh, a->v_sl, bh, 0);
+    hp_src dO = view(x, a->dout, a->o_sb, a->o_sh, a->o_sl, bh, 0);
+    switch (which) {
+    case P_QA: case P_dOA: {
+        const hp_src *s = which == P_QA ? &q : &dO;
+        for (long p = 0; p < x->nqA; p++) hp_pack_a(kr, s, p * MR, HP_MIN(MR, Lq - p * MR), D, dst + p * D * MR);
+        break;
+    }
+    case P_KA: case P_VA: {
+        const hp_src *s = which == P_KA ? &k : &v;
+        for (long p = 0; p < x->nkA; p++) hp_pack_a(kr, s, p * MR, HP_MIN(MR, Lk - p * MR), D, dst + p * D * MR);
+        break;
+    }
+    case P_KBt: case P_VBt: {
+        hp_src s = which == P_KBt ? k : v;
+        s.trans = 1;
+        for (long p = 0; p < x->nkB; p++) hp_pack_b(kr, &s, p * NR, HP_MIN(NR, Lk - p * NR), D, dst + p * D * NR);
+        break;
+    }
+    case P_QBt: case P_dOBt: {
+        hp_src s = which == P_QBt ? q : dO;
+        s.trans = 1;
+        for (long p = 0; p < x->nqB; p++) hp_pack_b(kr, &s, p * NR, HP_MIN(NR, Lq - p * NR), D, dst + p * D * NR);
+        break;
+    }
+    case P_dOTA: case P_QTA: {
+        hp_src s = which == P_dOTA ? dO : q;
+        s.trans = 1;
+        for (long p = 0; p < x->nd; p++) hp_pack_a(kr, &s, p * MR, HP_MIN(MR, D - p * MR), Lq, dst + p * Lq * MR);
+        break;
+    }
+    case P_KTA: {
+        hp_src s = k;
+        s.trans = 1;
+        for (long p = 0; p < x->nd; p++) hp_pack_a(kr, &s, p * MR, HP_MIN(MR, D - p * MR), Lk, dst + p * Lk * MR);
+        break;
+    }
+    case P_DELTA: {
+        hp_src o = view(x, a->o, a->o_sb, a->o_sh, a->o_sl, bh, 0);
+        const float *op = o.p, *gp = dO.p;
+        for (long i = 0; i < Lq; i++) {
+            float sum = 0;
+            for (long d = 0; d < D; d++) sum += op[i * a->o_sl + d] * gp[i * a->o_sl + d];
+            dst[i] = sum;
+        }
+        break;
+    }
+    }
+}
+
+static void bwd_task_a(void *vctx, long t, int thread) {
+    (void)thread;
+    bwd_t *x = vctx;
+    const hp_gemm_kernel *kr = x->kr;
+    const int MR = kr->mr, NR = kr->nr;
+    const hp_attn_args *a = &x->a;
+    const long D = a->D, Lq = a->Lq, Lk = a->Lk, QB = x->qbA;
+    long hh = t / x->tasksA, bh = x->h0 + hh, b = bh / a->H, h = bh % a->H;
+    long k0 = (t % x->tasksA) * x->kbA, nk = HP_MIN(x->kbA, Lk - k0), nkp = HP_CEIL_DIV(nk, NR);
+    const float *base = x->pack + hh * x->head;
+    const float *QA = base + x->off[P_QA], *dOA = base + x->off[P_dOA], *KBt = base + x->off[P_KBt];
+    const float *VBt = base + x->off[P_VBt], *dOTA = base + x->off[P_dOTA], *QTA = base + x->off[P_QTA];
+    const float *delta = base + x->off[P_DELTA], *lse = a->lse + bh * Lq;
+    const long ldt = nkp * NR, Dp = x->nd * MR;
+    size_t nT = (size_t)nkp * QB * NR, nO = (size_t)Dp * ldt;
+    float *Pb = hp_scratch(2, sizeof(float) * (2 * nT + 2 * nO));
+    if (!Pb) return;
+    float *Db = Pb + nT, *dVT = Db + nT, *dKT = dVT + nO;
+    for (long q0 = 0; q0 < Lq; q0 += QB) {
+        long nq = HP_MIN(QB, Lq - q0), nqa = HP_CEIL_DIV(nq, MR);
+        for (long jr = 0; jr < nkp; jr++) {
+            const float *kb = KBt + (k0 / NR + jr) * D * NR, *vb = VBt + (k0 / NR + jr) * D * NR;
+            float *Pj = Pb + jr * QB * NR, *Dj = Db + jr * QB * NR;
+            for (long ir = 0; ir < nqa; ir++) {
+                long pa = (q0 / MR + ir) * D * MR;
+                kr->ukr(D, QA + pa, kb, Pj + ir * MR * NR, NR, 1.0f, 0, MR, NR);
+                kr->ukr(D, dOA + pa, vb, Dj + ir * MR * NR, NR, 1.0f, 0, MR, NR);
+            }
+            x->dp->bwd_ds(Pj, Dj, nq, NR, a->scale, lse + q0, delta + q0, 0);
+            for (long ir = 0; ir < x->nd; ir++) {
+                kr->ukr(nq, dOTA + ir * Lq * MR + q0 * MR, Pj, dVT + ir * MR * ldt + jr * NR, ldt, 1.0f, q0 > 0, MR, NR);
+                kr->ukr(nq, QTA + ir * Lq * MR + q0 * MR, Dj, dKT + ir * MR * ldt + jr * NR, ldt, a->scale, q0 > 0, MR, NR);
+            }
+        }
+    }
+    float *dK = (float *)a->dk + b * a->k_sb + h * a->k_sh, *dV = (float *)a->dv + b * a->v_sb + h * a->v_sh;
+    for (long j = 0; j < nk; j++)
+        for (long d = 0; d < D; d++) {
+            dK[(k0 + j) * a->k_sl + d] = dKT[d * ldt + j];
+            dV[(k0 + j) * a->v_sl + d] = dVT[d * ldt + j];
+        }
+}
+
+static void bwd_task_b(void *vctx, long t, int thread) {
+    (void)thread;
+    bwd_t *x = vctx;
+    const hp_gemm_kernel *kr = x->kr;
+    const int MR = kr->mr, NR = kr->nr;
+    const hp_attn_args *a = &x->a;
+    const long D = a->D, Lq = a->Lq, Lk = a->Lk, KB = x->kbB;
+    long hh = t / x->tasksB, bh = x->h0 + hh, b = bh / a->H, h = bh % a->H;
+    long q0 = (t % x->tasksB) * x->qbB, nq = HP_MIN(x->qbB, Lq - q0), nqb = HP_CEIL_DIV(nq, NR);
+    const float *base = x->pack + hh * x->head;
+    const float *KA = base + x->off[P_KA], *VA = base + x->off[P_VA], *QBt = base + x->off[P_QBt];
+    const float *dOBt = base + x->off[P_dOBt], *KTA = base + x->off[P_KTA], *delta = base + x->off[P_DELTA];
+    const long ldq = nqb * NR, Dp = x->nd * MR;
+    size_t nT = (size_t)nqb * KB * NR, nO = (size_t)Dp * ldq;
+    float *Pt = hp_scratch(2, sizeof(float) * (2 * nT + nO + 2 * (size_t)ldq));
+    if (!Pt) return;
+    float *Dt = Pt + nT, *dQT = Dt + nT, *lq = dQT + nO, *dq = lq + ldq;
+    for (long i = 0; i < ldq; i++) {  // lse and Δ per query lane (0 for padding lanes, discarded)
+        lq[i] = i < nq ? a->lse[bh * Lq + q0 + i] : 0.0f;
+        dq[i] = i < nq ? delta[q0 + i] : 0.0f;
+    }
+    for (long k0 = 0; k0 < Lk; k0 += KB) {
+        long nk = HP_MIN(KB, Lk - k0), nka = HP_CEIL_DIV(nk, MR);
+        for (long jr = 0; jr < nqb; jr++) {
+            const float *qb = QBt + (q0 / NR + jr) * D * NR, *gb = dOBt + (q0 / NR + jr) * D * NR;
+            float *Pj = Pt + jr * KB * NR, *Dj = Dt + jr * KB * NR;
+            for (long ir = 0; ir < nka; ir++) {
+                long pa = (k0 / MR + ir) * D * MR;
+                kr->ukr(D, KA + pa, qb, Pj + ir * MR * NR, NR, 1.0f, 0, MR, NR);
+                kr->ukr(D, VA + pa, gb, Dj + ir * MR * NR, NR, 1.0f, 0, MR, NR);
+            }
+            x->dp->bwd_ds(Pj, Dj, nk, NR, a->scale, lq + jr * NR, dq + jr * NR, 1);
+            for (long ir = 0; ir < x->nd; ir++)
+                kr->ukr(nk, KTA + ir * Lk * MR + k0 * MR, Dj, dQT + ir * MR * ldq + jr * NR, ldq, a->scale, k0 > 0, MR, NR);
+        }
+    }
+    float *dQ = (float *)a->dq + b * a->q_sb + h * a->q_sh;
+    for (long i = 0; i < nq; i++)
+        for (long d = 0; d < D; d++) dQ[(q0 + i) * a->q_sl + d] = dQT[d * ldq + i];
+}
+
 int hp_attention_backward(const hp_attn_args *args) {
-    // The blocked backward is not written yet: the deterministic reference serves (slow, exact order).
-    return hp_attention_backward_ref(args);
+    int rc = check(args, 1);
+    if (rc || args->B == 0 || args->H == 0 || args->Lq == 0) return rc;
+    bwd_t x = {.a = *args};
+    norm_strides(&x.a);
+    x.dp = hp_dispatch_current();
+    x.kr = &x.dp->f32;
+    const int MR = x.kr->mr, NR = x.kr->nr;
+    const long D = x.a.D, Lq = x.a.Lq, Lk = x.a.Lk, BH = x.a.B * x.a.H;
+    x.nqA = HP_CEIL_DIV(Lq, MR), x.nkA = HP_CEIL_DIV(Lk, MR), x.nqB = HP_CEIL_DIV(Lq, NR);
+    x.nkB = HP_CEIL_DIV(Lk, NR), x.nd = HP_CEIL_DIV(D, MR);
+    size_t sz[12] = {
+        [P_QA] = (size_t)x.nqA * MR * D, [P_dOA] = (size_t)x.nqA * MR * D, [P_KBt] = (size_t)x.nkB * NR * D,
+        [P_VBt] = (size_t)x.nkB * NR * D, [P_dOTA] = (size_t)x.nd * MR * Lq, [P_QTA] = (size_t)x.nd * MR * Lq,
+        [P_KA] = (size_t)x.nkA * MR * D, [P_VA] = (size_t)x.nkA * MR * D, [P_QBt] = (size_t)x.nqB * NR * D,
+        [P_dOBt] = (size_t)x.nqB * NR * D, [P_KTA] = (size_t)x.nd * MR * Lk, [P_DELTA] = (size_t)Lq};
+    size_t total = 0;
+    for (int i = 0; i < 12; i++) {
+        x.off[i] = total;
+        total += HP_ROUND_UP(sz[i], 16);
+    }
+    size_t head = total;
+    x.head = head;
+    x.kbA = 4 * NR;
+    x.qbA = HP_MAX(1, 128 / MR) * MR;
+    x.qbB = 4 * NR;
+    x.kbB = HP_MAX(1, 128 / MR) * MR;
+    x.tasksA = HP_CEIL_DIV(Lk, x.kbA);
+    x.tasksB = HP_CEIL_DIV(Lq, x.qbB);
+    long group = HP_MAX(1, (long)(((size_t)64 << 20) / (head * 4)));
+    group = HP_MIN(group, BH);
+    x.pack = hp_scratch(0, sizeof(float) * head * (size_t)group);
+    if (!x.pack) return HP_ENOMEM;
+    for (x.h0 = 0; x.h0 < BH; x.h0 += group) {
+        x.nh = HP_MIN(group, BH - x.h0);
+        hp_parallel_for(12 * x.nh, bwd_pack_task, &x);
+        hp_parallel_for(x.nh * x.tasksA, bwd_task_a, &x);
+        hp_parallel_for(x.nh * x.tasksB, bwd_task_b, &x);
+    }
+    return HP_OK;
 }

@@ -76,6 +76,12 @@ typedef void (*hp_scale_cols_fn)(float *X, long rows, long ncol, const float *co
 
 struct hp_src;
 
+/// Attention backward element step on a [rows][ncol] tile of scores S and dP (ncol a multiple of 16):
+/// P = exp(scale*S - lse), dS = P * (dP - delta), written over S and dP; lse/delta are indexed by row
+/// (per_col == 0) or by column (per_col != 0).
+typedef void (*hp_bwd_ds_fn)(float *S, float *dP, long rows, long ncol, float scale, const float *lse,
+                             const float *delta, int per_col);
+
 typedef struct hp_dispatch {
     hp_isa isa;
     hp_gemm_kernel f32;   // f32 GEMM (also bf16 inputs converted when packing if bf16 is absent)
@@ -83,6 +89,7 @@ typedef struct hp_dispatch {
     hp_epilogue_fn epilogue;
     hp_softmax_cols_fn softmax_cols;
     hp_scale_cols_fn scale_cols;
+    hp_bwd_ds_fn bwd_ds;
     /// W4A16 small-M kernel: rows [n0,n1) of Y for `mt` (<= 16) rows of X, X pre-split into even/odd halves
     /// xe/xo [mt][K/2] (f32). NULL → generic path.
     void (*w4_gemv)(long mt, const float *xe, const float *xo, long K, const uint8_t *data, const float *scale,
@@ -108,6 +115,8 @@ extern const hp_dispatch hp_dispatch_avx512bf16;
 void hp_epilogue_scalar(float *c, long ldc, long rows, long cols, const float *bias, hp_act act);
 void hp_softmax_cols_scalar(float *S, long rows, long ncol, float scale, float *m, float *l, float *corr);
 void hp_scale_cols_scalar(float *X, long rows, long ncol, const float *corr);
+void hp_bwd_ds_scalar(float *S, float *dP, long rows, long ncol, float scale, const float *lse, const float *delta,
+                      int per_col);
 void hp_ukr_f32_scalar_4x16(long kc, const void *a, const void *b, float *c, long ldc, float alpha, int accum,
                             int mrv, int nrv);
 

@@ -139,6 +139,20 @@ HP_TARGET_AVX2 static void scale_cols256(float *X, long rows, long ncol, const f
     }
 }
 
+HP_TARGET_AVX2 static void bwd_ds256(float *S, float *dP, long rows, long ncol, float scale, const float *lse,
+                                     const float *delta, int per_col) {
+    __m256 vs = _mm256_set1_ps(scale);
+    for (long r = 0; r < rows; r++)
+        for (long c = 0; c < ncol; c += 8) {
+            __m256 l = per_col ? _mm256_loadu_ps(lse + c) : _mm256_set1_ps(lse[r]);
+            __m256 dl = per_col ? _mm256_loadu_ps(delta + c) : _mm256_set1_ps(delta[r]);
+            float *sp = S + r * ncol + c, *dp = dP + r * ncol + c;
+            __m256 p = exp256(_mm256_fmsub_ps(_mm256_loadu_ps(sp), vs, l));
+            _mm256_storeu_ps(sp, p);
+            _mm256_storeu_ps(dp, _mm256_mul_ps(p, _mm256_sub_ps(_mm256_loadu_ps(dp), dl)));
+        }
+}
+
 const hp_dispatch hp_dispatch_avx2 = {
     .isa = HP_ISA_AVX2,
     .f32 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = 256, .mc = MR * 24, .ukr = ukr_f32_6x16},
@@ -146,6 +160,7 @@ const hp_dispatch hp_dispatch_avx2 = {
     .epilogue = epilogue256,
     .softmax_cols = softmax_cols256,
     .scale_cols = scale_cols256,
+    .bwd_ds = bwd_ds256,
     .w4_gemv = NULL,
 };
 #endif

@@ -161,6 +161,20 @@ HP_TARGET_AVX512 static void scale_cols512(float *X, long rows, long ncol, const
     }
 }
 
+HP_TARGET_AVX512 static void bwd_ds512(float *S, float *dP, long rows, long ncol, float scale, const float *lse,
+                                       const float *delta, int per_col) {
+    __m512 vs = _mm512_set1_ps(scale);
+    for (long r = 0; r < rows; r++)
+        for (long c = 0; c < ncol; c += 16) {
+            __m512 l = per_col ? _mm512_loadu_ps(lse + c) : _mm512_set1_ps(lse[r]);
+            __m512 dl = per_col ? _mm512_loadu_ps(delta + c) : _mm512_set1_ps(delta[r]);
+            float *sp = S + r * ncol + c, *dp = dP + r * ncol + c;
+            __m512 p = exp512(_mm512_fmsub_ps(_mm512_loadu_ps(sp), vs, l));
+            _mm512_storeu_ps(sp, p);
+            _mm512_storeu_ps(dp, _mm512_mul_ps(p, _mm512_sub_ps(_mm512_loadu_ps(dp), dl)));
+        }
+}
+
 // W4A16 small-M kernel. Requires K even, block % 32 == 0, K % block == 0 (blocks inside rows). For each weight
 // row n: 16 bytes → 32 codes → two vectors of dequantised weights (high nibbles = even k, low = odd k), FMA'd
 // with the even/odd halves of each X row; one horizontal sum per (row of X, row of W) at the end.
@@ -359,6 +373,7 @@ const hp_dispatch hp_dispatch_avx512 = {
     .epilogue = epilogue512,
     .softmax_cols = softmax_cols512,
     .scale_cols = scale_cols512,
+    .bwd_ds = bwd_ds512,
     .w4_gemv = w4_gemv512,
     .pack_b_q4 = pack_b_q4_f32,
     .pack_b_fast = pack_b_fast512,
@@ -371,6 +386,7 @@ const hp_dispatch hp_dispatch_avx512bf16 = {
     .epilogue = epilogue512,
     .softmax_cols = softmax_cols512,
     .scale_cols = scale_cols512,
+    .bwd_ds = bwd_ds512,
     .w4_gemv = w4_gemv512,
     .pack_b_q4 = pack_b_q4_pair,
     .pack_b_fast = pack_b_fast512,

@@ -49,6 +49,17 @@ void hp_scale_cols_scalar(float *X, long rows, long ncol, const float *corr) {
         for (long j = 0; j < ncol; j++) X[r * ncol + j] *= corr[j];
 }
 
+void hp_bwd_ds_scalar(float *S, float *dP, long rows, long ncol, float scale, const float *lse, const float *delta,
+                      int per_col) {
+    for (long r = 0; r < rows; r++)
+        for (long c = 0; c < ncol; c++) {
+            long i = per_col ? c : r;
+            float p = expf(S[r * ncol + c] * scale - lse[i]);
+            S[r * ncol + c] = p;
+            dP[r * ncol + c] = p * (dP[r * ncol + c] - delta[i]);
+        }
+}
+
 const hp_dispatch hp_dispatch_scalar = {
     .isa = HP_ISA_SCALAR,
     .f32 = {.mr = 4, .nr = 16, .fmt = HP_PACK_F32, .kc = 256, .mc = 64, .ukr = hp_ukr_f32_scalar_4x16},
@@ -56,5 +67,6 @@ const hp_dispatch hp_dispatch_scalar = {
     .epilogue = hp_epilogue_scalar,
     .softmax_cols = hp_softmax_cols_scalar,
     .scale_cols = hp_scale_cols_scalar,
+    .bwd_ds = hp_bwd_ds_scalar,
     .w4_gemv = NULL,
 };
