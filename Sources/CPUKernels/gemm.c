@@ -38,6 +38,8 @@ void hp_q4_row_segment(const hp_q4_weight *w, long n, long k0, long len, float *
 // ── packing ──────────────────────────────────────────────────────────────────────────────────────────────
 void hp_pack_a(const hp_gemm_kernel *kr, const hp_src *a, long r0, long rows, long K, void *dst) {
     const int MR = kr->mr;
+    const hp_dispatch *dp = hp_dispatch_current();
+    if (dp->pack_a_fast && dp->pack_a_fast(kr, a, r0, rows, K, dst)) return;
     if (kr->fmt == HP_PACK_F32) {
         float *d = dst;
         if (rows < MR) memset(d, 0, sizeof(float) * (size_t)K * MR);

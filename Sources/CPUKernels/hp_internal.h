@@ -99,6 +99,7 @@ typedef struct hp_dispatch {
     void (*pack_b_q4)(const hp_gemm_kernel *kr, const hp_q4_weight *w, long c0, long cols, long K, void *dst);
     /// Optional faster hp_pack_b for some cases (transposed B); returns 0 when it does not handle the case.
     int (*pack_b_fast)(const hp_gemm_kernel *kr, const struct hp_src *b, long c0, long cols, long K, void *dst);
+    int (*pack_a_fast)(const hp_gemm_kernel *kr, const struct hp_src *a, long r0, long rows, long K, void *dst);
 } hp_dispatch;
 
 const hp_dispatch *hp_dispatch_current(void);

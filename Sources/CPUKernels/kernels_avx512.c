@@ -224,56 +224,67 @@ HP_TARGET_AVX512 static void w4_gemv512(long mt, const float *xe, const float *x
 #undef W4CASE
 }
 
+// In-register 16×16 transpose of 32-bit elements: r[i] lane c becomes r[c] lane i.
+HP_TARGET_AVX512 static inline void tr16_regs(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
 // 16×16 transpose of 32-bit elements: d[c*ld + r] = s[r*ls + c].
 HP_TARGET_AVX512 static inline void tr16x16(const uint32_t *s, long ls, uint32_t *d, long ld) {
-    __m512i r0 = _mm512_loadu_si512(s + 0 * ls), r1 = _mm512_loadu_si512(s + 1 * ls);
-    __m512i r2 = _mm512_loadu_si512(s + 2 * ls), r3 = _mm512_loadu_si512(s + 3 * ls);
-    __m512i r4 = _mm512_loadu_si512(s + 4 * ls), r5 = _mm512_loadu_si512(s + 5 * ls);
-    __m512i r6 = _mm512_loadu_si512(s + 6 * ls), r7 = _mm512_loadu_si512(s + 7 * ls);
-    __m512i r8 = _mm512_loadu_si512(s + 8 * ls), r9 = _mm512_loadu_si512(s + 9 * ls);
-    __m512i ra = _mm512_loadu_si512(s + 10 * ls), rb = _mm512_loadu_si512(s + 11 * ls);
-    __m512i rc = _mm512_loadu_si512(s + 12 * ls), rd = _mm512_loadu_si512(s + 13 * ls);
-    __m512i re = _mm512_loadu_si512(s + 14 * ls), rf = _mm512_loadu_si512(s + 15 * ls);
-    __m512i t0 = _mm512_unpacklo_epi32(r0, r1), t1 = _mm512_unpackhi_epi32(r0, r1);
-    __m512i t2 = _mm512_unpacklo_epi32(r2, r3), t3 = _mm512_unpackhi_epi32(r2, r3);
-    __m512i t4 = _mm512_unpacklo_epi32(r4, r5), t5 = _mm512_unpackhi_epi32(r4, r5);
-    __m512i t6 = _mm512_unpacklo_epi32(r6, r7), t7 = _mm512_unpackhi_epi32(r6, r7);
-    __m512i t8 = _mm512_unpacklo_epi32(r8, r9), t9 = _mm512_unpackhi_epi32(r8, r9);
-    __m512i ta = _mm512_unpacklo_epi32(ra, rb), tb = _mm512_unpackhi_epi32(ra, rb);
-    __m512i tc = _mm512_unpacklo_epi32(rc, rd), td = _mm512_unpackhi_epi32(rc, rd);
-    __m512i te = _mm512_unpacklo_epi32(re, rf), tf = _mm512_unpackhi_epi32(re, rf);
-    r0 = _mm512_unpacklo_epi64(t0, t2); r1 = _mm512_unpackhi_epi64(t0, t2);
-    r2 = _mm512_unpacklo_epi64(t1, t3); r3 = _mm512_unpackhi_epi64(t1, t3);
-    r4 = _mm512_unpacklo_epi64(t4, t6); r5 = _mm512_unpackhi_epi64(t4, t6);
-    r6 = _mm512_unpacklo_epi64(t5, t7); r7 = _mm512_unpackhi_epi64(t5, t7);
-    r8 = _mm512_unpacklo_epi64(t8, ta); r9 = _mm512_unpackhi_epi64(t8, ta);
-    ra = _mm512_unpacklo_epi64(t9, tb); rb = _mm512_unpackhi_epi64(t9, tb);
-    rc = _mm512_unpacklo_epi64(tc, te); rd = _mm512_unpackhi_epi64(tc, te);
-    re = _mm512_unpacklo_epi64(td, tf); rf = _mm512_unpackhi_epi64(td, tf);
-    t0 = _mm512_shuffle_i32x4(r0, r4, 0x88); t1 = _mm512_shuffle_i32x4(r1, r5, 0x88);
-    t2 = _mm512_shuffle_i32x4(r2, r6, 0x88); t3 = _mm512_shuffle_i32x4(r3, r7, 0x88);
-    t4 = _mm512_shuffle_i32x4(r0, r4, 0xdd); t5 = _mm512_shuffle_i32x4(r1, r5, 0xdd);
-    t6 = _mm512_shuffle_i32x4(r2, r6, 0xdd); t7 = _mm512_shuffle_i32x4(r3, r7, 0xdd);
-    t8 = _mm512_shuffle_i32x4(r8, rc, 0x88); t9 = _mm512_shuffle_i32x4(r9, rd, 0x88);
-    ta = _mm512_shuffle_i32x4(ra, re, 0x88); tb = _mm512_shuffle_i32x4(rb, rf, 0x88);
-    tc = _mm512_shuffle_i32x4(r8, rc, 0xdd); td = _mm512_shuffle_i32x4(r9, rd, 0xdd);
-    te = _mm512_shuffle_i32x4(ra, re, 0xdd); tf = _mm512_shuffle_i32x4(rb, rf, 0xdd);
-    _mm512_storeu_si512(d + 0 * ld, _mm512_shuffle_i32x4(t0, t8, 0x88));
-    _mm512_storeu_si512(d + 1 * ld, _mm512_shuffle_i32x4(t1, t9, 0x88));
-    _mm512_storeu_si512(d + 2 * ld, _mm512_shuffle_i32x4(t2, ta, 0x88));
-    _mm512_storeu_si512(d + 3 * ld, _mm512_shuffle_i32x4(t3, tb, 0x88));
-    _mm512_storeu_si512(d + 4 * ld, _mm512_shuffle_i32x4(t4, tc, 0x88));
-    _mm512_storeu_si512(d + 5 * ld, _mm512_shuffle_i32x4(t5, td, 0x88));
-    _mm512_storeu_si512(d + 6 * ld, _mm512_shuffle_i32x4(t6, te, 0x88));
-    _mm512_storeu_si512(d + 7 * ld, _mm512_shuffle_i32x4(t7, tf, 0x88));
-    _mm512_storeu_si512(d + 8 * ld, _mm512_shuffle_i32x4(t0, t8, 0xdd));
-    _mm512_storeu_si512(d + 9 * ld, _mm512_shuffle_i32x4(t1, t9, 0xdd));
-    _mm512_storeu_si512(d + 10 * ld, _mm512_shuffle_i32x4(t2, ta, 0xdd));
-    _mm512_storeu_si512(d + 11 * ld, _mm512_shuffle_i32x4(t3, tb, 0xdd));
-    _mm512_storeu_si512(d + 12 * ld, _mm512_shuffle_i32x4(t4, tc, 0xdd));
-    _mm512_storeu_si512(d + 13 * ld, _mm512_shuffle_i32x4(t5, td, 0xdd));
-    _mm512_storeu_si512(d + 14 * ld, _mm512_shuffle_i32x4(t6, te, 0xdd));
-    _mm512_storeu_si512(d + 15 * ld, _mm512_shuffle_i32x4(t7, tf, 0xdd));
+    __m512i r[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512(s + i * ls);
+    tr16_regs(r);
+    for (int i = 0; i < 16; i++) _mm512_storeu_si512(d + i * ld, r[i]);
+}
+
+/// Packs `rows` (<= MR) rows of 32-bit units into an A panel [units][MR]: d[u*MR + i] = row_i[u].
+HP_TARGET_AVX512 static void pack_a_t32(const uint32_t *src, long ls, int rows, long units, uint32_t *d) {
+    const __mmask16 m = (__mmask16)((1u << MR) - 1);
+    long u = 0;
+    for (; u + 16 <= units; u += 16) {
+        __m512i r[16];
+        for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_loadu_si512(src + i * ls + u) : _mm512_setzero_si512();
+        tr16_regs(r);
+        for (int c = 0; c < 16; c++) _mm512_mask_storeu_epi32(d + (u + c) * MR, m, r[c]);
+    }
+    for (; u < units; u++)
+        for (int i = 0; i < MR; i++) d[u * MR + i] = i < rows ? src[i * ls + u] : 0;
+}
+
+/// Fast A packs (op(A) stored [M,K]): f32 → f32 panels, bf16 → bf16-pair panels (K even). 0: not handled.
+HP_TARGET_AVX512 static int pack_a_fast512(const hp_gemm_kernel *kr, const hp_src *a, long r0, long rows, long K,
+                                          void *dst) {
+    if (a->trans || kr->mr != MR) return 0;
+    if (kr->fmt == HP_PACK_F32 && a->dtype == HP_F32) {
+        pack_a_t32((const uint32_t *)((const float *)a->p + r0 * a->ld), a->ld, (int)rows, K, dst);
+        return 1;
+    }
+    if (kr->fmt == HP_PACK_BF16PAIR && a->dtype == HP_BF16 && K % 2 == 0 && a->ld % 2 == 0 &&
+        ((uintptr_t)a->p & 3) == 0) {
+        pack_a_t32((const uint32_t *)((const uint16_t *)a->p + r0 * a->ld), a->ld / 2, (int)rows, K / 2, dst);
+        return 1;
+    }
+    return 0;
 }
 
 /// Transposing pack of 32-bit units: rows [0, cols) of src (row j at src + j*ls, `units` u32 each) become
@@ -351,7 +362,25 @@ HP_TARGET_AVX512BF16 static void pack_b_q4_pair(const hp_gemm_kernel *kr, const 
 /// Returns 0 when the case is not handled here.
 HP_TARGET_AVX512 static int pack_b_fast512(const hp_gemm_kernel *kr, const hp_src *b, long c0, long cols, long K,
                                           void *dst) {
-    if (!b->trans || b->q4 || kr->nr != NR) return 0;
+    if (b->q4 || kr->nr != NR) return 0;
+    if (!b->trans) {
+        if (kr->fmt != HP_PACK_BF16PAIR || b->dtype != HP_BF16) return 0;
+        // Interleave rows k and k+1: u32 = B[k][j] | B[k+1][j] << 16.
+        const uint16_t *p = (const uint16_t *)b->p + c0;
+        uint32_t *d = dst;
+        __mmask32 m = cols >= 32 ? 0xffffffffu : (__mmask32)((1u << cols) - 1);
+        for (long k = 0; k < K; k += 2) {
+            __m512i r0 = _mm512_maskz_loadu_epi16(m, p + k * b->ld);
+            __m512i r1 = k + 1 < K ? _mm512_maskz_loadu_epi16(m, p + (k + 1) * b->ld) : _mm512_setzero_si512();
+            __m512i lo = _mm512_or_si512(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(r0)),
+                                         _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(r1)), 16));
+            __m512i hi = _mm512_or_si512(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(r0, 1)),
+                                         _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(r1, 1)), 16));
+            _mm512_storeu_si512(d + (k >> 1) * NR, lo);
+            _mm512_storeu_si512(d + (k >> 1) * NR + 16, hi);
+        }
+        return 1;
+    }
     if (kr->fmt == HP_PACK_F32 && b->dtype == HP_F32) {
         if (cols < NR) memset(dst, 0, sizeof(float) * (size_t)K * NR);
         pack_t32((const uint32_t *)((const float *)b->p + c0 * b->ld), b->ld, cols, K, dst);
@@ -377,6 +406,7 @@ const hp_dispatch hp_dispatch_avx512 = {
     .w4_gemv = w4_gemv512,
     .pack_b_q4 = pack_b_q4_f32,
     .pack_b_fast = pack_b_fast512,
+    .pack_a_fast = pack_a_fast512,
 };
 
 const hp_dispatch hp_dispatch_avx512bf16 = {
@@ -390,5 +420,6 @@ const hp_dispatch hp_dispatch_avx512bf16 = {
     .w4_gemv = w4_gemv512,
     .pack_b_q4 = pack_b_q4_pair,
     .pack_b_fast = pack_b_fast512,
+    .pack_a_fast = pack_a_fast512,
 };
 #endif
