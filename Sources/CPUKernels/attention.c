@@ -135,16 +135,20 @@ int hp_attention_backward_ref(const hp_attn_args *args) {
 }
 
 // ── forward ──────────────────────────────────────────────────────────────────────────────────────────────
+// With bf16 inputs on a CPU with vdpbf16ps both products run in bf16 (f32 accumulation): K, Qᵀ and Vᵀ are
+// packed as bf16 pairs, and P is rounded to bf16 pairs before Oᵀ += Vᵀ·Pᵀ (as flash-attention does).
 typedef struct {
     hp_attn_args a;
     const hp_gemm_kernel *kr;
     const hp_dispatch *dp;
+    int bf;                  // bf16-pair path
     long h0, nh;             // heads [h0, h0+nh) of the flattened B*H in this group
     long nkp, nvp;           // K panels (rows = keys), Vᵀ panels (rows = d)
-    size_t head_floats;      // packed floats per head
-    float *pack;             // [nh][head_floats]: K panels then Vᵀ panels
+    long dk, lkp;            // k extents of the two GEMMs as packed: D and Lk rounded to the k-step
+    size_t head_bytes;       // packed bytes per head
+    char *pack;              // [nh][head_bytes]: K panels then Vᵀ panels
     long nq, qtiles;         // queries per task, tiles per head
-    long kb;                 // keys per block (multiple of MR)
+    long kb;                 // keys per block (multiple of MR, even)
 } fwd_t;
 
 static void fwd_pack_task(void *vctx, long t, int thread) {
@@ -152,17 +156,20 @@ static void fwd_pack_task(void *vctx, long t, int thread) {
     fwd_t *x = vctx;
     const hp_gemm_kernel *kr = x->kr;
     const int MR = kr->mr;
+    const size_t es = hp_pack_esize(kr);
     long hh = t / 2, bh = x->h0 + hh, b = bh / x->a.H, h = bh % x->a.H;
-    float *dst = x->pack + hh * x->head_floats;
+    char *dst = x->pack + hh * x->head_bytes;
     const long D = x->a.D, Lk = x->a.Lk;
     if (t % 2 == 0) {  // K as A panels: rows = keys, k = d
         hp_src s = {.p = at(x->a.k, x->a.dtype, b * x->a.k_sb + h * x->a.k_sh), .ld = x->a.k_sl, .dtype = x->a.dtype};
-        for (long p = 0; p < x->nkp; p++) hp_pack_a(kr, &s, p * MR, HP_MIN(MR, Lk - p * MR), D, dst + p * D * MR);
+        for (long p = 0; p < x->nkp; p++)
+            hp_pack_a(kr, &s, p * MR, HP_MIN(MR, Lk - p * MR), D, dst + p * x->dk * MR * es);
     } else {  // Vᵀ as A panels: rows = d, k = keys
         hp_src s = {.p = at(x->a.v, x->a.dtype, b * x->a.v_sb + h * x->a.v_sh), .ld = x->a.v_sl, .trans = 1,
                     .dtype = x->a.dtype};
-        float *vd = dst + x->nkp * D * MR;
-        for (long p = 0; p < x->nvp; p++) hp_pack_a(kr, &s, p * MR, HP_MIN(MR, D - p * MR), Lk, vd + p * Lk * MR);
+        char *vd = dst + x->nkp * x->dk * MR * es;
+        for (long p = 0; p < x->nvp; p++)
+            hp_pack_a(kr, &s, p * MR, HP_MIN(MR, D - p * MR), Lk, vd + p * x->lkp * MR * es);
     }
 }
 
@@ -171,31 +178,42 @@ static void fwd_task(void *vctx, long t, int thread) {
     fwd_t *x = vctx;
     const hp_gemm_kernel *kr = x->kr;
     const int MR = kr->mr, NR = kr->nr;
+    const size_t es = hp_pack_esize(kr);
     const hp_attn_args *a = &x->a;
-    const long D = a->D, Lk = a->Lk, KB = x->kb, Dp = x->nvp * MR;
+    const long D = a->D, KB = x->kb, Dp = x->nvp * MR, dk = x->dk;
     long hh = t / x->qtiles, bh = x->h0 + hh, b = bh / a->H, h = bh % a->H;
     long q0 = (t % x->qtiles) * x->nq, nq = HP_MIN(x->nq, a->Lq - q0), nqp = HP_CEIL_DIV(nq, NR);
-    const float *Kp = x->pack + hh * x->head_floats, *Vp = Kp + x->nkp * D * MR;
-    // Per-task buffers: Q panels [nqp][D][NR], Sᵀ [nqp][KB][NR], Oᵀ [nqp][Dp][NR], m, l, corr [nqp*NR].
-    size_t nQ = (size_t)nqp * D * NR, nS = (size_t)nqp * KB * NR, nO = (size_t)nqp * Dp * NR, nv = (size_t)nqp * NR;
-    float *Qp = hp_scratch(2, sizeof(float) * (nQ + nS + nO + 3 * nv));
-    if (!Qp) return;  // out of memory: leaves the output untouched (reported by the caller's pre-check)
-    float *St = Qp + nQ, *Ot = St + nS, *m = Ot + nO, *l = m + nv, *corr = l + nv;
+    const char *Kp = x->pack + hh * x->head_bytes, *Vp = Kp + x->nkp * dk * MR * es;
+    // Per-task buffers: Q panels [nqp][dk][NR], Sᵀ [nqp][KB][NR] f32, bf16 Pᵀ pairs [KB/2][NR], Oᵀ [nqp][Dp][NR],
+    // m, l, corr [nqp*NR].
+    size_t bQ = HP_ROUND_UP((size_t)nqp * dk * NR * es, 64), nS = (size_t)nqp * KB * NR;
+    size_t nP = x->bf ? (size_t)(KB / 2) * NR : 0, nO = (size_t)nqp * Dp * NR, nv = (size_t)nqp * NR;
+    char *Qp = hp_scratch(2, bQ + sizeof(float) * (nS + nP + nO + 3 * nv));
+    if (!Qp) return;  // out of memory: the caller's allocation check makes this unreachable in practice
+    float *St = (float *)(Qp + bQ), *Pp = St + nS, *Ot = Pp + nP, *m = Ot + nO, *l = m + nv, *corr = l + nv;
     hp_src qs = {.p = at(a->q, a->dtype, b * a->q_sb + h * a->q_sh + q0 * a->q_sl), .ld = a->q_sl, .trans = 1,
                  .dtype = a->dtype};
-    for (long p = 0; p < nqp; p++) hp_pack_b(kr, &qs, p * NR, HP_MIN(NR, nq - p * NR), D, Qp + p * D * NR);
+    for (long p = 0; p < nqp; p++) hp_pack_b(kr, &qs, p * NR, HP_MIN(NR, nq - p * NR), D, Qp + p * dk * NR * es);
     for (size_t i = 0; i < nv; i++) m[i] = -INFINITY, l[i] = 0;
-    for (long k0 = 0; k0 < Lk; k0 += KB) {
-        long nk = HP_MIN(KB, Lk - k0);
+    for (long k0 = 0; k0 < a->Lk; k0 += KB) {
+        long nk = HP_MIN(KB, a->Lk - k0);
         for (long jr = 0; jr < nqp; jr++) {
             float *Sj = St + jr * KB * NR;
             for (long ir = 0; ir * MR < nk; ir++)  // Sᵀ rows = keys k0+ir*MR.., lanes = queries
-                kr->ukr(D, Kp + (k0 / MR + ir) * D * MR, Qp + jr * D * NR, Sj + ir * MR * NR, NR, 1.0f, 0, MR, NR);
+                kr->ukr(dk, Kp + (k0 / MR + ir) * dk * MR * es, Qp + jr * dk * NR * es, Sj + ir * MR * NR, NR, 1.0f,
+                        0, MR, NR);
             x->dp->softmax_cols(Sj, nk, NR, a->scale, m + jr * NR, l + jr * NR, corr + jr * NR);
             float *Oj = Ot + jr * Dp * NR;
             if (k0 > 0) x->dp->scale_cols(Oj, Dp, NR, corr + jr * NR);
+            const void *Pb = Sj;
+            long kc = nk;
+            if (x->bf) {
+                x->dp->pack_p_pairs(Sj, nk, NR, (uint32_t *)Pp);
+                Pb = Pp;
+                kc = HP_ROUND_UP(nk, 2);
+            }
             for (long ir = 0; ir < x->nvp; ir++)  // Oᵀ rows = d, += Vᵀ[d, keys] · Pᵀ[keys, queries]
-                kr->ukr(nk, Vp + ir * Lk * MR + k0 * MR, Sj, Oj + ir * MR * NR, NR, 1.0f, k0 > 0, MR, NR);
+                kr->ukr(kc, Vp + (ir * x->lkp + k0) * MR * es, Pb, Oj + ir * MR * NR, NR, 1.0f, k0 > 0, MR, NR);
         }
     }
     for (long i = 0; i < nq; i++) {
@@ -217,19 +235,22 @@ int hp_attention_forward(const hp_attn_args *args) {
     fwd_t x = {.a = *args};
     norm_strides(&x.a);
     x.dp = hp_dispatch_current();
-    x.kr = &x.dp->f32;
+    x.bf = x.a.dtype == HP_BF16 && x.dp->bf16.fmt == HP_PACK_BF16PAIR && x.dp->pack_p_pairs;
+    x.kr = x.bf ? &x.dp->bf16 : &x.dp->f32;
     const int MR = x.kr->mr, NR = x.kr->nr;
-    const long D = x.a.D, Lk = x.a.Lk, BH = x.a.B * x.a.H;
+    const size_t es = hp_pack_esize(x.kr);
+    const long D = x.a.D, Lk = x.a.Lk, BH = x.a.B * x.a.H, step = hp_kstep(x.kr);
     x.nkp = HP_CEIL_DIV(Lk, MR);
     x.nvp = HP_CEIL_DIV(D, MR);
-    x.head_floats = (size_t)x.nkp * MR * D + (size_t)x.nvp * MR * Lk;
-    x.kb = HP_MAX(1, 224 / MR) * MR;
+    x.dk = HP_ROUND_UP(D, step);
+    x.lkp = HP_ROUND_UP(Lk, step);
+    x.head_bytes = HP_ROUND_UP((size_t)x.nkp * MR * x.dk * es + (size_t)x.nvp * MR * x.lkp * es, 64);
+    x.kb = HP_MAX(1, 224 / (2 * MR)) * 2 * MR;  // even, so bf16 key pairs never straddle blocks
     x.nq = 4 * NR;
     x.qtiles = HP_CEIL_DIV(x.a.Lq, x.nq);
-    // Task buffers must be allocatable in every thread: check once here with the largest size.
-    long group = HP_MAX(1, (long)(((size_t)64 << 20) / (x.head_floats * 4)));
+    long group = HP_MAX(1, (long)(((size_t)64 << 20) / x.head_bytes));
     group = HP_MIN(group, BH);
-    x.pack = hp_scratch(0, sizeof(float) * x.head_floats * (size_t)group);
+    x.pack = hp_scratch(0, x.head_bytes * (size_t)group);
     if (!x.pack) return HP_ENOMEM;
     for (x.h0 = 0; x.h0 < BH; x.h0 += group) {
         x.nh = HP_MIN(group, BH - x.h0);

@@ -205,6 +205,7 @@ typedef struct {
     const hp_src *a, *b;
     float *C;
     long ldc;
+    uint16_t *Cb;            // bf16 output (C unused) or NULL
     const float *bias;
     hp_act act;
     // current chunk: rows [m0, m0+mlen), columns [n0, n0+nlen)
@@ -230,6 +231,12 @@ static void drv_pack_task(void *vctx, long t, int thread) {
     }
 }
 
+static void to_bf16_row(const hp_dispatch *dp, const float *src, uint16_t *dst, long n) {
+    if (dp->to_bf16) dp->to_bf16(src, dst, n);
+    else
+        for (long i = 0; i < n; i++) dst[i] = hp_f2bf(src[i]);
+}
+
 static void drv_compute_task(void *vctx, long t, int thread) {
     (void)thread;
     drv_t *x = vctx;
@@ -239,10 +246,25 @@ static void drv_compute_task(void *vctx, long t, int thread) {
     long ib = t % x->n_mblk, jb = t / x->n_mblk;
     long r0 = ib * kr->mc, r1 = HP_MIN(x->mlen, r0 + kr->mc);
     long c0 = jb * x->nt, c1 = HP_MIN(x->nlen, c0 + x->nt);
-    float *Ct = x->C + (x->m0 + r0) * x->ldc + x->n0 + c0;
-    if (x->beta != 0.0f && x->beta != 1.0f)
-        for (long i = 0; i < r1 - r0; i++)
-            for (long j = 0; j < c1 - c0; j++) Ct[i * x->ldc + j] *= x->beta;
+    float *Ct;
+    long ldt;
+    const hp_dispatch *dp = hp_dispatch_current();
+    if (x->Cb) {  // bf16 output: f32 tile buffer, seeded with beta * old C
+        ldt = x->nt;
+        Ct = hp_scratch(3, sizeof(float) * (size_t)kr->mc * (size_t)x->nt);
+        if (!Ct) return;
+        if (x->beta != 0.0f)
+            for (long i = 0; i < r1 - r0; i++) {
+                const uint16_t *src = x->Cb + (x->m0 + r0 + i) * x->ldc + x->n0 + c0;
+                for (long j = 0; j < c1 - c0; j++) Ct[i * ldt + j] = x->beta * hp_bf16f(src[j]);
+            }
+    } else {
+        ldt = x->ldc;
+        Ct = x->C + (x->m0 + r0) * x->ldc + x->n0 + c0;
+        if (x->beta != 0.0f && x->beta != 1.0f)
+            for (long i = 0; i < r1 - r0; i++)
+                for (long j = 0; j < c1 - c0; j++) Ct[i * ldt + j] *= x->beta;
+    }
     for (long k0 = 0; k0 < x->Kp; k0 += kr->kc) {
         long kc = HP_MIN(kr->kc, x->Kp - k0);
         int accum = k0 > 0 || x->beta != 0.0f;
@@ -252,12 +274,15 @@ static void drv_compute_task(void *vctx, long t, int thread) {
             for (long r = r0; r < r1; r += MR) {
                 const char *ap = x->apack + (r / MR) * x->apanel + (size_t)k0 * MR * es;
                 int mrv = (int)HP_MIN(MR, r1 - r);
-                kr->ukr(kc, ap, bp, x->C + (x->m0 + r) * x->ldc + x->n0 + c, x->ldc, x->alpha, accum, mrv, nrv);
+                kr->ukr(kc, ap, bp, Ct + (r - r0) * ldt + (c - c0), ldt, x->alpha, accum, mrv, nrv);
             }
         }
     }
     if (x->bias || x->act != HP_ACT_NONE)
-        x->epi(Ct, x->ldc, r1 - r0, c1 - c0, x->bias ? x->bias + x->n0 + c0 : NULL, x->act);
+        x->epi(Ct, ldt, r1 - r0, c1 - c0, x->bias ? x->bias + x->n0 + c0 : NULL, x->act);
+    if (x->Cb)
+        for (long i = 0; i < r1 - r0; i++)
+            to_bf16_row(dp, Ct + i * ldt, x->Cb + (x->m0 + r0 + i) * x->ldc + x->n0 + c0, c1 - c0);
 }
 
 static void run(long n, hp_task_fn fn, void *ctx, int parallel) {
@@ -266,22 +291,25 @@ static void run(long n, hp_task_fn fn, void *ctx, int parallel) {
         for (long t = 0; t < n; t++) fn(ctx, t, 0);
 }
 
-int hp_gemm_driver(const hp_gemm_kernel *kr, long M, long N, long K, float alpha, const hp_src *a,
-                   const hp_src *b, float beta, float *C, long ldc, const float *bias, hp_act act, int parallel) {
+static int driver(const hp_gemm_kernel *kr, long M, long N, long K, float alpha, const hp_src *a, const hp_src *b,
+                  float beta, float *C, uint16_t *Cb, long ldc, const float *bias, hp_act act, int parallel) {
     if (M <= 0 || N <= 0) return HP_OK;
     const hp_dispatch *dp = hp_dispatch_current();
     if (K <= 0) {  // C = act(beta*C + bias)
         for (long i = 0; i < M; i++)
             for (long j = 0; j < N; j++) {
-                float v = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+                float old = beta == 0.0f ? 0.0f : Cb ? hp_bf16f(Cb[i * ldc + j]) : C[i * ldc + j];
+                float v = beta == 0.0f ? 0.0f : beta * old;
                 if (bias) v += bias[j];
-                C[i * ldc + j] = hp_act_scalar(v, act);
+                v = hp_act_scalar(v, act);
+                if (Cb) Cb[i * ldc + j] = hp_f2bf(v);
+                else C[i * ldc + j] = v;
             }
         return HP_OK;
     }
     const long step = hp_kstep(kr);
     drv_t x = {.kr = kr, .epi = dp->epilogue, .M = M, .N = N, .K = K, .Kp = HP_ROUND_UP(K, step),
-               .alpha = alpha, .beta = beta, .a = a, .b = b, .C = C, .ldc = ldc, .bias = bias, .act = act};
+               .alpha = alpha, .beta = beta, .a = a, .b = b, .C = C, .ldc = ldc, .Cb = Cb, .bias = bias, .act = act};
     const size_t es = hp_pack_esize(kr);
     x.apanel = (size_t)x.Kp * kr->mr * es;
     x.bpanel = (size_t)x.Kp * kr->nr * es;
@@ -310,6 +338,16 @@ int hp_gemm_driver(const hp_gemm_kernel *kr, long M, long N, long K, float alpha
         }
     }
     return HP_OK;
+}
+
+int hp_gemm_driver(const hp_gemm_kernel *kr, long M, long N, long K, float alpha, const hp_src *a,
+                   const hp_src *b, float beta, float *C, long ldc, const float *bias, hp_act act, int parallel) {
+    return driver(kr, M, N, K, alpha, a, b, beta, C, NULL, ldc, bias, act, parallel);
+}
+
+int hp_gemm_driver_bf16out(const hp_gemm_kernel *kr, long M, long N, long K, float alpha, const hp_src *a,
+                           const hp_src *b, float beta, uint16_t *C, long ldc, const float *bias, hp_act act) {
+    return driver(kr, M, N, K, alpha, a, b, beta, NULL, C, ldc, bias, act, 1);
 }
 
 // ── public API ───────────────────────────────────────────────────────────────────────────────────────────
@@ -357,17 +395,7 @@ int hp_gemm_bf16(int trans_a, int trans_b, long M, long N, long K, float alpha, 
     hp_src b = {.p = B, .ld = ldb, .trans = trans_b != 0, .dtype = HP_BF16};
     if (c_dtype == HP_F32)
         return hp_gemm_driver(&dp->bf16, M, N, K, alpha, &a, &b, beta, C, ldc, bias, act, 1);
-    // bf16 output: accumulate in an f32 buffer, round once at the end.
-    float *tmp = malloc(sizeof(float) * (size_t)M * (size_t)N);
-    if (!tmp) return HP_ENOMEM;
-    uint16_t *Ch = C;
-    if (beta != 0.0f)
-        for (long i = 0; i < M; i++) hp_bf16_to_f32_array(Ch + i * ldc, tmp + i * N, (size_t)N);
-    rc = hp_gemm_driver(&dp->bf16, M, N, K, alpha, &a, &b, beta, tmp, N, bias, act, 1);
-    if (rc == HP_OK)
-        for (long i = 0; i < M; i++) hp_f32_to_bf16_array(tmp + i * N, Ch + i * ldc, (size_t)N);
-    free(tmp);
-    return rc;
+    return hp_gemm_driver_bf16out(&dp->bf16, M, N, K, alpha, &a, &b, beta, C, ldc, bias, act);
 }
 
 int hp_gemm_bf16_batched(int trans_a, int trans_b, long M, long N, long K, float alpha, const uint16_t *A,

@@ -90,6 +90,11 @@ typedef struct hp_dispatch {
     hp_softmax_cols_fn softmax_cols;
     hp_scale_cols_fn scale_cols;
     hp_bwd_ds_fn bwd_ds;
+    /// Converts f32 rows S[nk][ncol] to a bf16-pair B panel [ceil(nk/2)][ncol] (u32: row 2p | row 2p+1 << 16,
+    /// a missing odd row is 0). NULL when the ISA has no bf16 kernel.
+    void (*pack_p_pairs)(const float *S, long nk, long ncol, uint32_t *dst);
+    /// f32 → bf16 (round to nearest even) of n values; NULL → scalar.
+    void (*to_bf16)(const float *src, uint16_t *dst, long n);
     /// W4A16 small-M kernel: rows [n0,n1) of Y for `mt` (<= 16) rows of X, X pre-split into even/odd halves
     /// xe/xo [mt][K/2] (f32). NULL → generic path.
     void (*w4_gemv)(long mt, const float *xe, const float *xo, long K, const uint8_t *data, const float *scale,
@@ -148,6 +153,9 @@ void hp_pack_b(const hp_gemm_kernel *kr, const hp_src *b, long c0, long cols, lo
 /// use the pool.
 int hp_gemm_driver(const hp_gemm_kernel *kr, long M, long N, long K, float alpha, const hp_src *a,
                    const hp_src *b, float beta, float *C, long ldc, const float *bias, hp_act act, int parallel);
+/// Same with a bf16 C[M,N] (ldc): each task accumulates its tile in an f32 buffer and rounds it once.
+int hp_gemm_driver_bf16out(const hp_gemm_kernel *kr, long M, long N, long K, float alpha, const hp_src *a,
+                           const hp_src *b, float beta, uint16_t *C, long ldc, const float *bias, hp_act act);
 
 static inline size_t hp_pack_esize(const hp_gemm_kernel *kr) { return kr->fmt == HP_PACK_F32 ? 4 : 2; }
 static inline long hp_kstep(const hp_gemm_kernel *kr) { return kr->fmt == HP_PACK_F32 ? 1 : 2; }

@@ -175,6 +175,29 @@ HP_TARGET_AVX512 static void bwd_ds512(float *S, float *dP, long rows, long ncol
         }
 }
 
+HP_TARGET_AVX512BF16 static void pack_p_pairs512(const float *S, long nk, long ncol, uint32_t *dst) {
+    for (long p = 0; 2 * p < nk; p++) {
+        const float *r0 = S + 2 * p * ncol, *r1 = r0 + ncol;
+        int has1 = 2 * p + 1 < nk;
+        for (long c = 0; c < ncol; c += 16) {
+            __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r0 + c)));
+            __m512i hi = has1 ? _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r1 + c)))
+                              : _mm512_setzero_si512();
+            _mm512_storeu_si512(dst + p * ncol + c, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        }
+    }
+}
+
+HP_TARGET_AVX512BF16 static void to_bf16_512(const float *src, uint16_t *dst, long n) {
+    long i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm256_mask_storeu_epi16(dst + i, m, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i)));
+    }
+}
+
 // W4A16 small-M kernel. Requires K even, block % 32 == 0, K % block == 0 (blocks inside rows). For each weight
 // row n: 16 bytes → 32 codes → two vectors of dequantised weights (high nibbles = even k, low = odd k), FMA'd
 // with the even/odd halves of each X row; one horizontal sum per (row of X, row of W) at the end.
@@ -419,6 +442,8 @@ const hp_dispatch hp_dispatch_avx512bf16 = {
     .bwd_ds = bwd_ds512,
     .w4_gemv = w4_gemv512,
     .pack_b_q4 = pack_b_q4_pair,
+    .pack_p_pairs = pack_p_pairs512,
+    .to_bf16 = to_bf16_512,
     .pack_b_fast = pack_b_fast512,
     .pack_a_fast = pack_a_fast512,
 };

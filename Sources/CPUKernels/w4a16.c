@@ -116,41 +116,40 @@ int hp_gemm_w4a16(long M, const void *X, hp_dtype x_dtype, long ldx, const hp_q4
     if (rc || M == 0) return rc;
     const hp_dispatch *dp = hp_dispatch_current();
     const long N = W->n, K = W->k;
-    float *yf = y_dtype == HP_F32 ? Y : malloc(sizeof(float) * (size_t)M * (size_t)N);
-    long ldyf = y_dtype == HP_F32 ? ldy : N;
-    if (!yf) return HP_ENOMEM;
     int fast = dp->w4_gemv && M <= W4_SMALL_M && K % 2 == 0 && W->block % 32 == 0 && K % W->block == 0;
-    if (fast) {
-        // X rows split into even/odd elements (f32): the high nibble of byte j is element 2j.
-        const long K2 = K / 2;
-        float *xs = hp_scratch(2, sizeof(float) * (size_t)(2 * M * K2));
-        if (!xs) { rc = HP_ENOMEM; goto done; }
-        float *xe = xs, *xo = xs + M * K2;
-        for (long m = 0; m < M; m++)
-            for (long j = 0; j < K2; j++) {
-                xe[m * K2 + j] = x_at(X, x_dtype, m * ldx + 2 * j);
-                xo[m * K2 + j] = x_at(X, x_dtype, m * ldx + 2 * j + 1);
-            }
-        gemv_t g = {.dp = dp, .mt = M, .K = K, .xe = xe, .xo = xo, .w = W, .y = yf, .ldy = ldyf};
-        g.rows_per_task = HP_MAX(8, HP_MIN(64, N / (8 * hp_threads_count()) + 1));
-        long tasks = HP_CEIL_DIV(N, g.rows_per_task);
-        if ((double)M * N * K < 2e5) {
-            for (long t = 0; t < tasks; t++) gemv_task(&g, t, 0);
-        } else {
-            hp_parallel_for(tasks, gemv_task, &g);
-        }
-        if (bias || act != HP_ACT_NONE) dp->epilogue(yf, ldyf, M, N, bias, act);
-    } else {
+    if (!fast) {  // dequantising GEMM: panels of W are dequantised into the packed B format
         const hp_gemm_kernel *kr = x_dtype == HP_BF16 ? &dp->bf16 : &dp->f32;
         hp_src a = {.p = X, .ld = ldx, .trans = 0, .dtype = x_dtype};
         hp_src b = {.q4 = W};
-        rc = hp_gemm_driver(kr, M, N, K, 1.0f, &a, &b, 0.0f, yf, ldyf, bias, act, 1);
+        if (y_dtype == HP_BF16) return hp_gemm_driver_bf16out(kr, M, N, K, 1.0f, &a, &b, 0.0f, Y, ldy, bias, act);
+        return hp_gemm_driver(kr, M, N, K, 1.0f, &a, &b, 0.0f, Y, ldy, bias, act, 1);
     }
-done:
+    // Small M: X rows split into even/odd elements (f32), since the high nibble of byte j is element 2j.
+    const long K2 = K / 2;
+    float *yf = y_dtype == HP_F32 ? Y : malloc(sizeof(float) * (size_t)M * (size_t)N);
+    long ldyf = y_dtype == HP_F32 ? ldy : N;
+    float *xs = hp_scratch(2, sizeof(float) * (size_t)(2 * M * K2));
+    if (!yf || !xs) {
+        if (yf != Y) free(yf);
+        return HP_ENOMEM;
+    }
+    float *xe = xs, *xo = xs + M * K2;
+    for (long m = 0; m < M; m++)
+        for (long j = 0; j < K2; j++) {
+            xe[m * K2 + j] = x_at(X, x_dtype, m * ldx + 2 * j);
+            xo[m * K2 + j] = x_at(X, x_dtype, m * ldx + 2 * j + 1);
+        }
+    gemv_t g = {.dp = dp, .mt = M, .K = K, .xe = xe, .xo = xo, .w = W, .y = yf, .ldy = ldyf};
+    g.rows_per_task = HP_MAX(8, HP_MIN(64, N / (8 * hp_threads_count()) + 1));
+    long tasks = HP_CEIL_DIV(N, g.rows_per_task);
+    if ((double)M * N * K < 2e5)
+        for (long t = 0; t < tasks; t++) gemv_task(&g, t, 0);
+    else
+        hp_parallel_for(tasks, gemv_task, &g);
+    if (bias || act != HP_ACT_NONE) dp->epilogue(yf, ldyf, M, N, bias, act);
     if (y_dtype != HP_F32) {
-        if (rc == HP_OK)
-            for (long m = 0; m < M; m++) hp_f32_to_bf16_array(yf + m * N, (uint16_t *)Y + m * ldy, (size_t)N);
+        for (long m = 0; m < M; m++) hp_f32_to_bf16_array(yf + m * N, (uint16_t *)Y + m * ldy, (size_t)N);
         free(yf);
     }
-    return rc;
+    return HP_OK;
 }
