@@ -10,7 +10,8 @@ public struct KernelBenchOptions: Sendable {
     public var threads: Int
     /// A Python interpreter with torch; nil runs our kernels only.
     public var comparePython: String?
-    /// Timed repetitions per case (the median is reported) and untimed warm-up runs.
+    /// Timed repetitions per case (the median is reported; cases shorter than ~40 ms get more, up to 100) and
+    /// untimed warm-up runs.
     public var repetitions: Int
     public var warmup: Int
     /// Only cases whose name or shape contains this text (nil: all).
@@ -323,6 +324,12 @@ private final class TorchServer {
         try Data(torchScript.utf8).write(to: scriptURL, options: .atomic)
         process.executableURL = URL(fileURLWithPath: python)
         process.arguments = [scriptURL.path, String(threads)]
+        // OpenMP threads that keep spinning after PyTorch returns would steal the cores our next run needs
+        // (libgomp and Intel OpenMP spin for milliseconds by default); interleaving is only fair if they sleep.
+        var env = ProcessInfo.processInfo.environment
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+        env["KMP_BLOCKTIME"] = "0"
+        process.environment = env
         process.standardInput = input
         process.standardOutput = output
         process.standardError = errors
@@ -385,10 +392,13 @@ public func runKernelBench(_ options: KernelBenchOptions) throws -> [KernelBench
     for c in allCases {
         if let f = options.filter, !(c.name.contains(f) || c.shape.contains(f) || c.dtype.contains(f)) { continue }
         let ours = OurRunner(c)
-        for _ in 0..<options.warmup { _ = try seconds(ours.run) }
+        var warm = 0.0
+        for _ in 0..<max(1, options.warmup) { warm = try seconds(ours.run) }
         if let torch { _ = try torch.request(c.torchRequest.merging(["op": "setup", "warmup": options.warmup]) { $1 }) }
+        // Short kernels get more repetitions (about 0.3 s of ours, at most 100) so the median is stable.
+        let caseReps = min(max(reps, Int(0.3 / max(warm, 1e-6))), max(reps, 100))
         var mine: [Double] = [], theirs: [Double] = []
-        for _ in 0..<reps {
+        for _ in 0..<caseReps {
             mine.append(try seconds(ours.run))
             if let torch, let s = try torch.request(["op": "time"])["seconds"] as? Double { theirs.append(s) }
         }
@@ -404,7 +414,7 @@ public func runKernelBench(_ options: KernelBenchOptions) throws -> [KernelBench
             for _ in 0..<options.warmup { _ = try seconds(lin.run) }
             // Alternate W4A16 and bf16 runs so both see the same machine load.
             var w4: [Double] = [], bf: [Double] = []
-            for _ in 0..<reps {
+            for _ in 0..<caseReps {
                 w4.append(try seconds(ours.run))
                 bf.append(try seconds(lin.run))
             }

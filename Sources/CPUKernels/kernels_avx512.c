@@ -10,7 +10,7 @@
 #define HP_KC_F32 256
 #endif
 #ifndef HP_KC_BF16
-#define HP_KC_BF16 512
+#define HP_KC_BF16 1024
 #endif
 #ifndef HP_MC_MUL
 #define HP_MC_MUL 12

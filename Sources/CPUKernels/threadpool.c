@@ -47,7 +47,7 @@ static void *worker_main(void *arg) {
     for (;;) {
         // Spin briefly (the next job usually follows at once), then sleep on the condition variable.
         long g = seen;
-        for (int spin = 0; spin < 20000; spin++) {
+        for (int spin = 0; spin < 4000; spin++) {
             g = atomic_load_explicit(&p->gen, memory_order_acquire);
             if (g != seen) break;
 #if HP_X86
@@ -145,7 +145,7 @@ void hp_parallel_for(long n_tasks, hp_task_fn fn, void *ctx) {
     run_tasks(p, 0);
     tl_in_pool = 0;
     // Wait for the workers: spin a little, then sleep.
-    for (int spin = 0; spin < 20000 && atomic_load_explicit(&p->busy, memory_order_acquire) > 0; spin++) {
+    for (int spin = 0; spin < 4000 && atomic_load_explicit(&p->busy, memory_order_acquire) > 0; spin++) {
 #if HP_X86
         __builtin_ia32_pause();
 #endif
