@@ -56,8 +56,8 @@ extension CPUKernelSuites {
                                                        ("int4", hp_code_table(HP_CODE_INT4)), ("uint4+zero", hp_code_table(HP_CODE_UINT4))]
         try forEachISA { isa in
             for (si, s) in shapes.enumerated() {
+              for (codeName, code) in codes {  // every code table on every path (small-M, GEMM, generic)
                 let (m, n, k, block) = s
-                let (codeName, code) = codes[si % codes.count]
                 var q = Q4(rng.floats(n * k), n: n, k: k, block: block, code: code)
                 if codeName == "uint4+zero" { q.zero = rng.floats(q.scale.count, scale: 0.1) }
                 let x = rng.floats(m * k), bias = rng.floats(n)
@@ -93,6 +93,7 @@ extension CPUKernelSuites {
                         #expect(worst <= 1, "\(isa) \(codeName) M\(m) N\(n) K\(k) block \(block) x\(xdt.rawValue) y\(ydt.rawValue): \(worst)")
                     }
                 }
+              }
             }
         }
     }
