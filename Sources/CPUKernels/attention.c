@@ -261,26 +261,29 @@ int hp_attention_forward(const hp_attn_args *args) {
 }
 
 // ── backward ─────────────────────────────────────────────────────────────────────────────────────────────
-// Two deterministic passes over recomputed tiles (no atomics, no cross-thread sums):
-//   pass A, one task per (head, key block): S = Q·Kᵀ, dP = dO·Vᵀ as [queries][keys] tiles (keys in lanes),
-//     P = exp(s·S - lse), dS = P∘(dP - Δ); dVᵀ[D, keys] += dOᵀ·P and dKᵀ[D, keys] += s·Qᵀ·dS over all queries;
-//   pass B, one task per (head, query block): the same tiles transposed ([keys][queries]),
-//     dQᵀ[D, queries] += s·Kᵀ·dSᵀ over all keys.
-// Δ[i] = Σ_d dO[i,d]·O[i,d]. Each tile's output is transposed into dq/dk/dv at the end of its task.
+// Flash-attention-2 by recomputation, deterministic without atomics. A task owns (head, a fixed range of key
+// blocks); the number of ranges per head depends only on the shape, never on the thread count. For each key
+// block and each query block it recomputes, with queries as rows and keys in lanes:
+//     S = Q·Kᵀ, dP = dO·Vᵀ, P = exp(s·S - lse), dS = P∘(dP - Δ)          Δ[i] = Σ_d dO[i,d]·O[i,d]
+// and accumulates dVᵀ[D, keys] += dOᵀ·P and dKᵀ[D, keys] += s·Qᵀ·dS (written out when the key block ends),
+// plus the task's partial dQᵀ[D, queries] += s·Kᵀ·dSᵀ (dS transposed per tile). A last pass sums the partial
+// dQ of each head in range order.
 typedef struct {
     hp_attn_args a;
     const hp_gemm_kernel *kr;
     const hp_dispatch *dp;
     long h0, nh;
-    long nqA, nkA, nqB, nkB, nd;   // panel counts: queries/keys as A (MR) and as B (NR), d as A (MR)
-    size_t off[12];                // float offsets of the packed operands within a head's block
+    long nqA, nkB, nd, nqB;        // panel counts: queries as A (MR), keys as B (NR), d as A (MR), queries as B
+    size_t off[8];                 // float offsets of the packed operands within a head's block
     size_t head;                   // floats per head
     float *pack;
-    long kbA, qbA, qbB, kbB;       // block sizes (keys per pass-A task, queries per inner step, ...)
-    long tasksA, tasksB;           // per head
+    float *dqt;                    // [nh][splits][nd*MR][nqB*NR] partial dQᵀ
+    long kb, qb;                   // keys per key block (multiple of NR), queries per query block (lcm(MR, NR)·j)
+    long nkb, splits, kps;         // key blocks per head, ranges per head, key blocks per range
+    long rq;                       // queries per reduction task
 } bwd_t;
 
-enum { P_QA, P_dOA, P_KBt, P_VBt, P_dOTA, P_QTA, P_KA, P_VA, P_QBt, P_dOBt, P_KTA, P_DELTA };
+enum { P_QA, P_dOA, P_KBt, P_VBt, P_dOTA, P_QTA, P_KTA, P_DELTA, P_COUNT };
 
 static inline hp_src view(const bwd_t *x, const void *base, long sb, long sh, long sl, long bh, int trans) {
     long b = bh / x->a.H, h = bh % x->a.H;
@@ -295,41 +298,30 @@ static void bwd_pack_task(void *vctx, long t, int thread) {
     const int MR = kr->mr, NR = kr->nr;
     const hp_attn_args *a = &x->a;
     const long D = a->D, Lq = a->Lq, Lk = a->Lk;
-    long hh = t / 12, which = t % 12, bh = x->h0 + hh;
-    float *base = x->pack + hh * x->head, *dst = base + x->off[which];
+    long hh = t / P_COUNT, which = t % P_COUNT, bh = x->h0 + hh;
+    float *dst = x->pack + hh * x->head + x->off[which];
     hp_src q = view(x, a->q, a->q_sb, a->q_sh, a->q_sl, bh, 0), k = view(x, a->k, a->k_sb, a->k_sh, a->k_sl, bh, 0);
     hp_src v = view(x, a->v, a->v_sb, a->v_sh, a->v_sl, bh, 0);
     hp_src dO = view(x, a->dout, a->o_sb, a->o_sh, a->o_sl, bh, 0);
     switch (which) {
-    case P_QA: case P_dOA: {
+    case P_QA: case P_dOA: {  // rows = queries, k = d
         const hp_src *s = which == P_QA ? &q : &dO;
         for (long p = 0; p < x->nqA; p++) hp_pack_a(kr, s, p * MR, HP_MIN(MR, Lq - p * MR), D, dst + p * D * MR);
         break;
     }
-    case P_KA: case P_VA: {
-        const hp_src *s = which == P_KA ? &k : &v;
-        for (long p = 0; p < x->nkA; p++) hp_pack_a(kr, s, p * MR, HP_MIN(MR, Lk - p * MR), D, dst + p * D * MR);
-        break;
-    }
-    case P_KBt: case P_VBt: {
+    case P_KBt: case P_VBt: {  // columns = keys, k = d
         hp_src s = which == P_KBt ? k : v;
         s.trans = 1;
         for (long p = 0; p < x->nkB; p++) hp_pack_b(kr, &s, p * NR, HP_MIN(NR, Lk - p * NR), D, dst + p * D * NR);
         break;
     }
-    case P_QBt: case P_dOBt: {
-        hp_src s = which == P_QBt ? q : dO;
-        s.trans = 1;
-        for (long p = 0; p < x->nqB; p++) hp_pack_b(kr, &s, p * NR, HP_MIN(NR, Lq - p * NR), D, dst + p * D * NR);
-        break;
-    }
-    case P_dOTA: case P_QTA: {
+    case P_dOTA: case P_QTA: {  // rows = d, k = queries
         hp_src s = which == P_dOTA ? dO : q;
         s.trans = 1;
         for (long p = 0; p < x->nd; p++) hp_pack_a(kr, &s, p * MR, HP_MIN(MR, D - p * MR), Lq, dst + p * Lq * MR);
         break;
     }
-    case P_KTA: {
+    case P_KTA: {  // rows = d, k = keys
         hp_src s = k;
         s.trans = 1;
         for (long p = 0; p < x->nd; p++) hp_pack_a(kr, &s, p * MR, HP_MIN(MR, D - p * MR), Lk, dst + p * Lk * MR);
@@ -348,89 +340,92 @@ static void bwd_pack_task(void *vctx, long t, int thread) {
     }
 }
 
-static void bwd_task_a(void *vctx, long t, int thread) {
+static void transpose_f32(const hp_dispatch *dp, const float *src, long ls, float *dst, long ld, long rows, long cols) {
+    if (dp->transpose) dp->transpose(src, ls, dst, ld, rows, cols);
+    else
+        for (long r = 0; r < rows; r++)
+            for (long c = 0; c < cols; c++) dst[c * ld + r] = src[r * ls + c];
+}
+
+static void bwd_task(void *vctx, long t, int thread) {
     (void)thread;
     bwd_t *x = vctx;
     const hp_gemm_kernel *kr = x->kr;
+    const hp_dispatch *dp = x->dp;
     const int MR = kr->mr, NR = kr->nr;
     const hp_attn_args *a = &x->a;
-    const long D = a->D, Lq = a->Lq, Lk = a->Lk, QB = x->qbA;
-    long hh = t / x->tasksA, bh = x->h0 + hh, b = bh / a->H, h = bh % a->H;
-    long k0 = (t % x->tasksA) * x->kbA, nk = HP_MIN(x->kbA, Lk - k0), nkp = HP_CEIL_DIV(nk, NR);
+    const long D = a->D, Lq = a->Lq, Lk = a->Lk, QB = x->qb, KB = x->kb;
+    long hh = t / x->splits, split = t % x->splits, bh = x->h0 + hh, b = bh / a->H, h = bh % a->H;
+    long kb0 = split * x->kps, kb1 = HP_MIN(x->nkb, kb0 + x->kps);
     const float *base = x->pack + hh * x->head;
     const float *QA = base + x->off[P_QA], *dOA = base + x->off[P_dOA], *KBt = base + x->off[P_KBt];
     const float *VBt = base + x->off[P_VBt], *dOTA = base + x->off[P_dOTA], *QTA = base + x->off[P_QTA];
-    const float *delta = base + x->off[P_DELTA], *lse = a->lse + bh * Lq;
-    const long ldt = nkp * NR, Dp = x->nd * MR;
-    size_t nT = (size_t)nkp * QB * NR, nO = (size_t)Dp * ldt;
-    float *Pb = hp_scratch(2, sizeof(float) * (2 * nT + 2 * nO));
+    const float *KTA = base + x->off[P_KTA], *delta = base + x->off[P_DELTA], *lse = a->lse + bh * Lq;
+    const long nkpMax = KB / NR, ldt = KB, Dp = x->nd * MR, ldq = x->nqB * NR;
+    float *dQT = x->dqt + (hh * x->splits + split) * Dp * ldq;
+    // Buffers: P and dS tiles [KB/NR][QB][NR], dSᵀ [QB/NR][KB][NR], dVᵀ and dKᵀ [Dp][KB].
+    size_t nT = (size_t)nkpMax * QB * NR, nO = (size_t)Dp * ldt;
+    float *Pb = hp_scratch(2, sizeof(float) * (3 * nT + 2 * nO));
     if (!Pb) return;
-    float *Db = Pb + nT, *dVT = Db + nT, *dKT = dVT + nO;
-    for (long q0 = 0; q0 < Lq; q0 += QB) {
-        long nq = HP_MIN(QB, Lq - q0), nqa = HP_CEIL_DIV(nq, MR);
-        for (long jr = 0; jr < nkp; jr++) {
-            const float *kb = KBt + (k0 / NR + jr) * D * NR, *vb = VBt + (k0 / NR + jr) * D * NR;
-            float *Pj = Pb + jr * QB * NR, *Dj = Db + jr * QB * NR;
-            for (long ir = 0; ir < nqa; ir++) {
-                long pa = (q0 / MR + ir) * D * MR;
-                kr->ukr(D, QA + pa, kb, Pj + ir * MR * NR, NR, 1.0f, 0, MR, NR);
-                kr->ukr(D, dOA + pa, vb, Dj + ir * MR * NR, NR, 1.0f, 0, MR, NR);
+    float *Db = Pb + nT, *DT = Db + nT, *dVT = DT + nT, *dKT = dVT + nO;
+    for (long kb = kb0; kb < kb1; kb++) {
+        long k0 = kb * KB, nk = HP_MIN(KB, Lk - k0), nkp = HP_CEIL_DIV(nk, NR);
+        for (long q0 = 0; q0 < Lq; q0 += QB) {
+            long nq = HP_MIN(QB, Lq - q0), nqa = HP_CEIL_DIV(nq, MR), nqp = HP_CEIL_DIV(nq, NR);
+            for (long jr = 0; jr < nkp; jr++) {
+                const float *kbp = KBt + (k0 / NR + jr) * D * NR, *vbp = VBt + (k0 / NR + jr) * D * NR;
+                float *Pj = Pb + jr * QB * NR, *Dj = Db + jr * QB * NR;
+                for (long ir = 0; ir < nqa; ir++) {
+                    long pa = (q0 / MR + ir) * D * MR;
+                    kr->ukr(D, QA + pa, kbp, Pj + ir * MR * NR, NR, 1.0f, 0, MR, NR);
+                    kr->ukr(D, dOA + pa, vbp, Dj + ir * MR * NR, NR, 1.0f, 0, MR, NR);
+                }
+                dp->bwd_ds(Pj, Dj, nq, NR, a->scale, lse + q0, delta + q0, 0);
+                for (long ir = 0; ir < x->nd; ir++) {
+                    int acc = q0 > 0;
+                    kr->ukr(nq, dOTA + ir * Lq * MR + q0 * MR, Pj, dVT + ir * MR * ldt + jr * NR, ldt, 1.0f, acc, MR, NR);
+                    kr->ukr(nq, QTA + ir * Lq * MR + q0 * MR, Dj, dKT + ir * MR * ldt + jr * NR, ldt, a->scale, acc, MR, NR);
+                }
+                // dSᵀ tile: rows = keys of this panel, lanes = queries, one [KB][NR] panel per query panel.
+                for (long jq = 0; jq < nqp; jq++)
+                    transpose_f32(dp, Dj + jq * NR * NR, NR, DT + jq * KB * NR + jr * NR * NR, NR, NR, NR);
             }
-            x->dp->bwd_ds(Pj, Dj, nq, NR, a->scale, lse + q0, delta + q0, 0);
-            for (long ir = 0; ir < x->nd; ir++) {
-                kr->ukr(nq, dOTA + ir * Lq * MR + q0 * MR, Pj, dVT + ir * MR * ldt + jr * NR, ldt, 1.0f, q0 > 0, MR, NR);
-                kr->ukr(nq, QTA + ir * Lq * MR + q0 * MR, Dj, dKT + ir * MR * ldt + jr * NR, ldt, a->scale, q0 > 0, MR, NR);
-            }
+            // dQᵀ[d, queries] (+)= s · Kᵀ[d, keys of this block] · dSᵀ[keys, queries]
+            int acc = kb > kb0;
+            for (long jq = 0; jq < nqp; jq++)
+                for (long ir = 0; ir < x->nd; ir++)
+                    kr->ukr(nk, KTA + ir * Lk * MR + k0 * MR, DT + jq * KB * NR,
+                            dQT + ir * MR * ldq + q0 + jq * NR, ldq, a->scale, acc, MR, NR);
         }
+        float *dK = (float *)a->dk + b * a->k_sb + h * a->k_sh, *dV = (float *)a->dv + b * a->v_sb + h * a->v_sh;
+        for (long j = 0; j < nk; j++)
+            for (long d = 0; d < D; d++) {
+                dK[(k0 + j) * a->k_sl + d] = dKT[d * ldt + j];
+                dV[(k0 + j) * a->v_sl + d] = dVT[d * ldt + j];
+            }
     }
-    float *dK = (float *)a->dk + b * a->k_sb + h * a->k_sh, *dV = (float *)a->dv + b * a->v_sb + h * a->v_sh;
-    for (long j = 0; j < nk; j++)
+}
+
+/// dQ[q, d] = Σ_ranges dQᵀ_range[d, q], ranges summed in increasing order.
+static void bwd_reduce_task(void *vctx, long t, int thread) {
+    (void)thread;
+    bwd_t *x = vctx;
+    const hp_attn_args *a = &x->a;
+    const long D = a->D, Lq = a->Lq, Dp = x->nd * x->kr->mr, ldq = x->nqB * x->kr->nr;
+    long per = HP_CEIL_DIV(Lq, x->rq);
+    long hh = t / per, q0 = (t % per) * x->rq, q1 = HP_MIN(Lq, q0 + x->rq), bh = x->h0 + hh;
+    long b = bh / a->H, h = bh % a->H;
+    float *dQ = (float *)a->dq + b * a->q_sb + h * a->q_sh;
+    const float *parts = x->dqt + hh * x->splits * Dp * ldq;
+    for (long q = q0; q < q1; q++)
         for (long d = 0; d < D; d++) {
-            dK[(k0 + j) * a->k_sl + d] = dKT[d * ldt + j];
-            dV[(k0 + j) * a->v_sl + d] = dVT[d * ldt + j];
+            float s = parts[d * ldq + q];
+            for (long r = 1; r < x->splits; r++) s += parts[(r * Dp + d) * ldq + q];
+            dQ[q * a->q_sl + d] = s;
         }
 }
 
-static void bwd_task_b(void *vctx, long t, int thread) {
-    (void)thread;
-    bwd_t *x = vctx;
-    const hp_gemm_kernel *kr = x->kr;
-    const int MR = kr->mr, NR = kr->nr;
-    const hp_attn_args *a = &x->a;
-    const long D = a->D, Lq = a->Lq, Lk = a->Lk, KB = x->kbB;
-    long hh = t / x->tasksB, bh = x->h0 + hh, b = bh / a->H, h = bh % a->H;
-    long q0 = (t % x->tasksB) * x->qbB, nq = HP_MIN(x->qbB, Lq - q0), nqb = HP_CEIL_DIV(nq, NR);
-    const float *base = x->pack + hh * x->head;
-    const float *KA = base + x->off[P_KA], *VA = base + x->off[P_VA], *QBt = base + x->off[P_QBt];
-    const float *dOBt = base + x->off[P_dOBt], *KTA = base + x->off[P_KTA], *delta = base + x->off[P_DELTA];
-    const long ldq = nqb * NR, Dp = x->nd * MR;
-    size_t nT = (size_t)nqb * KB * NR, nO = (size_t)Dp * ldq;
-    float *Pt = hp_scratch(2, sizeof(float) * (2 * nT + nO + 2 * (size_t)ldq));
-    if (!Pt) return;
-    float *Dt = Pt + nT, *dQT = Dt + nT, *lq = dQT + nO, *dq = lq + ldq;
-    for (long i = 0; i < ldq; i++) {  // lse and Δ per query lane (0 for padding lanes, discarded)
-        lq[i] = i < nq ? a->lse[bh * Lq + q0 + i] : 0.0f;
-        dq[i] = i < nq ? delta[q0 + i] : 0.0f;
-    }
-    for (long k0 = 0; k0 < Lk; k0 += KB) {
-        long nk = HP_MIN(KB, Lk - k0), nka = HP_CEIL_DIV(nk, MR);
-        for (long jr = 0; jr < nqb; jr++) {
-            const float *qb = QBt + (q0 / NR + jr) * D * NR, *gb = dOBt + (q0 / NR + jr) * D * NR;
-            float *Pj = Pt + jr * KB * NR, *Dj = Dt + jr * KB * NR;
-            for (long ir = 0; ir < nka; ir++) {
-                long pa = (k0 / MR + ir) * D * MR;
-                kr->ukr(D, KA + pa, qb, Pj + ir * MR * NR, NR, 1.0f, 0, MR, NR);
-                kr->ukr(D, VA + pa, gb, Dj + ir * MR * NR, NR, 1.0f, 0, MR, NR);
-            }
-            x->dp->bwd_ds(Pj, Dj, nk, NR, a->scale, lq + jr * NR, dq + jr * NR, 1);
-            for (long ir = 0; ir < x->nd; ir++)
-                kr->ukr(nk, KTA + ir * Lk * MR + k0 * MR, Dj, dQT + ir * MR * ldq + jr * NR, ldq, a->scale, k0 > 0, MR, NR);
-        }
-    }
-    float *dQ = (float *)a->dq + b * a->q_sb + h * a->q_sh;
-    for (long i = 0; i < nq; i++)
-        for (long d = 0; d < D; d++) dQ[(q0 + i) * a->q_sl + d] = dQT[d * ldq + i];
-}
+static long gcd(long a, long b) { return b ? gcd(b, a % b) : a; }
 
 int hp_attention_backward(const hp_attn_args *args) {
     int rc = check(args, 1);
@@ -441,35 +436,37 @@ int hp_attention_backward(const hp_attn_args *args) {
     x.kr = &x.dp->f32;
     const int MR = x.kr->mr, NR = x.kr->nr;
     const long D = x.a.D, Lq = x.a.Lq, Lk = x.a.Lk, BH = x.a.B * x.a.H;
-    x.nqA = HP_CEIL_DIV(Lq, MR), x.nkA = HP_CEIL_DIV(Lk, MR), x.nqB = HP_CEIL_DIV(Lq, NR);
-    x.nkB = HP_CEIL_DIV(Lk, NR), x.nd = HP_CEIL_DIV(D, MR);
-    size_t sz[12] = {
+    x.nqA = HP_CEIL_DIV(Lq, MR), x.nkB = HP_CEIL_DIV(Lk, NR), x.nd = HP_CEIL_DIV(D, MR), x.nqB = HP_CEIL_DIV(Lq, NR);
+    size_t sz[P_COUNT] = {
         [P_QA] = (size_t)x.nqA * MR * D, [P_dOA] = (size_t)x.nqA * MR * D, [P_KBt] = (size_t)x.nkB * NR * D,
         [P_VBt] = (size_t)x.nkB * NR * D, [P_dOTA] = (size_t)x.nd * MR * Lq, [P_QTA] = (size_t)x.nd * MR * Lq,
-        [P_KA] = (size_t)x.nkA * MR * D, [P_VA] = (size_t)x.nkA * MR * D, [P_QBt] = (size_t)x.nqB * NR * D,
-        [P_dOBt] = (size_t)x.nqB * NR * D, [P_KTA] = (size_t)x.nd * MR * Lk, [P_DELTA] = (size_t)Lq};
+        [P_KTA] = (size_t)x.nd * MR * Lk, [P_DELTA] = (size_t)Lq};
     size_t total = 0;
-    for (int i = 0; i < 12; i++) {
+    for (int i = 0; i < P_COUNT; i++) {
         x.off[i] = total;
         total += HP_ROUND_UP(sz[i], 16);
     }
-    size_t head = total;
-    x.head = head;
-    x.kbA = 4 * NR;
-    x.qbA = HP_MAX(1, 128 / MR) * MR;
-    x.qbB = 4 * NR;
-    x.kbB = HP_MAX(1, 128 / MR) * MR;
-    x.tasksA = HP_CEIL_DIV(Lk, x.kbA);
-    x.tasksB = HP_CEIL_DIV(Lq, x.qbB);
-    long group = HP_MAX(1, (long)(((size_t)64 << 20) / (head * 4)));
+    x.head = total;
+    long l = (long)MR * NR / gcd(MR, NR);  // query blocks align with both MR rows and NR-lane panels
+    x.qb = HP_MAX(1, 224 / l) * l;
+    x.kb = 4 * NR;
+    x.nkb = HP_CEIL_DIV(Lk, x.kb);
+    // Ranges of key blocks per head: enough tasks for any pool, fixed by the shape alone (determinism).
+    x.splits = HP_MIN(x.nkb, HP_MAX(1, HP_CEIL_DIV(16, BH)));
+    x.kps = HP_CEIL_DIV(x.nkb, x.splits);
+    x.splits = HP_CEIL_DIV(x.nkb, x.kps);
+    x.rq = 64;
+    size_t dqt_head = (size_t)x.splits * x.nd * MR * x.nqB * NR;
+    long group = HP_MAX(1, (long)(((size_t)96 << 20) / ((x.head + dqt_head) * 4)));
     group = HP_MIN(group, BH);
-    x.pack = hp_scratch(0, sizeof(float) * head * (size_t)group);
-    if (!x.pack) return HP_ENOMEM;
+    x.pack = hp_scratch(0, sizeof(float) * x.head * (size_t)group);
+    x.dqt = hp_scratch(1, sizeof(float) * dqt_head * (size_t)group);
+    if (!x.pack || !x.dqt) return HP_ENOMEM;
     for (x.h0 = 0; x.h0 < BH; x.h0 += group) {
         x.nh = HP_MIN(group, BH - x.h0);
-        hp_parallel_for(12 * x.nh, bwd_pack_task, &x);
-        hp_parallel_for(x.nh * x.tasksA, bwd_task_a, &x);
-        hp_parallel_for(x.nh * x.tasksB, bwd_task_b, &x);
+        hp_parallel_for(P_COUNT * x.nh, bwd_pack_task, &x);
+        hp_parallel_for(x.nh * x.splits, bwd_task, &x);
+        hp_parallel_for(x.nh * HP_CEIL_DIV(Lq, x.rq), bwd_reduce_task, &x);
     }
     return HP_OK;
 }

@@ -93,6 +93,8 @@ typedef struct hp_dispatch {
     /// Converts f32 rows S[nk][ncol] to a bf16-pair B panel [ceil(nk/2)][ncol] (u32: row 2p | row 2p+1 << 16,
     /// a missing odd row is 0). NULL when the ISA has no bf16 kernel.
     void (*pack_p_pairs)(const float *S, long nk, long ncol, uint32_t *dst);
+    /// dst[c*ld + r] = src[r*ls + c] for r < rows, c < cols (f32); NULL → scalar.
+    void (*transpose)(const float *src, long ls, float *dst, long ld, long rows, long cols);
     /// f32 → bf16 (round to nearest even) of n values; NULL → scalar.
     void (*to_bf16)(const float *src, uint16_t *dst, long n);
     /// W4A16 small-M kernel: rows [n0,n1) of Y for `mt` (<= 16) rows of X, X pre-split into even/odd halves

@@ -310,6 +310,21 @@ HP_TARGET_AVX512 static int pack_a_fast512(const hp_gemm_kernel *kr, const hp_sr
     return 0;
 }
 
+/// f32 transpose with 16×16 register blocks and a scalar rim.
+HP_TARGET_AVX512 static void transpose512(const float *src, long ls, float *dst, long ld, long rows, long cols) {
+    const uint32_t *s = (const uint32_t *)src;
+    uint32_t *d = (uint32_t *)dst;
+    long r = 0;
+    for (; r + 16 <= rows; r += 16) {
+        long c = 0;
+        for (; c + 16 <= cols; c += 16) tr16x16(s + r * ls + c, ls, d + c * ld + r, ld);
+        for (; c < cols; c++)
+            for (long i = r; i < r + 16; i++) d[c * ld + i] = s[i * ls + c];
+    }
+    for (; r < rows; r++)
+        for (long c = 0; c < cols; c++) d[c * ld + r] = s[r * ls + c];
+}
+
 /// Transposing pack of 32-bit units: rows [0, cols) of src (row j at src + j*ls, `units` u32 each) become
 /// panel columns: d[u*NR + j] = src[j*ls + u]. Full 16×16 blocks use tr16x16, the rest is scalar.
 HP_TARGET_AVX512 static void pack_t32(const uint32_t *src, long ls, long cols, long units, uint32_t *d) {
@@ -430,6 +445,7 @@ const hp_dispatch hp_dispatch_avx512 = {
     .pack_b_q4 = pack_b_q4_f32,
     .pack_b_fast = pack_b_fast512,
     .pack_a_fast = pack_a_fast512,
+    .transpose = transpose512,
 };
 
 const hp_dispatch hp_dispatch_avx512bf16 = {
@@ -446,5 +462,6 @@ const hp_dispatch hp_dispatch_avx512bf16 = {
     .to_bf16 = to_bf16_512,
     .pack_b_fast = pack_b_fast512,
     .pack_a_fast = pack_a_fast512,
+    .transpose = transpose512,
 };
 #endif
