@@ -6,6 +6,7 @@
 // are queries. The softmax then runs down columns (no horizontal reductions), and the Sᵀ tile, written with
 // ldc = NR, is already in the packed-B layout that Oᵀ[D, queries] += Vᵀ·Pᵀ consumes.
 #include "hp_internal.h"
+#include <stdatomic.h>
 #include <stdlib.h>
 
 static inline long dflt(long s, long v) { return s ? s : v; }
@@ -149,6 +150,7 @@ typedef struct {
     char *pack;              // [nh][head_bytes]: K panels then Vᵀ panels
     long nq, qtiles;         // queries per task, tiles per head
     long kb;                 // keys per block (multiple of MR, even)
+    atomic_int oom;          // set by a task that could not get its buffers
 } fwd_t;
 
 static void fwd_pack_task(void *vctx, long t, int thread) {
@@ -189,7 +191,7 @@ static void fwd_task(void *vctx, long t, int thread) {
     size_t bQ = HP_ROUND_UP((size_t)nqp * dk * NR * es, 64), nS = (size_t)nqp * KB * NR;
     size_t nP = x->bf ? (size_t)(KB / 2) * NR : 0, nO = (size_t)nqp * Dp * NR, nv = (size_t)nqp * NR;
     char *Qp = hp_scratch(2, bQ + sizeof(float) * (nS + nP + nO + 3 * nv));
-    if (!Qp) return;  // out of memory: the caller's allocation check makes this unreachable in practice
+    if (!Qp) { atomic_store(&x->oom, 1); return; }
     float *St = (float *)(Qp + bQ), *Pp = St + nS, *Ot = Pp + nP, *m = Ot + nO, *l = m + nv, *corr = l + nv;
     hp_src qs = {.p = at(a->q, a->dtype, b * a->q_sb + h * a->q_sh + q0 * a->q_sl), .ld = a->q_sl, .trans = 1,
                  .dtype = a->dtype};
@@ -257,7 +259,7 @@ int hp_attention_forward(const hp_attn_args *args) {
         hp_parallel_for(2 * x.nh, fwd_pack_task, &x);
         hp_parallel_for(x.nh * x.qtiles, fwd_task, &x);
     }
-    return HP_OK;
+    return atomic_load(&x.oom) ? HP_ENOMEM : HP_OK;
 }
 
 // ── backward ─────────────────────────────────────────────────────────────────────────────────────────────
@@ -281,6 +283,7 @@ typedef struct {
     long kb, qb;                   // keys per key block (multiple of NR), queries per query block (lcm(MR, NR)·j)
     long nkb, splits, kps;         // key blocks per head, ranges per head, key blocks per range
     long rq;                       // queries per reduction task
+    atomic_int oom;                // set by a task that could not get its buffers
 } bwd_t;
 
 enum { P_QA, P_dOA, P_KBt, P_VBt, P_dOTA, P_QTA, P_KTA, P_DELTA, P_COUNT };
@@ -366,7 +369,7 @@ static void bwd_task(void *vctx, long t, int thread) {
     // Buffers: P and dS tiles [KB/NR][QB][NR], dSᵀ [QB/NR][KB][NR], dVᵀ and dKᵀ [Dp][KB].
     size_t nT = (size_t)nkpMax * QB * NR, nO = (size_t)Dp * ldt;
     float *Pb = hp_scratch(2, sizeof(float) * (3 * nT + 2 * nO));
-    if (!Pb) return;
+    if (!Pb) { atomic_store(&x->oom, 1); return; }
     float *Db = Pb + nT, *DT = Db + nT, *dVT = DT + nT, *dKT = dVT + nO;
     for (long kb = kb0; kb < kb1; kb++) {
         long k0 = kb * KB, nk = HP_MIN(KB, Lk - k0), nkp = HP_CEIL_DIV(nk, NR);
@@ -468,5 +471,5 @@ int hp_attention_backward(const hp_attn_args *args) {
         hp_parallel_for(x.nh * x.splits, bwd_task, &x);
         hp_parallel_for(x.nh * HP_CEIL_DIV(Lq, x.rq), bwd_reduce_task, &x);
     }
-    return HP_OK;
+    return atomic_load(&x.oom) ? HP_ENOMEM : HP_OK;
 }

@@ -2,6 +2,7 @@
 // entry points and their scalar reference twins. Microkernels live in the per-ISA files.
 // Legend: M rows of C, N columns of C, K reduced dimension; MR×NR microkernel tile; KC k-block; MC m-block.
 #include "hp_internal.h"
+#include <stdatomic.h>
 #include <stdlib.h>
 
 // ── bf16 helpers (public) ────────────────────────────────────────────────────────────────────────────────
@@ -100,8 +101,7 @@ void hp_pack_b(const hp_gemm_kernel *kr, const hp_src *b, long c0, long cols, lo
     if (b->q4) {
         const hp_q4_weight *w = b->q4;
         if (dp->pack_b_q4 && kr->nr == 32 && K == w->k && K % 2 == 0 && w->block % 32 == 0 && K % w->block == 0) {
-            dp->pack_b_q4(kr, w, c0, cols, K, dst);
-            return;
+            if (dp->pack_b_q4(kr, w, c0, cols, K, dst)) return;
         }
         // B(k, c) = W[c, k]: dequantise one weight row at a time into a small buffer, scatter into the panel.
         float row[512];
@@ -215,6 +215,7 @@ typedef struct {
     long na, nb;             // panels to pack in this phase (na = 0 when A is already packed)
     long nt;                 // task width in columns (multiple of nr)
     long n_mblk, n_nblk;
+    atomic_int oom;          // set by a task that could not get its tile buffer
 } drv_t;
 
 static void drv_pack_task(void *vctx, long t, int thread) {
@@ -252,7 +253,7 @@ static void drv_compute_task(void *vctx, long t, int thread) {
     if (x->Cb) {  // bf16 output: f32 tile buffer, seeded with beta * old C
         ldt = x->nt;
         Ct = hp_scratch(3, sizeof(float) * (size_t)kr->mc * (size_t)x->nt);
-        if (!Ct) return;
+        if (!Ct) { atomic_store(&x->oom, 1); return; }
         if (x->beta != 0.0f)
             for (long i = 0; i < r1 - r0; i++) {
                 const uint16_t *src = x->Cb + (x->m0 + r0 + i) * x->ldc + x->n0 + c0;
@@ -337,7 +338,7 @@ static int driver(const hp_gemm_kernel *kr, long M, long N, long K, float alpha,
             run(x.n_mblk * x.n_nblk, drv_compute_task, &x, parallel);
         }
     }
-    return HP_OK;
+    return atomic_load(&x.oom) ? HP_ENOMEM : HP_OK;
 }
 
 int hp_gemm_driver(const hp_gemm_kernel *kr, long M, long N, long K, float alpha, const hp_src *a,

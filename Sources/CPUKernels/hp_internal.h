@@ -102,8 +102,8 @@ typedef struct hp_dispatch {
     void (*w4_gemv)(long mt, const float *xe, const float *xo, long K, const uint8_t *data, const float *scale,
                     const float *zero, const float *code, long block, long n0, long n1, float *y, long ldy);
     /// Packs columns [c0, c0+cols) of B = Wᵀ (a 4-bit weight whose blocks lie inside rows, K even, block % 32
-    /// == 0) into the B panel format of `kr`. NULL → the scalar path in hp_pack_b.
-    void (*pack_b_q4)(const hp_gemm_kernel *kr, const hp_q4_weight *w, long c0, long cols, long K, void *dst);
+    /// == 0) into the B panel format of `kr`; returns 0 if it could not (then the scalar path in hp_pack_b runs).
+    int (*pack_b_q4)(const hp_gemm_kernel *kr, const hp_q4_weight *w, long c0, long cols, long K, void *dst);
     /// Optional faster hp_pack_b for some cases (transposed B); returns 0 when it does not handle the case.
     int (*pack_b_fast)(const hp_gemm_kernel *kr, const struct hp_src *b, long c0, long cols, long K, void *dst);
     int (*pack_a_fast)(const hp_gemm_kernel *kr, const struct hp_src *a, long r0, long rows, long K, void *dst);

@@ -341,7 +341,7 @@ HP_TARGET_AVX512 static void pack_t32(const uint32_t *src, long ls, long cols, l
 
 // Dequantising pack of B = Wᵀ for the f32 panel format [k][32]: 16 bytes of a weight row give 32 values,
 // scattered down the panel's column j (high nibble → even k, low nibble → odd k).
-HP_TARGET_AVX512 static void pack_b_q4_f32(const hp_gemm_kernel *kr, const hp_q4_weight *w, long c0, long cols,
+HP_TARGET_AVX512 static int pack_b_q4_f32(const hp_gemm_kernel *kr, const hp_q4_weight *w, long c0, long cols,
                                            long K, void *dst) {
     (void)kr;
     float *d = dst;
@@ -365,17 +365,19 @@ HP_TARGET_AVX512 static void pack_b_q4_f32(const hp_gemm_kernel *kr, const hp_q4
             }
         }
     }
+    return 1;
 }
 
 // Same for the bf16-pair panel format [k/2][32][2]: each weight row is dequantised into a u32 row (even k |
 // odd k << 16, one per byte), 16 rows at a time, then transposed into the panel.
-HP_TARGET_AVX512BF16 static void pack_b_q4_pair(const hp_gemm_kernel *kr, const hp_q4_weight *w, long c0, long cols,
+HP_TARGET_AVX512BF16 static int pack_b_q4_pair(const hp_gemm_kernel *kr, const hp_q4_weight *w, long c0, long cols,
                                                 long K, void *dst) {
-    if (kr->fmt == HP_PACK_F32) { pack_b_q4_f32(kr, w, c0, cols, K, dst); return; }
+    if (kr->fmt == HP_PACK_F32) return pack_b_q4_f32(kr, w, c0, cols, K, dst);
     uint32_t *d = dst;
     const __m512 table = _mm512_loadu_ps(w->code);
     const long K2 = K / 2, bpr = K / w->block, bb = w->block / 2;
     uint32_t *tmp = hp_scratch(3, sizeof(uint32_t) * (size_t)(NR * K2));
+    if (!tmp) return 0;
     if (cols < NR) memset(d, 0, sizeof(uint32_t) * (size_t)K2 * NR);
     for (long j = 0; j < cols; j++) {
         long n = c0 + j;
@@ -394,6 +396,7 @@ HP_TARGET_AVX512BF16 static void pack_b_q4_pair(const hp_gemm_kernel *kr, const 
         }
     }
     pack_t32(tmp, K2, cols, K2, d);
+    return 1;
 }
 
 /// Fast transposed-B packs (op(B) stored [N,K]): f32 → f32 panels, bf16 → bf16-pair panels (K even).
