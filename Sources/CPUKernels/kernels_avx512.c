@@ -59,7 +59,7 @@ HP_TARGET_AVX512 static inline void store_tile(__m512 *acc0, __m512 *acc1, float
     __m512 va = _mm512_set1_ps(alpha);
 #pragma clang loop unroll(full)
     for (int i = 0; i < MR; i++) {
-        if (i >= mrv) break;
+        if (i >= mrv) continue;
         float *cr = c + i * ldc;
         __m512 v0, v1;
         if (accum) {
@@ -198,39 +198,67 @@ HP_TARGET_AVX512BF16 static void to_bf16_512(const float *src, uint16_t *dst, lo
     }
 }
 
+/// One 16-byte chunk of a weight row (32 codes) against `mt` rows of X; `na` accumulators per X row break the
+/// FMA dependency chains (4 when mt <= 4, 2 when mt <= 8), `set` picks which pair this chunk feeds.
+HP_TARGET_AVX512 __attribute__((always_inline)) static inline void w4_chunk(const int mt, const int na, const int set, __m512 *acc,
+                                             const __m512 table, const uint8_t *bytes, __m512 s, __m512 z,
+                                             const float *xe, const float *xo, long K2) {
+    __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)bytes));
+    __m512 whi = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table), s, z);
+    __m512 wlo = _mm512_fmadd_ps(_mm512_permutexvar_ps(q, table), s, z);
+#pragma clang loop unroll(full)
+    for (int m = 0; m < 16; m++) {
+        if (m >= mt) continue;
+        __m512 e = _mm512_loadu_ps(xe + m * K2), o = _mm512_loadu_ps(xo + m * K2);
+        if (na == 4) {
+            acc[m * 4 + 2 * set] = _mm512_fmadd_ps(whi, e, acc[m * 4 + 2 * set]);
+            acc[m * 4 + 2 * set + 1] = _mm512_fmadd_ps(wlo, o, acc[m * 4 + 2 * set + 1]);
+        } else if (na == 2) {
+            acc[m * 2] = _mm512_fmadd_ps(whi, e, acc[m * 2]);
+            acc[m * 2 + 1] = _mm512_fmadd_ps(wlo, o, acc[m * 2 + 1]);
+        } else {
+            acc[m] = _mm512_fmadd_ps(wlo, o, _mm512_fmadd_ps(whi, e, acc[m]));
+        }
+    }
+}
+
 // W4A16 small-M kernel. Requires K even, block % 32 == 0, K % block == 0 (blocks inside rows). For each weight
 // row n: 16 bytes → 32 codes → two vectors of dequantised weights (high nibbles = even k, low = odd k), FMA'd
 // with the even/odd halves of each X row; one horizontal sum per (row of X, row of W) at the end.
-HP_TARGET_AVX512 static inline void w4_rows(const int mt, const float *xe, const float *xo, long K,
+HP_TARGET_AVX512 __attribute__((always_inline)) static inline void w4_rows(const int mt, const float *xe, const float *xo, long K,
                                             const uint8_t *data, const float *scale, const float *zero,
                                             const float *code, long block, long n0, long n1, float *y, long ldy) {
+    const int na = mt <= 4 ? 4 : mt <= 8 ? 2 : 1;
     const __m512 table = _mm512_loadu_ps(code);
-    const long K2 = K / 2, bpr = K / block, bb = block / 2;  // bytes per block
+    const long K2 = K / 2, bpr = K / block, bb = block / 2;  // bytes per row, blocks per row, bytes per block
     for (long n = n0; n < n1; n++) {
         __m512 acc[16];
 #pragma clang loop unroll(full)
-        for (int m = 0; m < 16; m++)
-            if (m < mt) acc[m] = _mm512_setzero_ps();
+        for (int i = 0; i < 16; i++)
+            if (i < mt * na) acc[i] = _mm512_setzero_ps();
         const uint8_t *row = data + n * K2;
-        for (long blk = 0; blk < bpr; blk++) {
-            __m512 s = _mm512_set1_ps(scale[n * bpr + blk]);
-            __m512 z = zero ? _mm512_set1_ps(zero[n * bpr + blk]) : _mm512_setzero_ps();
-            for (long j = blk * bb; j < (blk + 1) * bb; j += 16) {
-                __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + j)));
-                __m512 whi = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table), s, z);
-                __m512 wlo = _mm512_fmadd_ps(_mm512_permutexvar_ps(q, table), s, z);
-#pragma clang loop unroll(full)
-                for (int m = 0; m < 16; m++) {
-                    if (m < mt) {
-                        acc[m] = _mm512_fmadd_ps(whi, _mm512_loadu_ps(xe + m * K2 + j), acc[m]);
-                        acc[m] = _mm512_fmadd_ps(wlo, _mm512_loadu_ps(xo + m * K2 + j), acc[m]);
-                    }
-                }
-            }
+        const float *sr = scale + n * bpr, *zr = zero ? zero + n * bpr : NULL;
+        long j = 0;
+        for (; j + 32 <= K2; j += 32) {
+            __m512 s0 = _mm512_set1_ps(sr[j / bb]), s1 = _mm512_set1_ps(sr[(j + 16) / bb]);
+            __m512 z0 = zr ? _mm512_set1_ps(zr[j / bb]) : _mm512_setzero_ps();
+            __m512 z1 = zr ? _mm512_set1_ps(zr[(j + 16) / bb]) : _mm512_setzero_ps();
+            w4_chunk(mt, na, 0, acc, table, row + j, s0, z0, xe + j, xo + j, K2);
+            w4_chunk(mt, na, 1, acc, table, row + j + 16, s1, z1, xe + j + 16, xo + j + 16, K2);
+        }
+        for (; j < K2; j += 16) {
+            __m512 s0 = _mm512_set1_ps(sr[j / bb]);
+            __m512 z0 = zr ? _mm512_set1_ps(zr[j / bb]) : _mm512_setzero_ps();
+            w4_chunk(mt, na, 0, acc, table, row + j, s0, z0, xe + j, xo + j, K2);
         }
 #pragma clang loop unroll(full)
-        for (int m = 0; m < 16; m++)
-            if (m < mt) y[m * ldy + n] = _mm512_reduce_add_ps(acc[m]);
+        for (int m = 0; m < 16; m++) {
+            if (m >= mt) continue;
+            __m512 t = acc[m * na];
+            if (na >= 2) t = _mm512_add_ps(t, acc[m * na + 1]);
+            if (na == 4) t = _mm512_add_ps(t, _mm512_add_ps(acc[m * 4 + 2], acc[m * 4 + 3]));
+            y[m * ldy + n] = _mm512_reduce_add_ps(t);
+        }
     }
 }
 
