@@ -82,6 +82,7 @@ let attnCases: [AttnCase] = [
     AttnCase(b: 1, h: 1, lq: 1, lk: 1, d: 8), AttnCase(b: 1, h: 2, lq: 7, lk: 9, d: 16),
     AttnCase(b: 2, h: 1, lq: 65, lk: 63, d: 64), AttnCase(b: 1, h: 1, lq: 63, lk: 1000, d: 64),
     AttnCase(b: 1, h: 2, lq: 33, lk: 250, d: 40, interleaved: true), AttnCase(b: 1, h: 1, lq: 130, lk: 7, d: 72),
+    AttnCase(b: 1, h: 1, lq: 9, lk: 11, d: 5), AttnCase(b: 1, h: 1, lq: 250, lk: 300, d: 130),
 ]
 
 extension CPUKernelSuites {
