@@ -100,7 +100,7 @@ void hp_pack_b(const hp_gemm_kernel *kr, const hp_src *b, long c0, long cols, lo
     if (dp->pack_b_fast && dp->pack_b_fast(kr, b, c0, cols, K, dst)) return;
     if (b->q4) {
         const hp_q4_weight *w = b->q4;
-        if (dp->pack_b_q4 && kr->nr == 32 && K == w->k && K % 2 == 0 && w->block % 32 == 0 && K % w->block == 0) {
+        if (dp->pack_b_q4 && K == w->k && K % 2 == 0 && w->block % 32 == 0 && K % w->block == 0) {
             if (dp->pack_b_q4(kr, w, c0, cols, K, dst)) return;
         }
         // B(k, c) = W[c, k]: dequantise one weight row at a time into a small buffer, scatter into the panel.

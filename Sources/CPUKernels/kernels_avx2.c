@@ -153,6 +153,105 @@ HP_TARGET_AVX2 static void bwd_ds256(float *S, float *dP, long rows, long ncol, 
         }
 }
 
+// 16-entry table lookup on 8 lanes: vpermps reaches 8 entries, bit 3 of the index picks the half.
+HP_TARGET_AVX2 static inline __m256 lut16(__m256 tlo, __m256 thi, __m256i idx) {
+    __m256 a = _mm256_permutevar8x32_ps(tlo, idx), b = _mm256_permutevar8x32_ps(thi, idx);
+    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+}
+
+/// Dequantises 8 bytes (16 codes) → even-k and odd-k weights.
+HP_TARGET_AVX2 static inline void q4_8bytes(const uint8_t *bytes, __m256 tlo, __m256 thi, __m256 s, __m256 z,
+                                            __m256 *whi, __m256 *wlo) {
+    __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)bytes));
+    *whi = _mm256_fmadd_ps(lut16(tlo, thi, _mm256_srli_epi32(q, 4)), s, z);
+    *wlo = _mm256_fmadd_ps(lut16(tlo, thi, q), s, z);
+}
+
+// W4A16 small-M kernel (same contract as the AVX-512 one): rows [n0, n1) of Y for mt <= 4 rows of X.
+HP_TARGET_AVX2 __attribute__((always_inline)) static inline void w4_rows256(
+    const int mt, const float *xe, const float *xo, long K, const uint8_t *data, const float *scale,
+    const float *zero, const float *code, long block, long n0, long n1, float *y, long ldy) {
+    const __m256 tlo = _mm256_loadu_ps(code), thi = _mm256_loadu_ps(code + 8);
+    const long K2 = K / 2, bpr = K / block, bb = block / 2;
+    for (long n = n0; n < n1; n++) {
+        __m256 acc[8];
+        for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+        const uint8_t *row = data + n * K2;
+        for (long blk = 0; blk < bpr; blk++) {
+            __m256 sv = _mm256_set1_ps(scale[n * bpr + blk]);
+            __m256 zv = zero ? _mm256_set1_ps(zero[n * bpr + blk]) : _mm256_setzero_ps();
+            for (long j = blk * bb; j < (blk + 1) * bb; j += 8) {
+                __m256 whi, wlo;
+                q4_8bytes(row + j, tlo, thi, sv, zv, &whi, &wlo);
+                for (int m = 0; m < 4; m++) {
+                    if (m >= mt) continue;
+                    acc[2 * m] = _mm256_fmadd_ps(whi, _mm256_loadu_ps(xe + m * K2 + j), acc[2 * m]);
+                    acc[2 * m + 1] = _mm256_fmadd_ps(wlo, _mm256_loadu_ps(xo + m * K2 + j), acc[2 * m + 1]);
+                }
+            }
+        }
+        for (int m = 0; m < 4; m++) {
+            if (m >= mt) continue;
+            __m256 t = _mm256_add_ps(acc[2 * m], acc[2 * m + 1]);
+            __m128 h = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_add_ss(h, _mm_movehdup_ps(h));
+            y[m * ldy + n] = _mm_cvtss_f32(h);
+        }
+    }
+}
+
+HP_TARGET_AVX2 static void w4_gemv256(long mt, const float *xe, const float *xo, long K, const uint8_t *data,
+                                      const float *scale, const float *zero, const float *code, long block,
+                                      long n0, long n1, float *y, long ldy) {
+    // Up to 4 rows of X per pass (16 ymm registers); larger M loops over groups of 4.
+    for (long m0 = 0; m0 < mt; m0 += 4) {
+        long g = HP_MIN(4, mt - m0);
+        const long K2 = K / 2;
+        const float *e = xe + m0 * K2, *o = xo + m0 * K2;
+        float *yy = y + m0 * ldy;
+        switch (g) {
+        case 1: w4_rows256(1, e, o, K, data, scale, zero, code, block, n0, n1, yy, ldy); break;
+        case 2: w4_rows256(2, e, o, K, data, scale, zero, code, block, n0, n1, yy, ldy); break;
+        case 3: w4_rows256(3, e, o, K, data, scale, zero, code, block, n0, n1, yy, ldy); break;
+        default: w4_rows256(4, e, o, K, data, scale, zero, code, block, n0, n1, yy, ldy); break;
+        }
+    }
+}
+
+/// Dequantising pack of B = Wᵀ into f32 panels [k][16]: each row dequantised 16 values at a time into even/odd
+/// buffers, then written down the panel column.
+HP_TARGET_AVX2 static int pack_b_q4_256(const hp_gemm_kernel *kr, const hp_q4_weight *w, long c0, long cols,
+                                        long K, void *dst) {
+    if (kr->fmt != HP_PACK_F32) return 0;
+    float *d = dst;
+    const __m256 tlo = _mm256_loadu_ps(w->code), thi = _mm256_loadu_ps(w->code + 8);
+    const long K2 = K / 2, bpr = K / w->block, bb = w->block / 2;
+    float *tmp = hp_scratch(3, sizeof(float) * (size_t)K);
+    if (!tmp) return 0;
+    float *te = tmp, *to = tmp + K2;
+    if (cols < NR) memset(d, 0, sizeof(float) * (size_t)K * NR);
+    for (long j = 0; j < cols; j++) {
+        long n = c0 + j;
+        const uint8_t *row = w->data + n * K2;
+        for (long blk = 0; blk < bpr; blk++) {
+            __m256 sv = _mm256_set1_ps(w->scale[n * bpr + blk]);
+            __m256 zv = w->zero ? _mm256_set1_ps(w->zero[n * bpr + blk]) : _mm256_setzero_ps();
+            for (long jj = blk * bb; jj < (blk + 1) * bb; jj += 8) {
+                __m256 whi, wlo;
+                q4_8bytes(row + jj, tlo, thi, sv, zv, &whi, &wlo);
+                _mm256_storeu_ps(te + jj, whi);
+                _mm256_storeu_ps(to + jj, wlo);
+            }
+        }
+        for (long kk = 0; kk < K2; kk++) {
+            d[(2 * kk) * NR + j] = te[kk];
+            d[(2 * kk + 1) * NR + j] = to[kk];
+        }
+    }
+    return 1;
+}
+
 const hp_dispatch hp_dispatch_avx2 = {
     .isa = HP_ISA_AVX2,
     .f32 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = 256, .mc = MR * 24, .ukr = ukr_f32_6x16},
@@ -161,6 +260,7 @@ const hp_dispatch hp_dispatch_avx2 = {
     .softmax_cols = softmax_cols256,
     .scale_cols = scale_cols256,
     .bwd_ds = bwd_ds256,
-    .w4_gemv = NULL,
+    .w4_gemv = w4_gemv256,
+    .pack_b_q4 = pack_b_q4_256,
 };
 #endif
