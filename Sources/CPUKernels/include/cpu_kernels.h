@@ -42,11 +42,11 @@ enum {
 /// Kernel families, best last. `HP_ISA_AUTO` picks the best the CPU supports.
 typedef enum {
     HP_ISA_AUTO = 0,
-    HP_ISA_SCALAR = 1,       // portable C (the `_ref` kernels)
-    HP_ISA_AVX2 = 2,         // AVX2 + FMA, 6x16 f32 microkernel
+    HP_ISA_SCALAR = 1,       // portable C, blocked (4x16 microkernel); the `_ref` twins are separate
+    HP_ISA_AVX2 = 2,         // AVX2 + FMA, 6x16 f32 microkernel (bf16 converted to f32 when packing)
     HP_ISA_AVX512 = 3,       // AVX-512F/BW/DQ/VL, 14x32 f32 microkernel (bf16 converted to f32 when packing)
     HP_ISA_AVX512_BF16 = 4,  // AVX-512 + vdpbf16ps: bf16 GEMM/attention in bf16 with f32 accumulation
-    HP_ISA_NEON = 5,         // arm64 (not built on x86)
+    HP_ISA_NEON = 5,         // reserved: no NEON kernels yet (arm64 runs the scalar family)
 } hp_isa;
 
 uint32_t hp_cpu_features(void);
