@@ -60,10 +60,10 @@ static void *worker_main(void *arg) {
             g = atomic_load(&p->gen);
             int stop = p->stop;
             pthread_mutex_unlock(&p->mu);
-            if (stop) return NULL;
+            if (stop) { hp_release_thread_buffers(); return NULL; }
         }
         seen = g;
-        if (p->stop) return NULL;
+        if (p->stop) { hp_release_thread_buffers(); return NULL; }
         run_tasks(p, wa.idx);
         if (atomic_fetch_sub_explicit(&p->busy, 1, memory_order_acq_rel) == 1) {
             pthread_mutex_lock(&p->mu);
@@ -169,4 +169,12 @@ void *hp_scratch(int slot, size_t bytes) {
     tl_scratch[slot].p = aligned_alloc(64, n);
     tl_scratch[slot].n = tl_scratch[slot].p ? n : 0;
     return tl_scratch[slot].p;
+}
+
+void hp_release_thread_buffers(void) {
+    for (int i = 0; i < 4; i++) {
+        free(tl_scratch[i].p);
+        tl_scratch[i].p = NULL;
+        tl_scratch[i].n = 0;
+    }
 }

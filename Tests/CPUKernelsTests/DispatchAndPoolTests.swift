@@ -39,6 +39,16 @@ extension CPUKernelSuites {
         }
     }
 
+    @Test func buffersCanBeReleasedBetweenCalls() {
+        var rng = Rand(5)
+        let a = rng.floats(64 * 64), b = rng.floats(64 * 64)
+        var c1 = [Float](repeating: 0, count: 64 * 64), c2 = c1
+        #expect(hp_gemm_f32(0, 0, 64, 64, 64, 1, a, 64, b, 64, 0, &c1, 64, nil, HP_ACT_NONE) == 0)
+        hp_release_thread_buffers()
+        #expect(hp_gemm_f32(0, 0, 64, 64, 64, 1, a, 64, b, 64, 0, &c2, 64, nil, HP_ACT_NONE) == 0)
+        #expect(bitsEqual(c1, c2))
+    }
+
     @Test func nestedParallelForRunsInline() {
         withThreads(2) {
             var out = [Int](repeating: 0, count: 16)

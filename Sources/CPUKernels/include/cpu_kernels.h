@@ -74,6 +74,9 @@ typedef void (*hp_task_fn)(void *ctx, long task, int thread);
 /// Runs fn(ctx, t, thread) for every t, spread over the pool; returns when all are done. Nested calls (from
 /// inside a task) and calls made while another caller holds the pool run serially on the calling thread.
 void hp_parallel_for(long n_tasks, hp_task_fn fn, void *ctx);
+/// Kernels keep grow-only per-thread work buffers (packed panels, tiles) between calls; this frees the calling
+/// thread's. Pool threads keep theirs until hp_threads_init restarts them.
+void hp_release_thread_buffers(void);
 
 // ── common enums and bf16 helpers ────────────────────────────────────────────────────────────────────────
 typedef enum { HP_F32 = 0, HP_BF16 = 1 } hp_dtype;
