@@ -26,7 +26,7 @@ static int check(const hp_attn_args *a, int backward) {
     if (a->B == 0 || a->H == 0 || a->Lq == 0) return HP_OK;
     if (a->Lk == 0) return HP_EINVAL;  // softmax over nothing
     if (!a->q || !a->k || !a->v || !a->o) return HP_EINVAL;
-    if (backward && (a->dtype != HP_F32 || !a->lse || !a->dout || !a->dq || !a->dk || !a->dv)) return HP_EINVAL;
+    if (backward && (!a->lse || !a->dout || !a->dq || !a->dk || !a->dv)) return HP_EINVAL;
     return HP_OK;
 }
 
@@ -78,7 +78,7 @@ int hp_attention_forward_ref(const hp_attn_args *args) {
     return HP_OK;
 }
 
-int hp_attention_backward_ref(const hp_attn_args *args) {
+static int backward_ref_f32(const hp_attn_args *args) {
     int rc = check(args, 1);
     if (rc || args->B == 0 || args->H == 0 || args->Lq == 0) return rc;
     hp_attn_args a = *args;
@@ -430,7 +430,7 @@ static void bwd_reduce_task(void *vctx, long t, int thread) {
 
 static long gcd(long a, long b) { return b ? gcd(b, a % b) : a; }
 
-int hp_attention_backward(const hp_attn_args *args) {
+static int backward_f32(const hp_attn_args *args) {
     int rc = check(args, 1);
     if (rc || args->B == 0 || args->H == 0 || args->Lq == 0) return rc;
     bwd_t x = {.a = *args};
@@ -472,4 +472,55 @@ int hp_attention_backward(const hp_attn_args *args) {
         hp_parallel_for(x.nh * HP_CEIL_DIV(Lq, x.rq), bwd_reduce_task, &x);
     }
     return atomic_load(&x.oom) ? HP_ENOMEM : HP_OK;
+}
+
+// ── bf16 backward: through f32 copies ────────────────────────────────────────────────────────────────────
+/// Copies a [B,H,L,D] view (bf16) into a contiguous f32 array, or back (to_bf16).
+static void view_copy(const hp_attn_args *a, long L, const void *src, long sb, long sh, long sl, float *f32,
+                      void *dst, int to_bf16) {
+    const long D = a->D;
+    for (long b = 0; b < a->B; b++)
+        for (long h = 0; h < a->H; h++)
+            for (long l = 0; l < L; l++) {
+                long off = b * sb + h * sh + l * sl;
+                float *f = f32 + ((b * a->H + h) * L + l) * D;
+                if (to_bf16) hp_f32_to_bf16_array(f, (uint16_t *)dst + off, (size_t)D);
+                else hp_bf16_to_f32_array((const uint16_t *)src + off, f, (size_t)D);
+            }
+}
+
+static int backward_bf16(const hp_attn_args *args, int (*f32fn)(const hp_attn_args *)) {
+    hp_attn_args a = *args;
+    norm_strides(&a);
+    const size_t nq = (size_t)(a.B * a.H * a.Lq * a.D), nk = (size_t)(a.B * a.H * a.Lk * a.D);
+    float *buf = malloc(sizeof(float) * (4 * nq + 4 * nk));
+    if (!buf) return HP_ENOMEM;
+    float *q = buf, *o = q + nq, *g = o + nq, *dq = g + nq, *k = dq + nq, *v = k + nk, *dk = v + nk, *dv = dk + nk;
+    view_copy(&a, a.Lq, a.q, a.q_sb, a.q_sh, a.q_sl, q, NULL, 0);
+    view_copy(&a, a.Lq, a.o, a.o_sb, a.o_sh, a.o_sl, o, NULL, 0);
+    view_copy(&a, a.Lq, a.dout, a.o_sb, a.o_sh, a.o_sl, g, NULL, 0);
+    view_copy(&a, a.Lk, a.k, a.k_sb, a.k_sh, a.k_sl, k, NULL, 0);
+    view_copy(&a, a.Lk, a.v, a.v_sb, a.v_sh, a.v_sl, v, NULL, 0);
+    hp_attn_args f = {.B = a.B, .H = a.H, .Lq = a.Lq, .Lk = a.Lk, .D = a.D, .scale = a.scale, .dtype = HP_F32,
+                      .q = q, .k = k, .v = v, .o = o, .lse = a.lse, .dout = g, .dq = dq, .dk = dk, .dv = dv};
+    int rc = f32fn(&f);
+    if (rc == HP_OK) {
+        view_copy(&a, a.Lq, NULL, a.q_sb, a.q_sh, a.q_sl, dq, a.dq, 1);
+        view_copy(&a, a.Lk, NULL, a.k_sb, a.k_sh, a.k_sl, dk, a.dk, 1);
+        view_copy(&a, a.Lk, NULL, a.v_sb, a.v_sh, a.v_sl, dv, a.dv, 1);
+    }
+    free(buf);
+    return rc;
+}
+
+int hp_attention_backward(const hp_attn_args *args) {
+    int rc = check(args, 1);
+    if (rc || args->B == 0 || args->H == 0 || args->Lq == 0) return rc;
+    return args->dtype == HP_BF16 ? backward_bf16(args, backward_f32) : backward_f32(args);
+}
+
+int hp_attention_backward_ref(const hp_attn_args *args) {
+    int rc = check(args, 1);
+    if (rc || args->B == 0 || args->H == 0 || args->Lq == 0) return rc;
+    return args->dtype == HP_BF16 ? backward_bf16(args, backward_ref_f32) : backward_ref_f32(args);
 }

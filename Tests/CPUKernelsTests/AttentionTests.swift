@@ -154,6 +154,38 @@ extension CPUKernelSuites {
         }
     }
 
+    @Test func bf16BackwardMatchesReference() throws {
+        var rng = Rand(25)
+        let c = AttnCase(b: 1, h: 2, lq: 33, lk: 40, d: 16, interleaved: true)
+        let q = bf16(rng.floats(c.qCount)), k = bf16(rng.floats(c.kCount)), v = bf16(rng.floats(c.kCount))
+        let g = bf16(rng.floats(c.qCount))
+        let (o, lse, _) = attnForward(c, f32(q), f32(k), f32(v), ref: true)
+        let oh = bf16(o)
+        func run(_ ref: Bool) -> ([UInt16], [UInt16], [UInt16], Int32) {
+            var dq = [UInt16](repeating: 0, count: c.qCount), dk = [UInt16](repeating: 0, count: c.kCount), dv = dk
+            var l = lse
+            let rc: Int32 = q.withUnsafeBytes { qp in k.withUnsafeBytes { kp in v.withUnsafeBytes { vp in
+                oh.withUnsafeBytes { op in g.withUnsafeBytes { gp in dq.withUnsafeMutableBytes { dqp in
+                    dk.withUnsafeMutableBytes { dkp in dv.withUnsafeMutableBytes { dvp in l.withUnsafeMutableBufferPointer { lp in
+                        var a = c.args(HP_BF16)
+                        a.q = qp.baseAddress; a.k = kp.baseAddress; a.v = vp.baseAddress
+                        a.o = UnsafeMutableRawPointer(mutating: op.baseAddress); a.lse = lp.baseAddress
+                        a.dout = gp.baseAddress; a.dq = dqp.baseAddress; a.dk = dkp.baseAddress; a.dv = dvp.baseAddress
+                        return ref ? hp_attention_backward_ref(&a) : hp_attention_backward(&a)
+                    } } } } } } } } }
+            return (dq, dk, dv, rc)
+        }
+        let (dq, dk, dv, rc) = run(false)
+        let (rdq, rdk, rdv, rr) = run(true)
+        try #require(rc == 0 && rr == 0)
+        #expect(worstRatio(f32(dq), f32(rdq), atol: 1e-4, rtol: 8e-3) <= 1, "dq")
+        #expect(worstRatio(f32(dk), f32(rdk), atol: 1e-4, rtol: 8e-3) <= 1, "dk")
+        #expect(worstRatio(f32(dv), f32(rdv), atol: 1e-4, rtol: 8e-3) <= 1, "dv")
+        // The bf16 path is the f32 backward on the bf16 inputs, rounded once.
+        let (fdq, _, _, _) = attnBackward(c, f32(q), f32(k), f32(v), f32(oh), lse, f32(g), ref: false)
+        #expect(dq == bf16(fdq))
+    }
+
     @Test func backwardMatchesReferenceOnEveryISA() throws {
         var rng = Rand(24)
         try forEachISA { isa in

@@ -166,7 +166,7 @@ int hp_gemm_w4a16_ref(long M, const void *X, hp_dtype x_dtype, long ldx, const h
 typedef struct hp_attn_args {
     long B, H, Lq, Lk, D;
     float scale;          // usually 1/sqrt(D)
-    hp_dtype dtype;       // of q, k, v, o (and do/dq/dk/dv in backward; backward supports HP_F32 only)
+    hp_dtype dtype;       // of q, k, v, o (and dout/dq/dk/dv in backward; bf16 backward runs on f32 copies)
     const void *q; long q_sb, q_sh, q_sl;   // [B,H,Lq,D]
     const void *k; long k_sb, k_sh, k_sl;   // [B,H,Lk,D]
     const void *v; long v_sb, v_sh, v_sl;   // [B,H,Lk,D]
