@@ -39,7 +39,8 @@ int hp_quantize_4bit(const float *w, long count, long block, const float *code, 
             float bd = INFINITY;
             for (int q = 0; q < 16; q++) {
                 float d = fabsf(x - code[q]);
-                if (d < bd) { bd = d; best = q; }
+                // Ties go to the lower index, except between +0 and -0 (FP4 has both): bitsandbytes writes -0.
+                if (d < bd || (d == bd && code[q] == 0.0f && signbit(code[q]))) { bd = d; best = q; }
             }
             data[e >> 1] |= (uint8_t)((e & 1) ? best : best << 4);
         }

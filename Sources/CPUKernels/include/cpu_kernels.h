@@ -146,7 +146,9 @@ typedef enum { HP_CODE_NF4 = 0, HP_CODE_FP4 = 1, HP_CODE_INT4 = 2, HP_CODE_UINT4
 const float *hp_code_table(hp_code_kind kind);
 
 /// Blockwise absmax quantisation of w[count] to the nearest entry of `code` (as bitsandbytes: x / absmax,
-/// nearest code, ties to the lower index); writes data[ceil(count/2)] and absmax[ceil(count/block)].
+/// nearest code; ties to the lower index, except that a zero is written as -0 when the table has both, as
+/// bitsandbytes' FP4 does);
+/// writes data[ceil(count/2)] and absmax[ceil(count/block)]. Matches bitsandbytes' bytes (tested on a fixture).
 int hp_quantize_4bit(const float *w, long count, long block, const float *code, uint8_t *data, float *absmax);
 /// Dequantises rows [n0, n0+rows) of W into out[rows, k] (f32). For tests and small uses.
 int hp_dequantize_4bit_rows(const hp_q4_weight *w, long n0, long rows, float *out);
