@@ -46,6 +46,25 @@ extension CPUKernelSuites {
         #expect(out == [1, -1, 0, 0.44070982933044434])
     }
 
+    @Test func paddedLeadingDimensions() throws {
+        var rng = Rand(12)
+        let (n, k, ldx, ldy) = (40, 128, 131, 45)
+        let q = Q4(rng.floats(n * k), n: n, k: k, block: 64, code: hp_code_table(HP_CODE_NF4))
+        try forEachISA { isa in
+            for m in [2, 30] {  // small-M kernel and dequantising GEMM
+                let x = rng.floats(m * ldx)
+                var got = [Float](repeating: -7, count: m * ldy), want = got
+                q.with { w in
+                    #expect(hp_gemm_w4a16(m, x, HP_F32, ldx, w, nil, HP_ACT_NONE, &got, HP_F32, ldy) == 0)
+                    #expect(hp_gemm_w4a16_ref(m, x, HP_F32, ldx, w, nil, HP_ACT_NONE, &want, HP_F32, ldy) == 0)
+                }
+                #expect(worstRatio(got, want, atol: 1e-4, rtol: 1e-5) <= 1, "\(isa) M\(m)")
+                // Padding columns are left alone.
+                #expect((0..<m).allSatisfy { r in (n..<ldy).allSatisfy { got[r * ldy + $0] == -7 } })
+            }
+        }
+    }
+
     @Test func matchesReferenceOnEveryISA() throws {
         var rng = Rand(11)
         // (M, N, K, block): aligned rows (fast paths), blocks straddling rows, odd K, partial last block.
