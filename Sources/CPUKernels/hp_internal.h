@@ -101,6 +101,10 @@ typedef struct hp_dispatch {
     /// xe/xo [mt][K/2] (f32). NULL → generic path.
     void (*w4_gemv)(long mt, const float *xe, const float *xo, long K, const uint8_t *data, const float *scale,
                     const float *zero, const float *code, long block, long n0, long n1, float *y, long ldy);
+    /// W4A16 small-M kernel for bf16 X on vdpbf16ps (no zero points; block % 64 == 0, K % block == 0): X rows
+    /// pre-permuted by hp_w4_permute_x into xp [mt][K/2] u32 pairs; mt <= 4. NULL → w4_gemv.
+    void (*w4_gemv_bf16)(long mt, const uint32_t *xp, long K, const uint8_t *data, const float *scale,
+                         const float *code, long block, long n0, long n1, float *y, long ldy);
     /// Packs columns [c0, c0+cols) of B = Wᵀ (a 4-bit weight whose blocks lie inside rows, K even, block % 32
     /// == 0) into the B panel format of `kr`; returns 0 if it could not (then the scalar path in hp_pack_b runs).
     int (*pack_b_q4)(const hp_gemm_kernel *kr, const hp_q4_weight *w, long c0, long cols, long K, void *dst);

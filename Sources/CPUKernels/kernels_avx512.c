@@ -262,6 +262,67 @@ HP_TARGET_AVX512 __attribute__((always_inline)) static inline void w4_rows(const
     }
 }
 
+// bf16-X variant: 32 bytes (64 codes, one block of 64) → u16 code indices → unpack high/low nibbles into index
+// pairs (within 128-bit lanes, hence the permuted X) → vpermw on the bf16 code table → two vdpbf16ps; the block
+// sum is scaled once. Codes are rounded to bf16 (X is bf16 already).
+HP_TARGET_AVX512BF16 __attribute__((always_inline)) static inline void w4b_rows(
+    const int mt, const uint32_t *xp, long K, const uint8_t *data, const float *scale, const float *code,
+    long block, long n0, long n1, float *y, long ldy) {
+    uint16_t tab[32] = {0};
+    for (int i = 0; i < 16; i++) tab[i] = hp_f2bf(code[i]);
+    const __m512i table = _mm512_loadu_si512(tab), nib = _mm512_set1_epi16(15);
+    const long K2 = K / 2, bpr = K / block, cpb = block / 64;  // 32-byte chunks per block
+    for (long n = n0; n < n1; n++) {
+        __m512 tot[8];
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 8; i++)
+            if (i < 2 * mt) tot[i] = _mm512_setzero_ps();
+        const uint8_t *row = data + n * K2;
+        for (long blk = 0; blk < bpr; blk++) {
+            __m512 s = _mm512_set1_ps(scale[n * bpr + blk]);
+            __m512 part[4];
+#pragma clang loop unroll(full)
+            for (int m = 0; m < 4; m++)
+                if (m < mt) part[m] = _mm512_setzero_ps();
+            for (long c = blk * cpb; c < (blk + 1) * cpb; c++) {
+                __m512i w16 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row + 32 * c)));
+                __m512i hi = _mm512_srli_epi16(w16, 4), lo = _mm512_and_si512(w16, nib);
+                __m512bh wl = (__m512bh)_mm512_permutexvar_epi16(_mm512_unpacklo_epi16(hi, lo), table);
+                __m512bh wh = (__m512bh)_mm512_permutexvar_epi16(_mm512_unpackhi_epi16(hi, lo), table);
+#pragma clang loop unroll(full)
+                for (int m = 0; m < 4; m++) {
+                    if (m >= mt) continue;
+                    const uint32_t *x = xp + m * K2 + 32 * c;
+                    part[m] = _mm512_dpbf16_ps(part[m], wl, (__m512bh)_mm512_loadu_si512(x));
+                    part[m] = _mm512_dpbf16_ps(part[m], wh, (__m512bh)_mm512_loadu_si512(x + 16));
+                }
+            }
+#pragma clang loop unroll(full)
+            for (int m = 0; m < 4; m++) {
+                if (m >= mt) continue;
+                int t = 2 * m + (int)(blk & 1);  // two running sums per row shorten the dependency chain
+                tot[t] = _mm512_fmadd_ps(part[m], s, tot[t]);
+            }
+        }
+#pragma clang loop unroll(full)
+        for (int m = 0; m < 4; m++) {
+            if (m >= mt) continue;
+            y[m * ldy + n] = _mm512_reduce_add_ps(_mm512_add_ps(tot[2 * m], tot[2 * m + 1]));
+        }
+    }
+}
+
+HP_TARGET_AVX512BF16 static void w4_gemv_bf16_512(long mt, const uint32_t *xp, long K, const uint8_t *data,
+                                                   const float *scale, const float *code, long block, long n0,
+                                                   long n1, float *y, long ldy) {
+    switch (mt) {
+    case 1: w4b_rows(1, xp, K, data, scale, code, block, n0, n1, y, ldy); break;
+    case 2: w4b_rows(2, xp, K, data, scale, code, block, n0, n1, y, ldy); break;
+    case 3: w4b_rows(3, xp, K, data, scale, code, block, n0, n1, y, ldy); break;
+    default: w4b_rows(4, xp, K, data, scale, code, block, n0, n1, y, ldy); break;
+    }
+}
+
 HP_TARGET_AVX512 static void w4_gemv512(long mt, const float *xe, const float *xo, long K, const uint8_t *data,
                                         const float *scale, const float *zero, const float *code, long block,
                                         long n0, long n1, float *y, long ldy) {
@@ -489,6 +550,7 @@ const hp_dispatch hp_dispatch_avx512bf16 = {
     .bwd_ds = bwd_ds512,
     .w4_gemv = w4_gemv512,
     .pack_b_q4 = pack_b_q4_pair,
+    .w4_gemv_bf16 = w4_gemv_bf16_512,
     .pack_p_pairs = pack_p_pairs512,
     .to_bf16 = to_bf16_512,
     .pack_b_fast = pack_b_fast512,

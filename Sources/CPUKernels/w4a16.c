@@ -111,6 +111,37 @@ static void gemv_task(void *vctx, long t, int thread) {
 
 #define W4_SMALL_M 4
 
+typedef struct {
+    const hp_dispatch *dp;
+    long mt, K;
+    const uint32_t *xp;
+    const hp_q4_weight *w;
+    float *y;
+    long ldy, rows_per_task;
+} gemvb_t;
+
+static void gemvb_task(void *vctx, long t, int thread) {
+    (void)thread;
+    gemvb_t *g = vctx;
+    long n0 = t * g->rows_per_task, n1 = HP_MIN(g->w->n, n0 + g->rows_per_task);
+    g->dp->w4_gemv_bf16(g->mt, g->xp, g->K, g->w->data, g->w->scale, g->w->code, g->w->block, n0, n1, g->y, g->ldy);
+}
+
+/// Reorders bf16 X row pairs for w4_gemv_bf16: in each 32-pair chunk, pairs 0-3, 8-11, 16-19, 24-27 first, then
+/// 4-7, 12-15, 20-23, 28-31 (the order unpacklo/unpackhi produce within 128-bit lanes).
+static void permute_x_pairs(const uint16_t *x, long K, uint32_t *xp) {
+    const long chunks = K / 64;
+    for (long c = 0; c < chunks; c++)
+        for (int half = 0; half < 2; half++)
+            for (int lane = 0; lane < 4; lane++)
+                for (int t = 0; t < 4; t++) {
+                    long pair = 32 * c + 8 * lane + 4 * half + t;
+                    uint32_t v;
+                    memcpy(&v, x + 2 * pair, 4);
+                    xp[32 * c + 16 * half + 4 * lane + t] = v;
+                }
+}
+
 int hp_gemm_w4a16(long M, const void *X, hp_dtype x_dtype, long ldx, const hp_q4_weight *W, const float *bias,
                   hp_act act, void *Y, hp_dtype y_dtype, long ldy) {
     int rc = check_args(M, X, x_dtype, ldx, W, Y, y_dtype, ldy);
@@ -125,8 +156,32 @@ int hp_gemm_w4a16(long M, const void *X, hp_dtype x_dtype, long ldx, const hp_q4
         if (y_dtype == HP_BF16) return hp_gemm_driver_bf16out(kr, M, N, K, 1.0f, &a, &b, 0.0f, Y, ldy, bias, act);
         return hp_gemm_driver(kr, M, N, K, 1.0f, &a, &b, 0.0f, Y, ldy, bias, act, 1);
     }
-    // Small M: X rows split into even/odd elements (f32), since the high nibble of byte j is element 2j.
     const long K2 = K / 2;
+    if (dp->w4_gemv_bf16 && x_dtype == HP_BF16 && !W->zero && W->block % 64 == 0) {
+        // bf16 X: products on vdpbf16ps, X kept as bf16 pairs.
+        float *yf = y_dtype == HP_F32 ? Y : malloc(sizeof(float) * (size_t)M * (size_t)N);
+        long ldyf = y_dtype == HP_F32 ? ldy : N;
+        uint32_t *xp = hp_scratch(2, sizeof(uint32_t) * (size_t)(M * K2));
+        if (!yf || !xp) {
+            if (yf != Y) free(yf);
+            return HP_ENOMEM;
+        }
+        for (long m = 0; m < M; m++) permute_x_pairs((const uint16_t *)X + m * ldx, K, xp + m * K2);
+        gemvb_t g = {.dp = dp, .mt = M, .K = K, .xp = xp, .w = W, .y = yf, .ldy = ldyf};
+        g.rows_per_task = HP_MAX(8, HP_MIN(64, N / (8 * hp_threads_count()) + 1));
+        long tasks = HP_CEIL_DIV(N, g.rows_per_task);
+        if ((double)M * N * K < 2e5)
+            for (long t = 0; t < tasks; t++) gemvb_task(&g, t, 0);
+        else
+            hp_parallel_for(tasks, gemvb_task, &g);
+        if (bias || act != HP_ACT_NONE) dp->epilogue(yf, ldyf, M, N, bias, act);
+        if (y_dtype != HP_F32) {
+            for (long m = 0; m < M; m++) hp_f32_to_bf16_array(yf + m * N, (uint16_t *)Y + m * ldy, (size_t)N);
+            free(yf);
+        }
+        return HP_OK;
+    }
+    // Small M: X rows split into even/odd elements (f32), since the high nibble of byte j is element 2j.
     float *yf = y_dtype == HP_F32 ? Y : malloc(sizeof(float) * (size_t)M * (size_t)N);
     long ldyf = y_dtype == HP_F32 ? ldy : N;
     float *xs = hp_scratch(2, sizeof(float) * (size_t)(2 * M * K2));

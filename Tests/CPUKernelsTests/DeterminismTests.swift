@@ -45,6 +45,12 @@ extension CPUKernelSuites {
                     q.with { w in _ = hp_gemm_w4a16(m, x, HP_F32, k, w, nil, HP_ACT_NONE, &y, HP_F32, n) }
                     return y
                 }
+                let xb = bf16(x)
+                sameForAnyThreadCount("w4a16 bf16 X M\(m) \(isa)") {
+                    var y = [Float](repeating: 0, count: m * n)
+                    q.with { w in _ = hp_gemm_w4a16(m, xb, HP_BF16, k, w, nil, HP_ACT_NONE, &y, HP_F32, n) }
+                    return y
+                }
             }
         }
     }

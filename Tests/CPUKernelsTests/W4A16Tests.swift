@@ -70,7 +70,7 @@ extension CPUKernelSuites {
         // (M, N, K, block): aligned rows (fast paths), blocks straddling rows, odd K, partial last block.
         let shapes: [(Int, Int, Int, Int)] = [(1, 65, 128, 64), (7, 63, 192, 64), (16, 33, 64, 32), (17, 65, 128, 64),
                                               (63, 40, 256, 64), (3, 9, 100, 64), (5, 7, 63, 64), (65, 31, 70, 32),
-                                              (1, 1000, 64, 64), (2, 7, 1000, 64)]
+                                              (1, 1000, 64, 64), (2, 7, 1000, 64), (3, 33, 256, 64), (4, 17, 256, 128)]
         let codes: [(String, UnsafePointer<Float>?)] = [("nf4", hp_code_table(HP_CODE_NF4)), ("fp4", hp_code_table(HP_CODE_FP4)),
                                                        ("int4", hp_code_table(HP_CODE_INT4)), ("uint4+zero", hp_code_table(HP_CODE_UINT4))]
         try forEachISA { isa in
