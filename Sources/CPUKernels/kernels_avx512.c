@@ -1,11 +1,13 @@
 // AVX-512 kernels: 14x32 f32 microkernel (28 zmm accumulators), 14x32 bf16 microkernel (vdpbf16ps, f32
-// accumulation), vectorised epilogue / exp / online-softmax helpers, and the W4A16 small-M kernel.
+// accumulation), transposing packs, vectorised epilogue / exp / online-softmax / attention-backward helpers, and
+// the W4A16 kernels (small-M f32 and bf16-X variants, dequantising packs).
 #include "hp_internal.h"
 #if HP_X86
 #include <immintrin.h>
 
 #define MR 14
 #define NR 32
+// Block sizes (build-time tunables: -DHP_KC_F32=... etc.); k-blocks in elements, m-block = MR * HP_MC_MUL.
 #ifndef HP_KC_F32
 #define HP_KC_F32 256
 #endif
