@@ -165,13 +165,13 @@ static void fwd_pack_task(void *vctx, long t, int thread) {
     if (t % 2 == 0) {  // K as A panels: rows = keys, k = d
         hp_src s = {.p = at(x->a.k, x->a.dtype, b * x->a.k_sb + h * x->a.k_sh), .ld = x->a.k_sl, .dtype = x->a.dtype};
         for (long p = 0; p < x->nkp; p++)
-            hp_pack_a(kr, &s, p * MR, HP_MIN(MR, Lk - p * MR), D, dst + p * x->dk * MR * es);
+            hp_pack_a(x->dp, kr, &s, p * MR, HP_MIN(MR, Lk - p * MR), D, dst + p * x->dk * MR * es);
     } else {  // Vᵀ as A panels: rows = d, k = keys
         hp_src s = {.p = at(x->a.v, x->a.dtype, b * x->a.v_sb + h * x->a.v_sh), .ld = x->a.v_sl, .trans = 1,
                     .dtype = x->a.dtype};
         char *vd = dst + x->nkp * x->dk * MR * es;
         for (long p = 0; p < x->nvp; p++)
-            hp_pack_a(kr, &s, p * MR, HP_MIN(MR, D - p * MR), Lk, vd + p * x->lkp * MR * es);
+            hp_pack_a(x->dp, kr, &s, p * MR, HP_MIN(MR, D - p * MR), Lk, vd + p * x->lkp * MR * es);
     }
 }
 
@@ -195,7 +195,7 @@ static void fwd_task(void *vctx, long t, int thread) {
     float *St = (float *)(Qp + bQ), *Pp = St + nS, *Ot = Pp + nP, *m = Ot + nO, *l = m + nv, *corr = l + nv;
     hp_src qs = {.p = at(a->q, a->dtype, b * a->q_sb + h * a->q_sh + q0 * a->q_sl), .ld = a->q_sl, .trans = 1,
                  .dtype = a->dtype};
-    for (long p = 0; p < nqp; p++) hp_pack_b(kr, &qs, p * NR, HP_MIN(NR, nq - p * NR), D, Qp + p * dk * NR * es);
+    for (long p = 0; p < nqp; p++) hp_pack_b(x->dp, kr, &qs, p * NR, HP_MIN(NR, nq - p * NR), D, Qp + p * dk * NR * es);
     for (size_t i = 0; i < nv; i++) m[i] = -INFINITY, l[i] = 0;
     for (long k0 = 0; k0 < a->Lk; k0 += KB) {
         long nk = HP_MIN(KB, a->Lk - k0);
@@ -309,25 +309,25 @@ static void bwd_pack_task(void *vctx, long t, int thread) {
     switch (which) {
     case P_QA: case P_dOA: {  // rows = queries, k = d
         const hp_src *s = which == P_QA ? &q : &dO;
-        for (long p = 0; p < x->nqA; p++) hp_pack_a(kr, s, p * MR, HP_MIN(MR, Lq - p * MR), D, dst + p * D * MR);
+        for (long p = 0; p < x->nqA; p++) hp_pack_a(x->dp, kr, s, p * MR, HP_MIN(MR, Lq - p * MR), D, dst + p * D * MR);
         break;
     }
     case P_KBt: case P_VBt: {  // columns = keys, k = d
         hp_src s = which == P_KBt ? k : v;
         s.trans = 1;
-        for (long p = 0; p < x->nkB; p++) hp_pack_b(kr, &s, p * NR, HP_MIN(NR, Lk - p * NR), D, dst + p * D * NR);
+        for (long p = 0; p < x->nkB; p++) hp_pack_b(x->dp, kr, &s, p * NR, HP_MIN(NR, Lk - p * NR), D, dst + p * D * NR);
         break;
     }
     case P_dOTA: case P_QTA: {  // rows = d, k = queries
         hp_src s = which == P_dOTA ? dO : q;
         s.trans = 1;
-        for (long p = 0; p < x->nd; p++) hp_pack_a(kr, &s, p * MR, HP_MIN(MR, D - p * MR), Lq, dst + p * Lq * MR);
+        for (long p = 0; p < x->nd; p++) hp_pack_a(x->dp, kr, &s, p * MR, HP_MIN(MR, D - p * MR), Lq, dst + p * Lq * MR);
         break;
     }
     case P_KTA: {  // rows = d, k = keys
         hp_src s = k;
         s.trans = 1;
-        for (long p = 0; p < x->nd; p++) hp_pack_a(kr, &s, p * MR, HP_MIN(MR, D - p * MR), Lk, dst + p * Lk * MR);
+        for (long p = 0; p < x->nd; p++) hp_pack_a(x->dp, kr, &s, p * MR, HP_MIN(MR, D - p * MR), Lk, dst + p * Lk * MR);
         break;
     }
     case P_DELTA: {

@@ -13,7 +13,8 @@
 
 static uint32_t g_features;
 static char g_features_str[256];
-static _Atomic(const hp_dispatch *) g_dispatch;
+static _Atomic(const hp_dispatch *) g_dispatch;       // process-wide choice (best ISA, or HPRUNE_ISA)
+static _Thread_local const hp_dispatch *tl_override;  // hp_set_isa_override, per calling thread
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 #if HP_X86
@@ -140,6 +141,7 @@ const char *hp_cpu_features_string(void) {
 
 const hp_dispatch *hp_dispatch_current(void) {
     pthread_once(&g_once, init_once);
+    if (tl_override) return tl_override;
     return atomic_load_explicit(&g_dispatch, memory_order_acquire);
 }
 
@@ -160,8 +162,11 @@ const char *hp_isa_name(hp_isa isa) {
 
 int hp_set_isa_override(hp_isa isa) {
     pthread_once(&g_once, init_once);
-    if (isa == HP_ISA_AUTO) isa = best_isa();
+    if (isa == HP_ISA_AUTO) {
+        tl_override = NULL;
+        return HP_OK;
+    }
     if (!hp_isa_supported(isa)) return HP_EUNSUPPORTED;
-    atomic_store(&g_dispatch, table_for(isa));
+    tl_override = table_for(isa);
     return HP_OK;
 }

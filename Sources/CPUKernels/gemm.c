@@ -37,9 +37,9 @@ void hp_q4_row_segment(const hp_q4_weight *w, long n, long k0, long len, float *
 }
 
 // ── packing ──────────────────────────────────────────────────────────────────────────────────────────────
-void hp_pack_a(const hp_gemm_kernel *kr, const hp_src *a, long r0, long rows, long K, void *dst) {
+void hp_pack_a(const hp_dispatch *dp, const hp_gemm_kernel *kr, const hp_src *a, long r0, long rows, long K,
+               void *dst) {
     const int MR = kr->mr;
-    const hp_dispatch *dp = hp_dispatch_current();
     if (dp->pack_a_fast && dp->pack_a_fast(kr, a, r0, rows, K, dst)) return;
     if (kr->fmt == HP_PACK_F32) {
         float *d = dst;
@@ -94,9 +94,9 @@ void hp_pack_a(const hp_gemm_kernel *kr, const hp_src *a, long r0, long rows, lo
     }
 }
 
-void hp_pack_b(const hp_gemm_kernel *kr, const hp_src *b, long c0, long cols, long K, void *dst) {
+void hp_pack_b(const hp_dispatch *dp, const hp_gemm_kernel *kr, const hp_src *b, long c0, long cols, long K,
+               void *dst) {
     const int NR = kr->nr;
-    const hp_dispatch *dp = hp_dispatch_current();
     if (dp->pack_b_fast && dp->pack_b_fast(kr, b, c0, cols, K, dst)) return;
     if (b->q4) {
         const hp_q4_weight *w = b->q4;
@@ -198,6 +198,7 @@ void hp_pack_b(const hp_gemm_kernel *kr, const hp_src *b, long c0, long cols, lo
 
 // ── driver ───────────────────────────────────────────────────────────────────────────────────────────────
 typedef struct {
+    const hp_dispatch *dp;
     const hp_gemm_kernel *kr;
     hp_epilogue_fn epi;
     long M, N, K, Kp;
@@ -224,11 +225,11 @@ static void drv_pack_task(void *vctx, long t, int thread) {
     const hp_gemm_kernel *kr = x->kr;
     if (t < x->na) {
         long r0 = t * kr->mr;
-        hp_pack_a(kr, x->a, x->m0 + r0, HP_MIN(kr->mr, x->mlen - r0), x->K, x->apack + t * x->apanel);
+        hp_pack_a(x->dp, kr, x->a, x->m0 + r0, HP_MIN(kr->mr, x->mlen - r0), x->K, x->apack + t * x->apanel);
     } else {
         t -= x->na;
         long c0 = t * kr->nr;
-        hp_pack_b(kr, x->b, x->n0 + c0, HP_MIN(kr->nr, x->nlen - c0), x->K, x->bpack + t * x->bpanel);
+        hp_pack_b(x->dp, kr, x->b, x->n0 + c0, HP_MIN(kr->nr, x->nlen - c0), x->K, x->bpack + t * x->bpanel);
     }
 }
 
@@ -249,7 +250,7 @@ static void drv_compute_task(void *vctx, long t, int thread) {
     long c0 = jb * x->nt, c1 = HP_MIN(x->nlen, c0 + x->nt);
     float *Ct;
     long ldt;
-    const hp_dispatch *dp = hp_dispatch_current();
+    const hp_dispatch *dp = x->dp;
     if (x->Cb) {  // bf16 output: f32 tile buffer, seeded with beta * old C
         ldt = x->nt;
         Ct = hp_scratch(3, sizeof(float) * (size_t)kr->mc * (size_t)x->nt);
@@ -292,10 +293,9 @@ static void run(long n, hp_task_fn fn, void *ctx, int parallel) {
         for (long t = 0; t < n; t++) fn(ctx, t, 0);
 }
 
-static int driver(const hp_gemm_kernel *kr, long M, long N, long K, float alpha, const hp_src *a, const hp_src *b,
+static int driver(const hp_dispatch *dp, const hp_gemm_kernel *kr, long M, long N, long K, float alpha, const hp_src *a, const hp_src *b,
                   float beta, float *C, uint16_t *Cb, long ldc, const float *bias, hp_act act, int parallel) {
     if (M <= 0 || N <= 0) return HP_OK;
-    const hp_dispatch *dp = hp_dispatch_current();
     if (K <= 0) {  // C = act(beta*C + bias)
         for (long i = 0; i < M; i++)
             for (long j = 0; j < N; j++) {
@@ -309,7 +309,7 @@ static int driver(const hp_gemm_kernel *kr, long M, long N, long K, float alpha,
         return HP_OK;
     }
     const long step = hp_kstep(kr);
-    drv_t x = {.kr = kr, .epi = dp->epilogue, .M = M, .N = N, .K = K, .Kp = HP_ROUND_UP(K, step),
+    drv_t x = {.dp = dp, .kr = kr, .epi = dp->epilogue, .M = M, .N = N, .K = K, .Kp = HP_ROUND_UP(K, step),
                .alpha = alpha, .beta = beta, .a = a, .b = b, .C = C, .ldc = ldc, .Cb = Cb, .bias = bias, .act = act};
     const size_t es = hp_pack_esize(kr);
     x.apanel = (size_t)x.Kp * kr->mr * es;
@@ -341,14 +341,16 @@ static int driver(const hp_gemm_kernel *kr, long M, long N, long K, float alpha,
     return atomic_load(&x.oom) ? HP_ENOMEM : HP_OK;
 }
 
-int hp_gemm_driver(const hp_gemm_kernel *kr, long M, long N, long K, float alpha, const hp_src *a,
-                   const hp_src *b, float beta, float *C, long ldc, const float *bias, hp_act act, int parallel) {
-    return driver(kr, M, N, K, alpha, a, b, beta, C, NULL, ldc, bias, act, parallel);
+int hp_gemm_driver(const hp_dispatch *dp, const hp_gemm_kernel *kr, long M, long N, long K, float alpha,
+                   const hp_src *a, const hp_src *b, float beta, float *C, long ldc, const float *bias, hp_act act,
+                   int parallel) {
+    return driver(dp, kr, M, N, K, alpha, a, b, beta, C, NULL, ldc, bias, act, parallel);
 }
 
-int hp_gemm_driver_bf16out(const hp_gemm_kernel *kr, long M, long N, long K, float alpha, const hp_src *a,
-                           const hp_src *b, float beta, uint16_t *C, long ldc, const float *bias, hp_act act) {
-    return driver(kr, M, N, K, alpha, a, b, beta, NULL, C, ldc, bias, act, 1);
+int hp_gemm_driver_bf16out(const hp_dispatch *dp, const hp_gemm_kernel *kr, long M, long N, long K, float alpha,
+                           const hp_src *a, const hp_src *b, float beta, uint16_t *C, long ldc, const float *bias,
+                           hp_act act) {
+    return driver(dp, kr, M, N, K, alpha, a, b, beta, NULL, C, ldc, bias, act, 1);
 }
 
 // ── public API ───────────────────────────────────────────────────────────────────────────────────────────
@@ -370,7 +372,7 @@ int hp_gemm_f32(int trans_a, int trans_b, long M, long N, long K, float alpha, c
     const hp_dispatch *dp = hp_dispatch_current();
     hp_src a = {.p = A, .ld = lda, .trans = trans_a != 0, .dtype = HP_F32};
     hp_src b = {.p = B, .ld = ldb, .trans = trans_b != 0, .dtype = HP_F32};
-    return hp_gemm_driver(&dp->f32, M, N, K, alpha, &a, &b, beta, C, ldc, bias, act, 1);
+    return hp_gemm_driver(dp, &dp->f32, M, N, K, alpha, &a, &b, beta, C, ldc, bias, act, 1);
 }
 
 int hp_gemm_f32_batched(int trans_a, int trans_b, long M, long N, long K, float alpha, const float *A, long lda,
@@ -395,8 +397,8 @@ int hp_gemm_bf16(int trans_a, int trans_b, long M, long N, long K, float alpha, 
     hp_src a = {.p = A, .ld = lda, .trans = trans_a != 0, .dtype = HP_BF16};
     hp_src b = {.p = B, .ld = ldb, .trans = trans_b != 0, .dtype = HP_BF16};
     if (c_dtype == HP_F32)
-        return hp_gemm_driver(&dp->bf16, M, N, K, alpha, &a, &b, beta, C, ldc, bias, act, 1);
-    return hp_gemm_driver_bf16out(&dp->bf16, M, N, K, alpha, &a, &b, beta, C, ldc, bias, act);
+        return hp_gemm_driver(dp, &dp->bf16, M, N, K, alpha, &a, &b, beta, C, ldc, bias, act, 1);
+    return hp_gemm_driver_bf16out(dp, &dp->bf16, M, N, K, alpha, &a, &b, beta, C, ldc, bias, act);
 }
 
 int hp_gemm_bf16_batched(int trans_a, int trans_b, long M, long N, long K, float alpha, const uint16_t *A,

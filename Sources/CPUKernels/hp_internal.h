@@ -113,6 +113,8 @@ typedef struct hp_dispatch {
     int (*pack_a_fast)(const hp_gemm_kernel *kr, const struct hp_src *a, long r0, long rows, long K, void *dst);
 } hp_dispatch;
 
+/// The kernel table for the calling thread (its override, else the process-wide choice). A kernel call reads it
+/// once and hands it to its tasks, so pool threads use the caller's table.
 const hp_dispatch *hp_dispatch_current(void);
 
 // Per-ISA tables (defined in the per-ISA files).
@@ -151,16 +153,18 @@ void hp_q4_row_segment(const hp_q4_weight *w, long n, long k0, long len, float *
 
 /// Packs rows [r0, r0+rows) (rows <= mr) of op(A), k in [0, kp) (kp = K rounded to the format's k-step) into
 /// an A panel (zero padding).
-void hp_pack_a(const hp_gemm_kernel *kr, const hp_src *a, long r0, long rows, long K, void *dst);
+void hp_pack_a(const hp_dispatch *dp, const hp_gemm_kernel *kr, const hp_src *a, long r0, long rows, long K,
+               void *dst);
 /// Packs columns [c0, c0+cols) (cols <= nr) of op(B), all K, into a B panel.
-void hp_pack_b(const hp_gemm_kernel *kr, const hp_src *b, long c0, long cols, long K, void *dst);
+void hp_pack_b(const hp_dispatch *dp, const hp_gemm_kernel *kr, const hp_src *b, long c0, long cols, long K,
+               void *dst);
 
-/// Full GEMM on the given kernel: C[M,N] f32 = act(alpha*op(A)op(B) + beta*C + bias). `parallel` lets it
-/// use the pool.
-int hp_gemm_driver(const hp_gemm_kernel *kr, long M, long N, long K, float alpha, const hp_src *a,
+/// Full GEMM on the given kernel (of table `dp`): C[M,N] f32 = act(alpha*op(A)op(B) + beta*C + bias).
+/// `parallel` lets it use the pool. Every helper of one call comes from the same table `dp`.
+int hp_gemm_driver(const hp_dispatch *dp, const hp_gemm_kernel *kr, long M, long N, long K, float alpha, const hp_src *a,
                    const hp_src *b, float beta, float *C, long ldc, const float *bias, hp_act act, int parallel);
 /// Same with a bf16 C[M,N] (ldc): each task accumulates its tile in an f32 buffer and rounds it once.
-int hp_gemm_driver_bf16out(const hp_gemm_kernel *kr, long M, long N, long K, float alpha, const hp_src *a,
+int hp_gemm_driver_bf16out(const hp_dispatch *dp, const hp_gemm_kernel *kr, long M, long N, long K, float alpha, const hp_src *a,
                            const hp_src *b, float beta, uint16_t *C, long ldc, const float *bias, hp_act act);
 
 static inline size_t hp_pack_esize(const hp_gemm_kernel *kr) { return kr->fmt == HP_PACK_F32 ? 4 : 2; }

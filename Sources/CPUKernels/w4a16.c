@@ -153,8 +153,8 @@ int hp_gemm_w4a16(long M, const void *X, hp_dtype x_dtype, long ldx, const hp_q4
         const hp_gemm_kernel *kr = x_dtype == HP_BF16 ? &dp->bf16 : &dp->f32;
         hp_src a = {.p = X, .ld = ldx, .trans = 0, .dtype = x_dtype};
         hp_src b = {.q4 = W};
-        if (y_dtype == HP_BF16) return hp_gemm_driver_bf16out(kr, M, N, K, 1.0f, &a, &b, 0.0f, Y, ldy, bias, act);
-        return hp_gemm_driver(kr, M, N, K, 1.0f, &a, &b, 0.0f, Y, ldy, bias, act, 1);
+        if (y_dtype == HP_BF16) return hp_gemm_driver_bf16out(dp, kr, M, N, K, 1.0f, &a, &b, 0.0f, Y, ldy, bias, act);
+        return hp_gemm_driver(dp, kr, M, N, K, 1.0f, &a, &b, 0.0f, Y, ldy, bias, act, 1);
     }
     const long K2 = K / 2;
     if (dp->w4_gemv_bf16 && x_dtype == HP_BF16 && !W->zero && W->block % 64 == 0) {

@@ -1,5 +1,6 @@
 // Tests of CPU feature detection, ISA override and the thread pool.
 import CPUKernels
+import Foundation
 import Testing
 
 /// Every kernel suite nests here: the ISA override and the pool size are process-wide, so the suites must not
@@ -20,6 +21,22 @@ extension CPUKernelSuites {
         #expect(String(cString: hp_selected_isa()) == "scalar")
         #expect(hp_set_isa_override(HP_ISA_AUTO) == 0)
         #expect(String(cString: hp_selected_isa()) == String(cString: hp_isa_name(availableISAs().last!)))
+    }
+
+    @Test func overrideIsPerThread() {
+        let best = String(cString: hp_isa_name(availableISAs().last!))
+        #expect(hp_set_isa_override(HP_ISA_SCALAR) == 0)
+        defer { _ = hp_set_isa_override(HP_ISA_AUTO) }
+        let seen = LockedBox("")
+        let done = DispatchSemaphore(value: 0)
+        let t = Thread {
+            seen.set(String(cString: hp_selected_isa()))
+            done.signal()
+        }
+        t.start()
+        done.wait()
+        #expect(String(cString: hp_selected_isa()) == "scalar")
+        #expect(seen.get() == best)
     }
 
     @Test func parallelForRunsEveryTaskOnce() {
@@ -68,4 +85,13 @@ extension CPUKernelSuites {
         }
     }
 }
+}
+
+/// A value shared with another thread under a lock.
+final class LockedBox<T>: @unchecked Sendable {
+    private var value: T
+    private let lock = NSLock()
+    init(_ v: T) { value = v }
+    func set(_ v: T) { lock.lock(); value = v; lock.unlock() }
+    func get() -> T { lock.lock(); defer { lock.unlock() }; return value }
 }

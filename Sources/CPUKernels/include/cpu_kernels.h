@@ -59,9 +59,10 @@ const char *hp_selected_isa(void);
 const char *hp_isa_name(hp_isa isa);
 /// Whether this CPU can run `isa`.
 int hp_isa_supported(hp_isa isa);
-/// Forces an ISA (tests, benchmarks); HP_ISA_AUTO restores the best. Returns HP_EUNSUPPORTED if the CPU lacks
-/// it. Not thread-safe with respect to kernels running at the same time. The environment variable
-/// HPRUNE_ISA=scalar|avx2|avx512|avx512_bf16 sets the start-up choice.
+/// Forces an ISA for kernels called from the calling thread (tests, benchmarks); HP_ISA_AUTO removes the
+/// override. Returns HP_EUNSUPPORTED if the CPU lacks it. Other threads are not affected (the pool threads
+/// working for this thread's call use its choice). The environment variable
+/// HPRUNE_ISA=scalar|avx2|avx512|avx512_bf16 sets the process-wide start-up choice.
 int hp_set_isa_override(hp_isa isa);
 
 // ── thread pool ──────────────────────────────────────────────────────────────────────────────────────────
