@@ -12,7 +12,7 @@ import TensorCore
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks.",
-        subcommands: [BenchModel.self]
+        subcommands: [BenchKernels.self, BenchModel.self]
     )
 }
 

@@ -1,0 +1,42 @@
+// `hprune bench kernels`: GEMM (f32, bf16), fused attention and W4A16 GEMM throughput, optionally against
+// PyTorch in the same run (interleaved, same thread count). Build with `-c release` for meaningful numbers.
+import ArgumentParser
+import Benchmarks
+import Foundation
+
+struct BenchKernels: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kernels",
+        abstract: "GEMM / attention / W4A16 throughput of the CPU kernels (optionally vs PyTorch, same run).",
+        discussion: """
+            Examples:
+              hprune bench kernels
+              hprune bench kernels --json --compare-torch /tmp/ref/bin/python --threads 2
+            JSON: [{"name", "dtype", "shape", "threads", "gflops", "reference_gflops", "ratio", …}]
+            """)
+
+    @Flag(help: "Print a JSON array of records.") var json = false
+    @Option(name: .customLong("compare-torch"), help: ArgumentHelp("A Python with torch to time the same shapes.", valueName: "python"))
+    var compareTorch: String?
+    @Option(help: "Threads (0 = one per core).") var threads = 0
+    @Option(help: "Timed repetitions per case (the median is reported).") var repetitions = 7
+    @Option(help: "Only cases whose name, dtype or shape contains this text.") var filter: String?
+
+    func validate() throws {
+        guard threads >= 0 else { throw ValidationError("--threads must be ≥ 0") }
+        guard repetitions >= 1 else { throw ValidationError("--repetitions must be ≥ 1") }
+    }
+
+    func run() async throws {
+        var log: (@Sendable (String) -> Void)?
+        if !json { log = { @Sendable line in Terminal.err(line) } }
+        let options = KernelBenchOptions(threads: threads, comparePython: compareTorch, repetitions: repetitions,
+                                         filter: filter, log: log)
+        let results: [KernelBenchResult]
+        do { results = try runKernelBench(options) } catch {
+            Terminal.err("error: \(error)")
+            throw Exit.failed
+        }
+        print(json ? kernelBenchJSON(results) : formatKernelBenchTable(results))
+    }
+}
