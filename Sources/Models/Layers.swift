@@ -53,8 +53,13 @@ func embeddingMLP(_ g: Tape, _ prefix: String, _ x: Var) throws -> Var {
 }
 
 /// The Linear layer `prefix` (weight (N,K), optional bias (N)) on x (…,K) → (…,N).
+/// A 4-bit packed weight runs through the W4A16 kernel (`Tape.linear(_:packed:…)`).
 func linear(_ g: Tape, _ prefix: String, _ x: Var, activation: Activation = .none) throws -> Var {
-    try g.linear(x, try g.param(prefix + ".weight"), try g.optionalParam(prefix + ".bias"), activation: activation)
+    let name = prefix + ".weight"
+    if g.weights.isPacked(name), case .packed(let w) = try g.weights.linearWeight(name) {
+        return try g.linear(x, packed: w, name: name, try g.optionalParam(prefix + ".bias"), activation: activation)
+    }
+    return try g.linear(x, try g.param(name), try g.optionalParam(prefix + ".bias"), activation: activation)
 }
 
 /// x + gate·y, or x + y when the gate is absent (a removed norm sets gates to 1).

@@ -61,6 +61,7 @@ public final class Tape: @unchecked Sendable {
     /// The parameter `name` from the weight store: a leaf when recording and trainable, else a constant.
     public func param(_ name: String) throws -> Var {
         if let v = leaves[name] { return v }
+        if recording, trainable(name), weights.isPacked(name) { throw Self.packedBackwardError(name, source: weights.source) }
         let t = try weights(name)
         guard recording, trainable(name) else { return constant(t) }
         nodes.append(Node(inputs: [], backward: nil, parameter: name))
@@ -170,6 +171,27 @@ public final class Tape: @unchecked Sendable {
         case .geluTanh: return try gelu(lin)
         case .silu: return try silu(lin)
         }
+    }
+
+    /// y = x·Wᵀ + b, then the activation, with a 4-bit weight (W4A16): x (…,K), w (N,K) packed, bias (N) → (…,N).
+    /// `Backend.matmulW4A16` dequantises the weight inside the kernel. In bf16 compute x is cast to bf16 first.
+    /// Inference only: a packed weight cannot be trained, and gradients do not flow through it (both throw).
+    func linear(_ x: Var, packed w: Packed4BitWeight, name: String, _ b: Var?, activation: Activation = .none) throws -> Var {
+        if recording, trainable(name) {
+            throw Self.packedBackwardError(name, source: weights.source)
+        }
+        let xin = compute == .bf16 && x.value.dtype == .f32 ? try be.cast(x.value, to: .bf16) : x.value
+        let y = try be.matmulW4A16(xin, w, bias: b?.value, activation: activation)
+        guard recording, x.node != nil || b?.node != nil else { return constant(y) }
+        let source = weights.source
+        return record(y, [x, b]) { _ in throw Self.packedBackwardError(name, source: source) }
+    }
+
+    /// The error for a backward (or training) through a 4-bit packed weight.
+    static func packedBackwardError(_ name: String, source: String) -> ModelError {
+        ModelError(source: source, subject: name,
+                   message: "cannot back-propagate through a 4-bit quantised weight (W4A16 is inference only)",
+                   fix: "train or distill the model before the quantise stage, then quantise the result")
     }
 
     func gelu(_ x: Var) throws -> Var {

@@ -39,13 +39,40 @@ public struct ModelError: Error, Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+/// A Linear layer's weight (N,K): dense (f32/bf16, `Backend.linear`) or 4-bit packed (`Backend.matmulW4A16`,
+/// dequantised on the fly inside the kernel; the dense weight is never materialised).
+public enum LinearWeight: @unchecked Sendable {
+    case dense(Tensor)
+    case packed(Packed4BitWeight)
+
+    /// (N, K).
+    public var shape: [Int] {
+        switch self {
+        case .dense(let t): t.shape
+        case .packed(let w): w.packed.shape
+        }
+    }
+
+    /// Bytes held on the backend: the dense tensor, or the packed codes plus scales, zeros and code table.
+    public var byteCount: Int {
+        switch self {
+        case .dense(let t): t.byteCount
+        case .packed(let w): w.packed.byteCount + w.scale.byteCount + (w.zero?.byteCount ?? 0) + w.codebook.byteCount
+        }
+    }
+}
+
 /// The tensors of one model on one backend, by state_dict name.
+///
+/// Quantised Linear weights are held as `Packed4BitWeight`s (`packedNames`); `callAsFunction` refuses them
+/// (there is no dense tensor), `linearWeight` returns either kind.
 public final class WeightStore: @unchecked Sendable {
     public let backend: any Backend
     public let compute: ComputeDType
     /// Folder the weights came from (for messages).
     public let source: String
     private var tensors: [String: Tensor]
+    private var packed: [String: Packed4BitWeight]
 
     /// Loads every tensor in `specs` from `folder`. Linear weights (rank ≥ 2, not buffers) take `compute`'s dtype.
     ///
@@ -60,14 +87,17 @@ public final class WeightStore: @unchecked Sendable {
             out[spec.name] = try Self.load(spec.name, from: folder, as: want, backend: backend)
         }
         tensors = out
+        packed = [:]
     }
 
-    /// Tensors given directly (tests, and models built in memory).
-    public init(tensors: [String: Tensor], backend: any Backend, compute: ComputeDType, source: String = "<memory>") {
+    /// Tensors given directly (tests, and models built in memory); `packed` are 4-bit Linear weights by name.
+    public init(tensors: [String: Tensor], packed: [String: Packed4BitWeight] = [:], backend: any Backend,
+                compute: ComputeDType, source: String = "<memory>") {
         self.backend = backend
         self.compute = compute
         self.source = source
         self.tensors = tensors
+        self.packed = packed
     }
 
     /// One tensor from the folder as `dtype` on `backend`.
@@ -96,29 +126,61 @@ public final class WeightStore: @unchecked Sendable {
         return try backend.tensor(try file.floats(name), shape: info.shape, dtype: dtype)
     }
 
-    /// The tensor named `name`; throws naming it when it was not loaded.
+    /// The dense tensor named `name`; throws naming it when it was not loaded or is a 4-bit packed weight.
     public func callAsFunction(_ name: String) throws -> Tensor {
         guard let t = tensors[name] else {
+            if packed[name] != nil {
+                throw ModelError(source: source, subject: name,
+                                 message: "this is a 4-bit quantised weight held packed (W4A16); it has no dense tensor",
+                                 fix: "run it through a Linear layer, or use the model before the quantise stage")
+            }
             throw ModelError(source: source, subject: name, message: "tensor not loaded (missing, or its component is removed)",
                              fix: "check config.json and the removal list")
         }
         return t
     }
 
-    /// Whether `name` was loaded.
-    public func contains(_ name: String) -> Bool { tensors[name] != nil }
+    /// The Linear weight `name`, dense or packed; throws naming it when it was not loaded.
+    public func linearWeight(_ name: String) throws -> LinearWeight {
+        if let w = packed[name] { return .packed(w) }
+        return .dense(try self(name))
+    }
 
-    /// Names of all loaded tensors.
-    public var names: [String] { tensors.keys.sorted() }
+    /// Whether `name` was loaded (dense or packed).
+    public func contains(_ name: String) -> Bool { tensors[name] != nil || packed[name] != nil }
 
-    /// Replaces a tensor (training updates, tests).
-    public func set(_ name: String, _ t: Tensor) { tensors[name] = t }
+    /// Whether `name` is a 4-bit packed weight.
+    public func isPacked(_ name: String) -> Bool { packed[name] != nil }
+
+    /// Names of all loaded tensors, dense and packed.
+    public var names: [String] { (Array(tensors.keys) + Array(packed.keys)).sorted() }
+
+    /// Names of the 4-bit packed weights.
+    public var packedNames: [String] { packed.keys.sorted() }
+
+    /// Bytes the loaded weights hold on the backend (dense tensors at their dtype, packed weights as codes plus
+    /// per-block statistics).
+    public var byteCount: Int {
+        tensors.values.reduce(0) { $0 + $1.byteCount } + packed.values.reduce(0) { $0 + LinearWeight.packed($1).byteCount }
+    }
+
+    /// Replaces a tensor (training updates, tests); a packed weight of that name is dropped.
+    public func set(_ name: String, _ t: Tensor) {
+        tensors[name] = t
+        packed[name] = nil
+    }
 }
 
 extension WeightStore {
-    /// Names of loaded tensors (among `names`, default all) holding NaN or ±Inf, sorted.
+    /// Names of loaded tensors (among `names`, default all) holding NaN or ±Inf, sorted. A packed weight is
+    /// checked through its per-block scales and zeros (its codes index a finite table).
     public func nonFiniteTensors(_ names: [String]? = nil) throws -> [String] {
         try (names ?? self.names).filter { n in
+            if let w = packed[n] {
+                return try ([w.scale, w.codebook] + (w.zero.map { [$0] } ?? [])).contains {
+                    try backend.floats($0).contains { !$0.isFinite }
+                }
+            }
             guard contains(n) else { return false }
             return try backend.floats(try self(n)).contains { !$0.isFinite }
         }.sorted()

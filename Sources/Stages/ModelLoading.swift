@@ -1,6 +1,6 @@
 // Turns a `Model` artifact (a manifest in the store) into a runnable `DiffusionTransformer` on a backend:
 // honours the manifest's removal, exposes its frozen set, memory-maps float tensors straight from store objects,
-// and dequantises 4-/8-bit weights at load (see `ModelLoading.quantisedWeightsNote`).
+// and holds 4-bit weights packed for the W4A16 kernel (int8 is dequantised at load; `ModelLoading.quantisedWeightsNote`).
 
 import ArtifactStore
 import Checkpoint
@@ -36,38 +36,61 @@ struct RunnableModel: @unchecked Sendable {
     }
 }
 
+/// How `ModelLoading.transformer` holds 4-bit quantised weights.
+enum QuantisedLoading: Sendable, Hashable {
+    /// As `Packed4BitWeight`s run by `Backend.matmulW4A16` (the default; the dense weight never exists).
+    case packed
+    /// Dequantised once at load to dense compute-dtype tensors (the reference path, for parity tests).
+    case dequantised
+}
+
 enum ModelLoading {
     /// How quantised weights run (doc text, repeated in Docs/method.md).
     static let quantisedWeightsNote = """
-        Quantised weights (nf4, fp4, int4, int8) are dequantised once at load to the compute dtype: the model's \
-        Linear layers run through `Backend.linear`, which takes dense weights. Numerics therefore equal W4A16 with \
-        dequantise-then-matmul (the same values bitsandbytes' `dequantize_4bit` gives), but the weights occupy \
-        compute-dtype memory while the model is loaded. `evaluate` reports the stored (quantised) weight bytes \
-        from the manifest separately from the runtime peak.
+        4-bit weights (nf4, fp4, int4) stay packed: each Linear holds its 4-bit codes, one f32 scale per block \
+        (a double-quantised absmax is decoded to f32 once at load — per-block statistics, not the weight), an \
+        f32 zero per block for asymmetric int4, and the 16-entry code table, and runs through \
+        `Backend.matmulW4A16`, which dequantises inside the kernel (W4A16; the full-precision weight is never \
+        materialised). The values are those of bitsandbytes' `dequantize_4bit` (nf4/fp4, bit-exact) and of \
+        hprune's int4 decode (asymmetric int4 as code·s − z·s, within 2 ulp of (code − z)·s). The weight is \
+        used in f32 inside the kernel; in bf16 compute the activations are cast to bf16. int8 weights are \
+        dequantised once at load to the compute dtype (the backends have no int8 matmul). `evaluate` reports \
+        the stored (quantised) weight bytes from the manifest separately from the runtime peak.
         """
+
+    /// Whether `format` is held packed for the W4A16 kernel.
+    static func isPacked4Bit(_ format: String) -> Bool { ["nf4", "fp4", "int4", "int4-asym"].contains(format) }
 
     /// Builds the transformer for `manifest` on `backend`.
     ///
     /// - `removing`: further addresses to remove for the whole life of this instance (on top of the manifest's).
     /// - Float tensors stored in the wanted dtype are memory-mapped from their store objects on host backends (no
     ///   copy; the object's size is checked, its hash is not re-computed — `hprune cache verify` does that);
-    ///   other float tensors are decoded and converted; quantised weights are dequantised (`quantisedWeightsNote`).
+    ///   other float tensors are decoded and converted; 4-bit weights are held packed (`quantised: .packed`) or
+    ///   dequantised (`.dequantised`, the reference path); int8 weights are dequantised (`quantisedWeightsNote`).
     /// - Throws: `ModelStoreError` / `ModelError` naming the tensor for a manifest that does not match its config.
     static func transformer(_ m: LoadedModel, store: ArtifactStore, backend: any Backend, compute: ComputeDType = .f32,
-                            removing extra: Removal = Removal()) throws -> any DiffusionTransformer {
+                            removing extra: Removal = Removal(),
+                            quantised: QuantisedLoading = .packed) throws -> any DiffusionTransformer {
         var removal = m.removal
         for a in extra.addresses { try removal.insert(a, in: m.structure) }
         let specs = try m.structure.requiredTensors(after: removal)
         var tensors: [String: Tensor] = [:]
+        var packed: [String: Packed4BitWeight] = [:]
         for spec in specs {
             guard let t = m.manifest.tensors[spec.name] else {
                 throw ModelStoreError("model \(m.digest.short): tensor '\(spec.name)' is missing from the manifest",
                                       fix: "the manifest does not match its config; re-run the stage that produced it")
             }
+            if quantised == .packed, let q = t.quantisation, isPacked4Bit(q.format) {
+                packed[spec.name] = try packedWeight(spec, t, q, store: store, backend: backend)
+                continue
+            }
             let want: DType = (spec.shape.count >= 2 && !spec.isBuffer) ? compute.dtype : .f32
             tensors[spec.name] = try loadTensor(spec, t, as: want, store: store, backend: backend)
         }
-        let weights = WeightStore(tensors: tensors, backend: backend, compute: compute, source: "model \(m.digest.short)")
+        let weights = WeightStore(tensors: tensors, packed: packed, backend: backend, compute: compute,
+                                  source: "model \(m.digest.short)")
         switch m.structure.config {
         case .sd3(let c): return SD3Transformer(config: c, structure: m.structure, removal: removal, weights: weights)
         case .flux(let c): return FluxTransformer(config: c, structure: m.structure, removal: removal, weights: weights)
@@ -115,6 +138,81 @@ enum ModelLoading {
             throw ModelStoreError("tensor '\(name)': cannot decode \(o.dtype.rawValue)", fix: "use f32, bf16 or f16 weights")
         }
         return try backend.tensor(f, shape: spec.shape, dtype: dtype)
+    }
+
+    /// A 4-bit quantised Linear weight (nf4, fp4, int4, int4-asym) as a `Packed4BitWeight` (N,K) on `backend`.
+    ///
+    /// nf4/fp4: bitsandbytes' codes and code table; scale = the block absmax (a nested absmax decoded to f32 here,
+    /// once). int4: codes with the group scales; symmetric uses the code table −8…7 (value (code − 8)·s, exact),
+    /// asymmetric the table 0…15 and zero = −z·s per group. Only the codes and per-block statistics are read.
+    static func packedWeight(_ spec: TensorSpec, _ t: ManifestTensor, _ q: TensorQuantisation, store: ArtifactStore,
+                             backend: any Backend) throws -> Packed4BitWeight {
+        let name = spec.name
+        guard q.originalShape == spec.shape else {
+            throw ModelStoreError("tensor '\(name)': quantised shape \(q.originalShape) does not match the config's \(spec.shape)",
+                                  fix: "re-run the quantise stage")
+        }
+        guard spec.shape.count == 2 else {
+            throw ModelStoreError("tensor '\(name)': a 4-bit weight must be a 2-D Linear weight, the config says \(spec.shape)",
+                                  fix: "keep this tensor out of quantisation (`keep:` in the quantise stage)")
+        }
+        let n = spec.shape.reduce(1, *)
+        func bytes(_ o: TensorObject, _ key: String) throws -> [UInt8] { [UInt8](try ModelStore.data(o, store: store, name: key)) }
+        func f32(_ v: [Float]) throws -> Tensor { try backend.tensor(v, shape: [v.count], dtype: .f32) }
+        switch q.format {
+        case "nf4", "fp4":
+            var serial: [String: SerializedTensor] = [:]
+            func add(_ key: String, _ o: TensorObject) throws {
+                serial[key] = SerializedTensor(dtype: o.dtype == .u8 ? .uint8 : .float32, shape: o.shape, bytes: try bytes(o, key))
+            }
+            try add(name, t.object)
+            for (suffix, o) in q.companions { try add(name + suffix, o) }
+            let q4: Quantized4Bit
+            do {
+                q4 = try Quantized4Bit(bitsandbytesTensors: serial, weightName: name)
+            } catch {
+                throw ModelStoreError("quantised tensor '\(name)': \(error)", fix: "re-run the quantise stage")
+            }
+            guard q4.count == n, q4.packed.count == (n + 1) / 2 else {
+                throw ModelStoreError("quantised tensor '\(name)': its quant state holds \(q4.count) values, the config \(n)",
+                                      fix: "re-run the quantise stage")
+            }
+            let dtype: DType = q4.type == .nf4 ? .nf4(blockSize: q4.blockSize) : .fp4(blockSize: q4.blockSize)
+            return Packed4BitWeight(packed: try backend.tensor(bytes: q4.packed, shape: spec.shape, dtype: dtype),
+                                    scale: try f32(q4.blockAbsmax()), codebook: try f32(q4.type.codebook.values))
+        default:   // int4, int4-asym
+            let g = q.blockSize ?? 64
+            guard let so = q.companions[".scales"] else {
+                throw ModelStoreError("quantised tensor '\(name)' has no '.scales' companion", fix: "re-run the quantise stage")
+            }
+            let codes = try bytes(t.object, name)
+            let scales = floatsLE(try bytes(so, name + ".scales"))
+            let blocks = g > 0 ? (n + g - 1) / g : 0
+            guard g > 0, g % 2 == 0, codes.count == (n + 1) / 2, scales.count == blocks else {
+                throw ModelStoreError("quantised tensor '\(name)': int4 data (\(codes.count) code bytes, \(scales.count) scales, group \(g)) does not match \(spec.shape)",
+                                      fix: "re-run the quantise stage")
+            }
+            let packedCodes = try backend.tensor(bytes: codes, shape: spec.shape, dtype: .int4(groupSize: g))
+            guard q.format == "int4-asym" else {
+                return Packed4BitWeight(packed: packedCodes, scale: try f32(scales),
+                                        codebook: try f32((0..<16).map { Float($0 - 8) }))
+            }
+            guard let zo = q.companions[".zeros"] else {
+                throw ModelStoreError("quantised tensor '\(name)' has no '.zeros' companion", fix: "re-run the quantise stage")
+            }
+            let zeros = try bytes(zo, name + ".zeros")
+            guard zeros.count == blocks else {
+                throw ModelStoreError("quantised tensor '\(name)': \(zeros.count) zero points for \(blocks) groups", fix: "re-run the quantise stage")
+            }
+            return Packed4BitWeight(packed: packedCodes, scale: try f32(scales),
+                                    zero: try f32(zip(zeros, scales).map { -Float($0) * $1 }),
+                                    codebook: try f32((0..<16).map(Float.init)))
+        }
+    }
+
+    /// Little-endian f32 values of `b`.
+    static func floatsLE(_ b: [UInt8]) -> [Float] {
+        b.withUnsafeBytes { p in (0..<(b.count / 4)).map { Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) } }
     }
 
     /// The fp32 values [n] of a quantised weight (nf4/fp4 in bitsandbytes' layout, hprune int4/int8).

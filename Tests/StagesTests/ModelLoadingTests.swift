@@ -1,6 +1,6 @@
 // The loading glue: a Model artifact in the store runs exactly like the diffusers folder it came from (float
-// tensors memory-mapped from store objects), honours a recorded removal and frozen set, and dequantises
-// nf4 / fp4 / int4 / int8 weights to values close to the originals.
+// tensors memory-mapped from store objects), honours a recorded removal and frozen set, and decodes
+// nf4 / fp4 / int4 / int8 weights to values close to the originals (W4A16 parity: W4A16LoadingTests).
 
 import ArtifactStore
 import CPUBackend
@@ -56,7 +56,7 @@ import Testing
         let teacherWeights = try loaded(run, "prune")   // shares the teacher's float objects
         for (stage, tolerance) in [("nf4", 0.15), ("int4", 0.12), ("int4s", 0.15), ("int8", 0.01)] {
             let q = try loaded(run, stage)
-            let qt = try ModelLoading.transformer(q, store: run.store, backend: be)
+            let qt = try ModelLoading.transformer(q, store: run.store, backend: be, quantised: .dequantised)
             for name in ["transformer_blocks.1.attn.to_q.weight", "proj_out.weight"] {
                 let a = try be.floats(try qt.weights(name))
                 let b = try ModelStore.floats(name, of: teacherWeights.manifest, store: run.store)
@@ -65,6 +65,7 @@ import Testing
                 #expect(err / norm < tolerance && err > 0, "\(stage) \(name): relative error \(err / norm)")
             }
             _ = try qt.forward(io)
+            _ = try ModelLoading.transformer(q, store: run.store, backend: be).forward(io)   // packed (W4A16), int8 dense
         }
     }
 }
