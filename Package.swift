@@ -49,6 +49,7 @@ let package = Package(
         .target(name: "Models", dependencies: ["TensorCore", "Checkpoint", "ModelSpec"]),
         .target(name: "Compression", dependencies: ["ModelSpec", "Checkpoint", "TensorCore"]),
         .target(name: "Training", dependencies: ["Models", "ModelSpec", "Compression", "TensorCore", "Checkpoint"]),
+        .target(name: "Classifier", swiftSettings: [.unsafeFlags(["-O"])]),
 
         // ── where the halves meet ────────────────────────────────────────────────────────
         .target(name: "ModelStore", dependencies: ["ArtifactStore", "Checkpoint", "ModelSpec"]),
@@ -56,7 +57,7 @@ let package = Package(
             name: "Stages",
             dependencies: ["StageGraph", "Scheduler", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
                            "TensorCore", "CPUBackend", "Models", "ModelStore", "Compression", "ModelSpec", "Checkpoint",
-                           "Training"]
+                           "Training", "Classifier"]
         ),
         .executableTarget(
             name: "hprune",
@@ -77,6 +78,7 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["hprune", "TestSupport", "Checkpoint", "ModelStore", "ArtifactStore"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "CPUBackend", "TestSupport"]),
         .testTarget(name: "QuantTests", dependencies: ["TensorCore"]),
+        .testTarget(name: "ClassifierTests", dependencies: ["Classifier", "Checkpoint"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
         .testTarget(name: "ModelSpecTests", dependencies: ["ModelSpec", "Checkpoint"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "ModelSpec", "Checkpoint", "TensorCore", "CPUBackend"]),
