@@ -51,6 +51,7 @@ let package = Package(
         .target(name: "Models", dependencies: ["TensorCore", "Checkpoint", "ModelSpec"]),
         .target(name: "Compression", dependencies: ["ModelSpec", "Checkpoint", "TensorCore"]),
         .target(name: "Training", dependencies: ["Models", "ModelSpec", "Compression", "TensorCore", "Checkpoint"]),
+        .target(name: "Classifier", swiftSettings: [.unsafeFlags(["-O"])]),
 
         // ── where the halves meet ────────────────────────────────────────────────────────
         .target(name: "ModelStore", dependencies: ["ArtifactStore", "Checkpoint", "ModelSpec"]),
@@ -58,7 +59,7 @@ let package = Package(
             name: "Stages",
             dependencies: ["StageGraph", "Scheduler", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
                            "TensorCore", "CPUBackend", "Models", "ModelStore", "Compression", "ModelSpec", "Checkpoint",
-                           "Training"]
+                           "Training", "Classifier"]
         ),
         .executableTarget(
             name: "hprune",
@@ -80,6 +81,7 @@ let package = Package(
         .testTarget(name: "CPUKernelsTests", dependencies: ["CPUKernels"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "CPUBackend", "TestSupport"]),
         .testTarget(name: "QuantTests", dependencies: ["TensorCore"]),
+        .testTarget(name: "ClassifierTests", dependencies: ["Classifier", "Checkpoint"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
         .testTarget(name: "ModelSpecTests", dependencies: ["ModelSpec", "Checkpoint"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "ModelSpec", "Checkpoint", "TensorCore", "CPUBackend"]),

@@ -4,6 +4,7 @@
 // Metrics go to the ledger (`hprune diff` shows them) and to a `Report` JSON artifact.
 
 import ArtifactStore
+import Classifier
 import Foundation
 import ModelSpec
 import ModelStore
@@ -41,6 +42,14 @@ public struct EvaluateStage: ExecutableStageKind {
               doc: "Sampling settings for latency and fidelity."),
         Field("task_sigmas", .list(.number(min: 0, max: 1, exclusive: true), minCount: 1), default: .list([.double(0.25), .double(0.5), .double(0.75)]),
               doc: "Noise levels of the `task` loss."),
+        Field("classifier", .object(Schema([
+            Field("data", .reference(.dataset), required: true,
+                  doc: "Training images (`latents`) and `labels` of the classifier, e.g. the training split; the stage's own `data` (with `latents` and `labels`) is the held-out set."),
+            Field("hidden", .integer(min: 1), default: .int(64), doc: "Hidden units (the feature dimension of the Fréchet distance)."),
+            Field("epochs", .integer(min: 1, max: 1000), default: .int(40), doc: "Training epochs (Adam, lr 3e-3, batch 32)."),
+            Field("seed", .integer(min: 0), default: .int(0), doc: "Seed of the classifier's weights and shuffles."),
+        ])),
+              doc: "With `task`: a 2-layer MLP classifier trained here on `classifier.data` gives, per model, `prompt_accuracy` (share of samples classified as their prompt's label), `frechet` (Fréchet distance of the classifier's hidden features, samples vs the real `latents` of `data`) and `degradation` (% relative drop of prompt accuracy vs the first model); plus `classifier.heldout_accuracy` on `data`. Samples use `sampling` and the fixed per-sample noise of `fidelity`."),
         Field("latent_size", .list(.integer(min: 1), minCount: 2),
               doc: "[height, width] of the sampled latents. Default: the dataset's metadata or latents, else the model's `sample_size`."),
     ])
@@ -57,6 +66,9 @@ public struct EvaluateStage: ExecutableStageKind {
         }
         if params["data"] == nil, let m = metrics.first(where: { $0 != "memory" }) {
             checker.error("metric '\(m)' needs 'data' (a dataset of prompt embeddings)", node["metrics"]?.mark ?? node.mark, hint: "add `data: <dataset>`")
+        }
+        if params["classifier"] != nil, !metrics.contains("task") {
+            checker.error("'classifier' gives task metrics; add 'task' to 'metrics'", node["classifier"]?.mark ?? node.mark)
         }
         if let s = params["latent_size"]?.list, s.count != 2 {
             checker.error("'latent_size' needs exactly [height, width]", node["latent_size"]?.mark ?? node.mark)
@@ -82,6 +94,7 @@ public struct EvaluateStage: ExecutableStageKind {
             throw ctx.failure("metric 'task' needs 'latents' (targets in latent space) in the dataset",
                               log: "fix: add 'latents' to the dataset file, or drop 'task' from 'metrics'")
         }
+        let classifier = wanted.contains("task") && p["classifier"] != nil ? try trainClassifier(ctx, heldOut: data) : nil
         let be = needsData ? try ctx.makeBackend() : nil
         var sampler: FlowMatchEulerSampler {
             FlowMatchEulerSampler(schedule: FlowMatchSchedule(FlowMatchSchedulerConfig(shift: shift)), steps: steps, guidanceScale: 1)
@@ -89,6 +102,7 @@ public struct EvaluateStage: ExecutableStageKind {
 
         var report: [String: Any] = [:]
         var reference: [[Float]]?
+        var referenceAccuracy: Double?
         var architecture: String?
         let bar = ctx.progress.bar(total: names.count, unit: "models")
         for name in names {
@@ -137,7 +151,7 @@ public struct EvaluateStage: ExecutableStageKind {
                     metrics.append(("latency_step", med / Double(steps), "ms"))
                     metrics.append(("latency_sample", med / Double(range.count), "ms"))
                 }
-                if wanted.contains("fidelity") {
+                if wanted.contains("fidelity") || classifier != nil {
                     var outs: [[Float]] = []
                     let per = shape.reduce(1, *)
                     for range in batches {
@@ -148,7 +162,19 @@ public struct EvaluateStage: ExecutableStageKind {
                         for i in 0..<range.count { outs.append(Array(x[(i * per)..<((i + 1) * per)])) }
                         peakRSS = max(peakRSS, Self.residentBytes())
                     }
-                    if let ref = reference {
+                    if let classifier, let labels = data.labels {
+                        let (features, predictions) = try classifierMetrics(ctx, classifier.model, outs.flatMap { $0 })
+                        let acc = Double(zip(predictions, labels).filter { $0 == $1 }.count) / Double(max(1, labels.count))
+                        metrics.append(("prompt_accuracy", acc, ""))
+                        do {
+                            metrics.append(("frechet", try frechetDistance(features, classifier.realFeatures, dim: classifier.model.hidden), ""))
+                        } catch { throw ctx.failure("Fréchet distance: \(error)") }
+                        let refAcc = referenceAccuracy ?? acc
+                        referenceAccuracy = refAcc
+                        metrics.append(("degradation", refAcc > 0 ? 100 * (refAcc - acc) / refAcc : 0, "%"))
+                    }
+                    if !wanted.contains("fidelity") {
+                    } else if let ref = reference {
                         var mse = 0.0, psnr = 0.0, cos = 0.0
                         for (o, r) in zip(outs, ref) {
                             let f = FidelityMetrics(o, r)
@@ -204,9 +230,11 @@ public struct EvaluateStage: ExecutableStageKind {
             report[name] = entry
             bar.advance(message: name)
         }
+        if let classifier { ctx.recorder.metric("classifier.heldout_accuracy", classifier.heldOutAccuracy, unit: "") }
         let doc: [String: Any] = [
             "schema": 1, "kind": "hprune.report", "stage": ctx.stage.name, "backend": ctx.backend,
             "reference": names.first ?? "", "order": names, "models": report,
+            "classifier": classifier.map { ["heldout_accuracy": $0.heldOutAccuracy, "hidden": $0.model.hidden] as [String: Any] } ?? [:],
             "settings": ["steps": steps, "guidance": Double(guidance), "shift": shift, "batch": batch, "repeats": repeats,
                          "warmup": warmup, "samples": data?.count ?? 0, "seed": ctx.seed, "metrics": wanted.sorted()],
         ]
@@ -219,6 +247,56 @@ public struct EvaluateStage: ExecutableStageKind {
         }
         ctx.recorder.log(log)
         return ["report": try ctx.store.put(json)]
+    }
+
+    /// The task classifier, trained on `classifier.data`, with its held-out accuracy and the real features.
+    struct TrainedClassifier {
+        let model: MLPClassifier
+        let heldOutAccuracy: Double
+        /// Hidden features of the held-out real latents [N·hidden].
+        let realFeatures: [Float]
+    }
+
+    /// Trains the classifier on `classifier.data` and measures it on the held-out dataset (`data`).
+    func trainClassifier(_ ctx: StageContext, heldOut: PromptDataset?) throws -> TrainedClassifier {
+        let p = ctx.params["classifier"]
+        let train = try ctx.openDataset("classifier.data")
+        guard let heldOut, let testLatents = heldOut.latents, let testLabels = heldOut.labels else {
+            throw ctx.failure("'classifier' needs 'latents' and 'labels' in the stage's dataset (the held-out real images)",
+                              log: "fix: point 'data' at a class-labelled dataset with latents (e.g. Examples/digits/digits-test.safetensors)")
+        }
+        guard let latents = train.latents, let labels = train.labels else {
+            throw ctx.failure("'classifier.data' needs 'latents' and 'labels' (training images and their classes)",
+                              log: "fix: point 'classifier.data' at a class-labelled dataset with latents")
+        }
+        let inputs = latents.shape.dropFirst().reduce(1, *)
+        guard testLatents.shape.dropFirst().reduce(1, *) == inputs else {
+            throw ctx.failure("the classifier's training latents have \(inputs) values per sample, the held-out ones \(testLatents.shape.dropFirst().reduce(1, *))",
+                              log: "fix: use datasets of one latent size for 'data' and 'classifier.data'")
+        }
+        let classes = max(labels.max() ?? 0, testLabels.max() ?? 0) + 1
+        let settings = MLPClassifier.Settings(hidden: p?["hidden"]?.int ?? 64, epochs: p?["epochs"]?.int ?? 40,
+                                              seed: UInt64(p?["seed"]?.int ?? 0))
+        do {
+            let host = ReferenceBackend()
+            let model = try MLPClassifier.train(images: try host.floats(latents), labels: labels, inputs: inputs,
+                                                classes: max(2, classes), settings: settings)
+            let (features, preds) = try model.evaluate(try host.floats(testLatents))
+            let acc = Double(zip(preds, testLabels).filter { $0 == $1 }.count) / Double(max(1, testLabels.count))
+            ctx.recorder.log("classifier: \(inputs) → \(settings.hidden) → \(classes), \(labels.count) training images, held-out accuracy \(acc) on \(testLabels.count)\n")
+            return TrainedClassifier(model: model, heldOutAccuracy: acc, realFeatures: features)
+        } catch let e as ClassifierError {
+            throw ctx.failure("classifier: \(e)")
+        }
+    }
+
+    /// Hidden features and predicted classes of generated samples (flattened [N·D]).
+    func classifierMetrics(_ ctx: StageContext, _ model: MLPClassifier, _ samples: [Float]) throws -> ([Float], [Int]) {
+        guard samples.count % model.inputs == 0 else {
+            throw ctx.failure("the samples have \(samples.count) values, not a whole number of the classifier's \(model.inputs)-value inputs",
+                              log: "fix: sample at the classifier's latent size (see 'latent_size')")
+        }
+        do { return try model.evaluate(samples) } catch { throw ctx.failure("classifier: \(error)") }
     }
 
     /// Stored bytes by format: a quantised weight (codes and companions) under its format (`nf4`), others by dtype.

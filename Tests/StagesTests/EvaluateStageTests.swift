@@ -95,4 +95,50 @@ import Testing
         #expect(bad.result("task")?.status == .failed)
         #expect(msg.contains("stage 'task' (") && msg.contains("r.yaml:") && msg.contains("latents"), "\(msg)")
     }
+
+    @Test func classifierTaskMetrics() async throws {
+        let dir = TemporaryDirectory()
+        let teacher = try copyModel("sd3_tiny", into: dir)
+        let data = try writeDataset(dir, n: 6, j: 24, p: 12, latents: [4, 8, 8], labels: true)
+        let plain = try writeDataset(dir, name: "plain.safetensors", n: 6, j: 24, p: 12, latents: [4, 8, 8])
+        let run = try await runRecipe(dir, """
+            recipe: 1
+            name: e
+            models: { teacher: { path: \(teacher) } }
+            datasets: { calib: { path: \(data), format: safetensors } }
+            stages:
+              prune: { kind: prune, model: teacher, remove: "1-2" }
+              evaluate:
+                kind: evaluate
+                models: { original: teacher, same: teacher, pruned: prune }
+                data: calib
+                metrics: [task]
+                classifier: { data: calib, hidden: 8, epochs: 20 }
+                batch: 3
+                sampling: { steps: 2 }
+            """)
+        let r = try #require(run.result("evaluate"))
+        #expect(r.status == .ran, "\(r.error ?? "")")
+        func m(_ n: String) -> Double? { metric(r, n) }
+        let held = try #require(m("classifier.heldout_accuracy"))
+        #expect(held >= 0 && held <= 1)
+        let acc = try #require(m("original.prompt_accuracy")), fd = try #require(m("original.frechet"))
+        #expect(acc >= 0 && acc <= 1 && fd >= 0)
+        // The same model scores the same; degradation is relative to the first model.
+        #expect(m("same.prompt_accuracy") == acc && m("same.frechet") == fd && m("original.degradation") == 0 && m("same.degradation") == 0)
+        let pa = try #require(m("pruned.prompt_accuracy")), pd = try #require(m("pruned.degradation"))
+        #expect(acc == 0 ? pd == 0 : abs(pd - 100 * (acc - pa) / acc) < 1e-9)
+
+        // Without labels in the held-out data the stage says what is missing.
+        let bad = try await runRecipe(dir, """
+            recipe: 1
+            name: e
+            models: { teacher: { path: \(teacher) } }
+            datasets: { calib: { path: \(data), format: safetensors }, plain: { path: \(plain), format: safetensors } }
+            stages:
+              evaluate: { kind: evaluate, models: { t: teacher }, data: plain, metrics: [task], classifier: { data: calib } }
+            """)
+        let msg = bad.result("evaluate")?.error ?? ""
+        #expect(bad.result("evaluate")?.status == .failed && msg.contains("labels"), "\(msg)")
+    }
 }
