@@ -18,26 +18,9 @@ public enum ComputeDType: String, Sendable, Hashable, CaseIterable, Codable {
     public var dtype: DType { self == .f32 ? .f32 : .bf16 }
 }
 
-/// An error while building or running a model; names the tensor or input concerned and how to fix it.
-public struct ModelError: Error, Sendable, Hashable, CustomStringConvertible {
-    /// Where the input came from (a file, or `<inputs>`).
-    public var source: String
-    /// The tensor or argument concerned.
-    public var subject: String?
-    public var message: String
-    public var fix: String
-
-    public init(source: String, subject: String? = nil, message: String, fix: String) {
-        self.source = source
-        self.subject = subject
-        self.message = message
-        self.fix = fix
-    }
-
-    public var description: String {
-        "\(source)\(subject.map { ": '\($0)'" } ?? ""): error: \(message). fix: \(fix)"
-    }
-}
+/// An error while building or running a model; names the tensor or input concerned (`subject`), where it came
+/// from (`source`: a file, or `<inputs>`) and how to fix it. The same shape as ModelSpec's errors, so it is that type.
+public typealias ModelError = ModelSpecError
 
 /// A Linear layer's weight (N,K): dense (f32/bf16, `Backend.linear`) or 4-bit packed (`Backend.matmulW4A16`,
 /// dequantised on the fly inside the kernel; the dense weight is never materialised).

@@ -62,9 +62,7 @@ struct Forward: AsyncParsableCommand {
             let out = try model.forward(x, inputsSource: inputs)
             try SafetensorsWriter.write([TensorPayload(name: "sample", shape: out.shape, floats: try be.floats(out))],
                                         metadata: ["hprune": "forward", "dtype": dtype, "backend": be.name], to: output)
-        } catch let e as ModelError {
-            Terminal.err(e.description); throw Exit.invalid
-        } catch let e as ModelSpecError {
+        } catch let e as ModelSpecError {  // also ModelError (the same type)
             Terminal.err(e.description); throw Exit.invalid
         } catch let e as CheckpointError {
             Terminal.err(e.description)
