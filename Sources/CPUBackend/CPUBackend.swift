@@ -407,6 +407,43 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         return out
     }
 
+    /// Packs W (N,K) into the GEMM panels of the kernel this thread dispatches to; the dense W can then go.
+    public func prepareLinearWeight(_ weight: Tensor) throws -> PreparedLinearWeight {
+        try OpChecks.preparedWeight(weight)
+        let n = weight.shape[0], k = weight.shape[1], dt: hp_dtype = weight.dtype == .f32 ? HP_F32 : HP_BF16
+        let bytes = hp_packed_weight_bytes(dt, n, k)
+        guard bytes > 0 else { throw BackendError.invalidArgument(.linearPrepared, "no panel layout for \(weight.shape.shapeString) \(weight.dtype)") }
+        let panels = try HostStorage(byteCount: bytes, zeroed: false)
+        var packed = hp_packed_weight()
+        try check(hp_pack_weight(dt, try host(weight, .linearPrepared), n, k, panels.base, &packed), .linearPrepared)
+        return CPUPreparedWeight(shape: weight.shape, dtype: weight.dtype, panels: panels, packed: packed)
+    }
+
+    /// y = act(x·Wᵀ + bias) on the prepared panels; an f32 x meets a bf16 weight as bf16. A weight packed under
+    /// another ISA (a test's override) is unpacked and run as a plain `linear`.
+    public func linear(_ x: Tensor, prepared weight: PreparedLinearWeight, bias: Tensor?, activation: Activation) throws -> Tensor {
+        guard let w = weight as? CPUPreparedWeight else {
+            guard weight.backendName == name, let dense = weight.dense else {
+                throw BackendError.invalidArgument(.linearPrepared, "the weight was prepared by the \(weight.backendName) backend, not \(name); prepare it on this backend")
+            }
+            return try linear(x, weight: dense, bias: bias, activation: activation)
+        }
+        let (rows, n, k) = try OpChecks.linearPrepared(x, weight, bias: bias)
+        let xc = x.dtype == weight.dtype ? x : try cast(x, to: weight.dtype)
+        let px = try host(xc, .linearPrepared), pbias = try bias.map { try ro($0, .linearPrepared) }
+        let (out, o) = try newF32(Array(x.shape.dropLast()) + [n], zeroed: false)
+        guard out.count > 0 else { return out }
+        var packed = w.packed
+        let status = hp_gemm_packed(rows, px, k, &packed, o, n, pbias, act(activation))
+        if status == Int32(HP_EUNSUPPORTED) {
+            let dense = try uninitialized(weight.shape, dtype: weight.dtype)
+            try check(hp_unpack_weight(&packed, try host(dense, .linearPrepared)), .linearPrepared)
+            return try linear(xc, weight: dense, bias: bias, activation: activation)
+        }
+        try check(status, .linearPrepared)
+        return out
+    }
+
     public func matmulW4A16(_ x: Tensor, _ w: Packed4BitWeight, bias: Tensor?, activation: Activation) throws -> Tensor {
         try OpChecks.dtype(.matmulW4A16, x, [.f32, .bf16], backend: displayName)
         let (rows, n, k) = try OpChecks.matmulW4A16(x, w, bias: bias)
@@ -503,4 +540,18 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         hp_randn_f32(o, Int64(out.count), seed, offset)
         return out
     }
+}
+
+/// A Linear weight packed into the CPU GEMM panels (`CPUBackend.prepareLinearWeight`); holds no dense copy.
+final class CPUPreparedWeight: PreparedLinearWeight, @unchecked Sendable {
+    let panels: HostStorage
+    let packed: hp_packed_weight   // points into `panels`
+
+    init(shape: [Int], dtype: DType, panels: HostStorage, packed: hp_packed_weight) {
+        self.panels = panels
+        self.packed = packed
+        super.init(shape: shape, dtype: dtype, backendName: "cpu", dense: nil)
+    }
+
+    override var byteCount: Int { panels.byteCount }
 }

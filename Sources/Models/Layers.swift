@@ -53,11 +53,15 @@ func embeddingMLP(_ g: Tape, _ prefix: String, _ x: Var) throws -> Var {
 }
 
 /// The Linear layer `prefix` (weight (N,K), optional bias (N)) on x (…,K) → (…,N).
-/// A 4-bit packed weight runs through the W4A16 kernel (`Tape.linear(_:packed:…)`).
+/// A 4-bit packed weight runs through the W4A16 kernel (`Tape.linear(_:packed:…)`); in a store prepared for
+/// inference a dense weight runs from the backend's GEMM layout (`Tape.linear(_:prepared:…)`).
 func linear(_ g: Tape, _ prefix: String, _ x: Var, activation: Activation = .none) throws -> Var {
     let name = prefix + ".weight"
     if g.weights.isPacked(name), case .packed(let w) = try g.weights.linearWeight(name) {
         return try g.linear(x, packed: w, name: name, try g.optionalParam(prefix + ".bias"), activation: activation)
+    }
+    if g.weights.preparesLinearWeights, let w = try g.weights.preparedLinearWeight(name) {
+        return try g.linear(x, prepared: w, name: name, try g.optionalParam(prefix + ".bias"), activation: activation)
     }
     return try g.linear(x, try g.param(name), try g.optionalParam(prefix + ".bias"), activation: activation)
 }

@@ -187,6 +187,17 @@ public final class Tape: @unchecked Sendable {
         return record(y, [x, b]) { _ in throw Self.packedBackwardError(name, source: source) }
     }
 
+    /// y = x·Wᵀ + b, then the activation, with a weight prepared in the backend's GEMM layout (inference only):
+    /// x (…,K), w (N,K), bias (N) → (…,N). Gradients cannot flow through it (throws when one is needed).
+    func linear(_ x: Var, prepared w: PreparedLinearWeight, name: String, _ b: Var?, activation: Activation = .none) throws -> Var {
+        if recording, trainable(name) || x.node != nil || b?.node != nil {
+            throw ModelError(source: weights.source, subject: name,
+                             message: "cannot back-propagate through a weight prepared for inference",
+                             fix: "do not call prepareForInference() on a model that is trained or differentiated")
+        }
+        return constant(try be.linear(x.value, prepared: w, bias: b?.value, activation: activation))
+    }
+
     /// The error for a backward (or training) through a 4-bit packed weight.
     static func packedBackwardError(_ name: String, source: String) -> ModelError {
         ModelError(source: source, subject: name,

@@ -56,6 +56,11 @@ public final class WeightStore: @unchecked Sendable {
     public let source: String
     private var tensors: [String: Tensor]
     private var packed: [String: Packed4BitWeight]
+    /// Linear weights already in the backend's GEMM layout (`prepareForInference`), their dense tensors released.
+    private var prepared: [String: PreparedLinearWeight] = [:]
+    private let preparedLock = NSLock()
+    /// Whether Linear weights are put into the backend's GEMM layout on first use (`prepareForInference`).
+    public private(set) var preparesLinearWeights = false
 
     /// Loads every tensor in `specs` from `folder`. Linear weights (rank ≥ 2, not buffers) take `compute`'s dtype.
     ///
@@ -109,9 +114,35 @@ public final class WeightStore: @unchecked Sendable {
         return try backend.tensor(try file.floats(name), shape: info.shape, dtype: dtype)
     }
 
+    /// For inference only: from now on each dense Linear weight is laid out in the backend's GEMM format the first
+    /// time a layer uses it (`Backend.prepareLinearWeight`) and its dense tensor is released, so no call repacks it
+    /// and memory does not double. Afterwards such weights have no dense tensor (`callAsFunction` refuses them) and
+    /// cannot be trained.
+    public func prepareForInference() { preparedLock.withLock { preparesLinearWeights = true } }
+
+    /// The prepared form of the Linear weight `name`, preparing it now if needed; nil when this store does not
+    /// prepare weights (`prepareForInference`) or `name` is not a dense (N,K) f32/bf16 tensor.
+    public func preparedLinearWeight(_ name: String) throws -> PreparedLinearWeight? {
+        try preparedLock.withLock {
+            guard preparesLinearWeights else { return nil }
+            if let p = prepared[name] { return p }
+            guard let t = tensors[name], t.rank == 2, t.dtype == .f32 || t.dtype == .bf16 else { return nil }
+            let p = try backend.prepareLinearWeight(t)
+            prepared[name] = p
+            tensors[name] = nil
+            return p
+        }
+    }
+
     /// The dense tensor named `name`; throws naming it when it was not loaded or is a 4-bit packed weight.
     public func callAsFunction(_ name: String) throws -> Tensor {
         guard let t = tensors[name] else {
+            if let p = preparedLock.withLock({ prepared[name] }) {
+                if let dense = p.dense { return dense }
+                throw ModelError(source: source, subject: name,
+                                 message: "this Linear weight is held in the backend's GEMM layout for inference; it has no dense tensor",
+                                 fix: "load the model again without preparing it for inference to read or train this weight")
+            }
             if packed[name] != nil {
                 throw ModelError(source: source, subject: name,
                                  message: "this is a 4-bit quantised weight held packed (W4A16); it has no dense tensor",
@@ -130,13 +161,17 @@ public final class WeightStore: @unchecked Sendable {
     }
 
     /// Whether `name` was loaded (dense or packed).
-    public func contains(_ name: String) -> Bool { tensors[name] != nil || packed[name] != nil }
+    public func contains(_ name: String) -> Bool {
+        tensors[name] != nil || packed[name] != nil || preparedLock.withLock { prepared[name] != nil }
+    }
 
     /// Whether `name` is a 4-bit packed weight.
     public func isPacked(_ name: String) -> Bool { packed[name] != nil }
 
     /// Names of all loaded tensors, dense and packed.
-    public var names: [String] { (Array(tensors.keys) + Array(packed.keys)).sorted() }
+    public var names: [String] {
+        (Array(tensors.keys) + Array(packed.keys) + preparedLock.withLock { Array(prepared.keys) }).sorted()
+    }
 
     /// Names of the 4-bit packed weights.
     public var packedNames: [String] { packed.keys.sorted() }
@@ -145,12 +180,14 @@ public final class WeightStore: @unchecked Sendable {
     /// per-block statistics).
     public var byteCount: Int {
         tensors.values.reduce(0) { $0 + $1.byteCount } + packed.values.reduce(0) { $0 + LinearWeight.packed($1).byteCount }
+            + preparedLock.withLock { prepared.values.reduce(0) { $0 + $1.byteCount } }
     }
 
     /// Replaces a tensor (training updates, tests); a packed weight of that name is dropped.
     public func set(_ name: String, _ t: Tensor) {
         tensors[name] = t
         packed[name] = nil
+        preparedLock.withLock { prepared[name] = nil }
     }
 }
 
@@ -165,7 +202,8 @@ extension WeightStore {
                 }
             }
             guard contains(n) else { return false }
-            return try backend.floats(try self(n)).contains { !$0.isFinite }
+            guard let t = try? self(n) else { return false }   // prepared for inference: no dense tensor left to check
+            return try backend.floats(t).contains { !$0.isFinite }
         }.sorted()
     }
 

@@ -126,6 +126,7 @@ public struct EvaluateStage: ExecutableStageKind {
                 }
                 let rssBefore = Self.residentBytes()
                 let model = try ctx.openModel(path, backend: be)
+                model.transformer.weights.prepareForInference()   // sampling only: pack Linear weights once
                 let t = model.transformer
                 let shape: [Int]
                 do { shape = Array(try data.latentShape(for: m.structure.config, batch: 1, override: override).dropFirst()) } catch let e as DatasetError { throw ctx.failure("\(e)") }

@@ -112,6 +112,11 @@ public protocol Backend: AnyObject, Sendable {
     /// a and b: both f32 or both bf16 (f32 accumulation); bias (N) f32.
     func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool, bias: Tensor?,
                 activation: Activation) throws -> Tensor
+    /// A Linear weight (N,K) f32/bf16 in this backend's GEMM layout, for `linear(_:prepared:…)` (inference only).
+    /// The default keeps the dense tensor; the CPU backend packs it into its GEMM panels once.
+    func prepareLinearWeight(_ weight: Tensor) throws -> PreparedLinearWeight
+    /// `linear` with a prepared weight: x (…,K) → (…,N) f32 = act(x·Wᵀ + bias); an f32 x meets a bf16 weight as bf16.
+    func linear(_ x: Tensor, prepared weight: PreparedLinearWeight, bias: Tensor?, activation: Activation) throws -> Tensor
     /// x (…,K) f32/bf16 times a 4-bit weight (N,K) transposed → (…,N) f32 = act(x·Wᵀ + bias), dequantised on the fly.
     func matmulW4A16(_ x: Tensor, _ w: Packed4BitWeight, bias: Tensor?, activation: Activation) throws -> Tensor
     /// Fused softmax(q·kᵀ·scale)·v: q (B,H,Lq,D), k, v (B,H,Lk,D) (all f32 or all bf16) → out (B,H,Lq,D) in q's
@@ -251,6 +256,20 @@ extension Backend {
     public func mseBackward(_ a: Tensor, _ b: Tensor, dloss: Float) throws -> Tensor { throw BackendError.unsupported(.mseBackward, backend: displayName) }
     public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool, bias: Tensor?, activation: Activation) throws -> Tensor { throw BackendError.unsupported(.matmul, backend: displayName) }
     public func matmulW4A16(_ x: Tensor, _ w: Packed4BitWeight, bias: Tensor?, activation: Activation) throws -> Tensor { throw BackendError.unsupported(.matmulW4A16, backend: displayName) }
+
+    /// Keeps the dense weight (checked: (N,K), f32 or bf16).
+    public func prepareLinearWeight(_ weight: Tensor) throws -> PreparedLinearWeight {
+        try OpChecks.preparedWeight(weight)
+        return PreparedLinearWeight(shape: weight.shape, dtype: weight.dtype, backendName: name, dense: weight)
+    }
+
+    /// `linear` on the kept dense weight.
+    public func linear(_ x: Tensor, prepared weight: PreparedLinearWeight, bias: Tensor?, activation: Activation) throws -> Tensor {
+        guard weight.backendName == name, let dense = weight.dense else {
+            throw BackendError.invalidArgument(.linearPrepared, "the weight was prepared by the \(weight.backendName) backend, not \(name); prepare it on this backend")
+        }
+        return try linear(x, weight: dense, bias: bias, activation: activation)
+    }
     public func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, scale: Float) throws -> (out: Tensor, lse: Tensor) { throw BackendError.unsupported(.attention, backend: displayName) }
     public func attentionBackward(_ dout: Tensor, _ q: Tensor, _ k: Tensor, _ v: Tensor, out: Tensor, lse: Tensor, scale: Float) throws -> (dq: Tensor, dk: Tensor, dv: Tensor) { throw BackendError.unsupported(.attentionBackward, backend: displayName) }
     public func adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, step: Int, config: AdamWConfig) throws { throw BackendError.unsupported(.adamw, backend: displayName) }

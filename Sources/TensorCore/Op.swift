@@ -20,7 +20,7 @@ public enum Op: String, CaseIterable, Sendable, CustomStringConvertible {
     // ── reductions (f32 in, f64 accumulation where the backend can) ─────────────────────────────
     case sum, mean, mse, mseBackward
     // ── contractions ────────────────────────────────────────────────────────────────────────
-    case matmul, matmulW4A16, attention, attentionBackward
+    case matmul, linearPrepared, matmulW4A16, attention, attentionBackward
     // ── optimizer (in place) ─────────────────────────────────────────────────────────────────
     case adamw, clipGradNorm
     // ── random ───────────────────────────────────────────────────────────────────────────────
@@ -34,7 +34,7 @@ public enum Op: String, CaseIterable, Sendable, CustomStringConvertible {
              .gateResidual, .gateResidualBackward, .rope: .elementwise
         case .layerNorm, .layerNormBackward, .rmsNorm, .rmsNormBackward, .softmax, .softmaxBackward: .rowwise
         case .sum, .mean, .mse, .mseBackward: .reduction
-        case .matmul, .matmulW4A16, .attention, .attentionBackward: .contraction
+        case .matmul, .linearPrepared, .matmulW4A16, .attention, .attentionBackward: .contraction
         case .adamw, .clipGradNorm: .optimizer
         case .randomNormal: .random
         }

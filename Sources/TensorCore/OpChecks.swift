@@ -182,6 +182,25 @@ public enum OpChecks {
                            outShape: batchShape + [m, n])
     }
 
+    /// Checks a weight to prepare for `linear(_:prepared:…)`: (N,K) with N, K ≥ 1, f32 or bf16.
+    public static func preparedWeight(_ w: Tensor) throws {
+        guard w.rank == 2, w.shape[0] > 0, w.shape[1] > 0, w.dtype == .f32 || w.dtype == .bf16 else {
+            throw fail(.linearPrepared, "a Linear weight to prepare must be (N,K) f32 or bf16, got \(w.shape.shapeString) \(w.dtype)")
+        }
+    }
+
+    /// Checks a `linear(_:prepared:…)` call; returns (rows, N, K).
+    public static func linearPrepared(_ x: Tensor, _ w: PreparedLinearWeight, bias: Tensor?) throws -> (rows: Int, n: Int, k: Int) {
+        let n = w.outFeatures, k = w.inFeatures
+        guard x.rank >= 1, x.lastDim == k, x.dtype == .f32 || x.dtype == .bf16 else {
+            throw fail(.linearPrepared, "x must be (…,K) f32 or bf16 with K = \(k), got \(x.shape.shapeString) \(x.dtype)")
+        }
+        if let bias, bias.shape != [n] || bias.dtype != .f32 {
+            throw fail(.linearPrepared, "bias must be (N) = (\(n)) f32, got \(bias.shape.shapeString) \(bias.dtype)")
+        }
+        return (x.rowCount, n, k)
+    }
+
     /// Checks a W4A16 call; returns (rows, N, K).
     public static func matmulW4A16(_ x: Tensor, _ w: Packed4BitWeight, bias: Tensor?) throws -> (rows: Int, n: Int, k: Int) {
         guard w.packed.rank == 2, w.packed.dtype.bitsPerElement == 4, w.blockSize > 0 else {

@@ -1,6 +1,7 @@
 // `hprune bench model`: forward latency and peak memory of an SD3-medium-width transformer (24 heads × 64,
 // 6 layers, qk rms_norm, 64×64×16 latent → 1024 image tokens, 154 text tokens of width 4096) in f32 and bf16,
-// optionally against diffusers on PyTorch run in the same invocation with the same thread count.
+// optionally against diffusers on PyTorch in the same invocation with the same thread count, the two alternating
+// forward by forward so that a change in machine load hits both sides alike.
 import ArgumentParser
 import CPUBackend
 import Checkpoint
@@ -21,9 +22,13 @@ struct BenchModel: AsyncParsableCommand {
         commandName: "model",
         abstract: "Forward latency of an SD3-medium-width transformer in f32 and bf16 (optionally vs diffusers).",
         discussion: """
+            With --compare-torch, diffusers' SD3Transformer2DModel (same config, random weights, same thread count)
+            runs in a second process and the two alternate: ours, diffusers, ours, diffusers, … after one warm-up
+            each. Reported: the best and the median of each side, and speedup = diffusers' best / our best.
             Examples:
               hprune bench model
-              hprune bench model --json --compare-torch /tmp/ref/bin/python
+              hprune bench model --json --compare-torch /tmp/ref/bin/python --iterations 5
+              hprune bench model --dtype f32 --layers 2
             """
     )
 
@@ -33,8 +38,8 @@ struct BenchModel: AsyncParsableCommand {
     @Option(name: .customLong("compare-torch"), help: ArgumentHelp("A Python with torch and diffusers to time the same model.", valueName: "python"))
     var compareTorch: String?
 
-    @Option(help: "Timed forward passes per dtype (after one warm-up).")
-    var iterations = 2
+    @Option(help: "Timed forward passes per dtype and side (after one warm-up).")
+    var iterations = 3
 
     @Option(help: "Number of transformer layers.")
     var layers = 6
@@ -42,9 +47,18 @@ struct BenchModel: AsyncParsableCommand {
     @Option(help: "Backend: cpu or reference.")
     var backend = "cpu"
 
+    @Option(help: ArgumentHelp("Compute dtypes to time (repeatable): f32, bf16. Default: both.", valueName: "dtype"))
+    var dtype: [String] = []
+
+    @Flag(help: "Repack Linear weights on every call instead of once (prepareForInference off), to measure what it saves.")
+    var noPrepare = false
+
     func validate() throws {
         guard iterations >= 1 else { throw ValidationError("--iterations must be ≥ 1") }
         guard layers >= 1 else { throw ValidationError("--layers must be ≥ 1") }
+        for d in dtype where ComputeDType(rawValue: d) == nil {
+            throw ValidationError("--dtype must be f32 or bf16, got '\(d)'")
+        }
     }
 
     /// The benchmarked config (diffusers keys), shared with the PyTorch script.
@@ -61,34 +75,48 @@ struct BenchModel: AsyncParsableCommand {
         let cfgData = try JSONSerialization.data(withJSONObject: configJSON, options: [.sortedKeys])
         guard case .success(let v) = JSONValue.parse(cfgData), let obj = v.objectValue else { throw Exit.failed }
         let config = try ModelConfig.parse(obj, file: "<bench>")
-        var results: [String: Any] = ["config": configJSON, "threads": threads, "backend": be.name, "iterations": iterations]
-        for dtype in ComputeDType.allCases {
-            let model = try randomTransformer(config, backend: be, compute: dtype, seed: 0)
+        let dtypes = dtype.isEmpty ? ComputeDType.allCases : dtype.compactMap(ComputeDType.init(rawValue:))
+        var results: [String: Any] = ["config": configJSON, "threads": threads, "backend": be.name, "iterations": iterations,
+                                      "prepared_weights": !noPrepare,
+                                      "load_average": Self.loadAverage()]
+        let torch = try compareTorch.map { try ModelTorchServer(python: $0, config: cfgData, threads: threads) }
+        if let torch { results["torch_version"] = torch.version }
+        for dt in dtypes {
+            let d = dt.rawValue
+            let model = try randomTransformer(config, backend: be, compute: dt, seed: 0)
+            if !noPrepare { model.weights.prepareForInference() }   // as `hprune forward` and `evaluate` run models
             let inputs = TransformerInputs(
                 hiddenStates: try be.randomNormal([1, 16, 64, 64], seed: 1, offset: 0),
                 encoderHiddenStates: try be.randomNormal([1, 154, 4096], seed: 2, offset: 0),
                 pooledProjections: try be.randomNormal([1, 2048], seed: 3, offset: 0), timestep: [500])
-            _ = try model.forward(inputs)
-            var times: [Double] = []
+            let forward = { _ = try be.floats(try model.forward(inputs)) }   // floats(): wait for the result
+            try forward()   // warm-up
+            if let torch { _ = try torch.request(["op": "setup", "dtype": d]) }
+            var ours: [Double] = [], theirs: [Double] = []
             for _ in 0..<iterations {
-                let t0 = ContinuousClock.now
-                _ = try model.forward(inputs)
-                let d = ContinuousClock.now - t0
-                times.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) * 1e-15)
-            }
-            results["hprune_\(dtype.rawValue)_ms"] = times.min() ?? 0
-            if !json { Terminal.err("hprune \(dtype.rawValue): \(times.map { String(format: "%.0f ms", $0) }.joined(separator: ", "))") }
-        }
-        results["hprune_peak_rss_bytes"] = peakRSS()
-        if let python = compareTorch {
-            let torch = try runTorch(python: python, config: cfgData, threads: threads)
-            for (k, v) in torch { results["torch_" + k] = v }
-            for d in ["f32", "bf16"] {
-                if let o = results["hprune_\(d)_ms"] as? Double, let t = torch["\(d)_ms"] as? Double, o > 0 {
-                    results["speedup_\(d)"] = t / o
+                ours.append(try Self.milliseconds(forward))
+                if let torch {
+                    guard let s = try torch.request(["op": "time"])["seconds"] as? Double else { throw Exit.failed }
+                    theirs.append(s * 1000)
                 }
             }
+            results["hprune_\(d)_ms"] = ours.min() ?? 0
+            results["hprune_\(d)_median_ms"] = Self.median(ours)
+            if !json { Terminal.err("hprune \(d): \(Self.list(ours))") }
+            if let best = theirs.min(), let o = ours.min(), o > 0 {
+                results["torch_\(d)_ms"] = best
+                results["torch_\(d)_median_ms"] = Self.median(theirs)
+                results["speedup_\(d)"] = best / o
+                results["speedup_\(d)_median"] = Self.median(theirs) / Self.median(ours)
+                if !json { Terminal.err("diffusers \(d): \(Self.list(theirs))") }
+            }
         }
+        results["hprune_peak_rss_bytes"] = Self.peakRSS()
+        if let torch {
+            let r = try torch.request(["op": "quit"])
+            results["torch_peak_rss_bytes"] = r["peak_rss_bytes"] ?? 0
+        }
+        results["load_average_end"] = Self.loadAverage()
         if json {
             Terminal.printJSON(results)
         } else {
@@ -96,59 +124,139 @@ struct BenchModel: AsyncParsableCommand {
         }
     }
 
+    static func milliseconds(_ body: () throws -> Void) throws -> Double {
+        let t0 = ContinuousClock.now
+        try body()
+        let d = ContinuousClock.now - t0
+        return Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) * 1e-15
+    }
+
+    static func median(_ xs: [Double]) -> Double {
+        let s = xs.sorted()
+        guard !s.isEmpty else { return 0 }
+        return s.count % 2 == 1 ? s[s.count / 2] : 0.5 * (s[s.count / 2 - 1] + s[s.count / 2])
+    }
+
+    static func list(_ xs: [Double]) -> String { xs.map { String(format: "%.0f ms", $0) }.joined(separator: ", ") }
+
+    /// The 1-minute load average, or 0 where /proc/loadavg cannot be read.
+    static func loadAverage() -> Double {
+        guard let s = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return 0 }
+        return Double(s.split(separator: " ").first ?? "0") ?? 0
+    }
+
     /// Peak resident set size of this process (VmHWM), in bytes.
-    func peakRSS() -> Int {
+    static func peakRSS() -> Int {
         guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
               let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }) else { return 0 }
         return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
     }
+}
 
-    /// Times diffusers' SD3Transformer2DModel with the same config, random weights and input sizes.
-    func runTorch(python: String, config: Data, threads: Int) throws -> [String: Any] {
-        let script = """
-            import json, sys, time, resource, torch
-            from diffusers import SD3Transformer2DModel
-            torch.set_num_threads(\(threads))
-            cfg = json.loads(sys.argv[1]); cfg.pop("_class_name")
-            out = {}
-            for name, dt in (("f32", torch.float32), ("bf16", torch.bfloat16)):
+/// diffusers' SD3Transformer2DModel with the same config, random weights and input sizes, served one JSON line per
+/// request so that its forward passes can alternate with ours.
+private let modelTorchScript = #"""
+# hprune bench model: the diffusers reference. Reads one JSON request per line, answers one JSON line.
+import json, resource, sys, time
+import torch
+from diffusers import SD3Transformer2DModel
+
+torch.set_num_threads(int(sys.argv[1]))
+cfg = json.loads(sys.argv[2]); cfg.pop("_class_name")
+DT = {"f32": torch.float32, "bf16": torch.bfloat16}
+m = args = None
+with torch.inference_mode():
+    print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+    for line in sys.stdin:
+        r = json.loads(line)
+        try:
+            if r["op"] == "setup":
+                dt = DT[r["dtype"]]
+                m = args = None
                 torch.manual_seed(0)
                 m = SD3Transformer2DModel(**cfg).to(dt).eval()
-                x = torch.randn(1, 16, 64, 64, dtype=dt); c = torch.randn(1, 154, 4096, dtype=dt)
-                p = torch.randn(1, 2048, dtype=dt); t = torch.tensor([500.0])
-                with torch.inference_mode():
-                    m(hidden_states=x, encoder_hidden_states=c, pooled_projections=p, timestep=t)
-                    best = None
-                    for _ in range(\(iterations)):
-                        t0 = time.perf_counter()
-                        m(hidden_states=x, encoder_hidden_states=c, pooled_projections=p, timestep=t)
-                        d = (time.perf_counter() - t0) * 1000
-                        best = d if best is None else min(best, d)
-                out[name + "_ms"] = best
-                del m
-            out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            out["torch"] = torch.__version__
-            print(json.dumps(out))
-            """
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: python)
-        p.arguments = ["-c", script, String(decoding: config, as: UTF8.self)]
-        let pipe = Pipe(), errPipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = errPipe
-        do { try p.run() } catch {
-            Terminal.err("error: cannot run \(python): \(error)")
+                args = dict(hidden_states=torch.randn(1, 16, 64, 64, dtype=dt),
+                            encoder_hidden_states=torch.randn(1, 154, 4096, dtype=dt),
+                            pooled_projections=torch.randn(1, 2048, dtype=dt), timestep=torch.tensor([500.0]))
+                m(**args)  # warm-up
+                print(json.dumps({"ok": True}), flush=True)
+            elif r["op"] == "time":
+                t = time.perf_counter(); m(**args); dt = time.perf_counter() - t
+                print(json.dumps({"seconds": dt}), flush=True)
+            elif r["op"] == "quit":
+                print(json.dumps({"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}), flush=True)
+                break
+        except Exception as e:  # report, keep serving
+            print(json.dumps({"error": repr(e)}), flush=True)
+"""#
+
+/// A running diffusers reference process (see `modelTorchScript`).
+private final class ModelTorchServer {
+    private let process = Process()
+    private let input = Pipe(), output = Pipe(), errors = Pipe()
+    private var buffer = Data()
+    private let scriptURL: URL
+    private let python: String
+    private(set) var version = ""
+
+    init(python: String, config: Data, threads: Int) throws {
+        self.python = python
+        scriptURL = FileManager.default.temporaryDirectory.appendingPathComponent("hprune-bench-model-\(getpid()).py")
+        try Data(modelTorchScript.utf8).write(to: scriptURL, options: .atomic)
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [scriptURL.path, String(threads), String(decoding: config, as: UTF8.self)]
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = errors
+        do { try process.run() } catch {
+            try? FileManager.default.removeItem(at: scriptURL)
+            Terminal.err("error: cannot run \(python): \(error.localizedDescription); pass a Python with torch and diffusers")
             throw Exit.invalid
         }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        let errData = errPipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0,
-              let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
-              let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-            Terminal.err("error: the PyTorch benchmark failed (\(python)):\n" + String(decoding: errData, as: UTF8.self).suffix(2000))
-            throw Exit.failed
+        let hello = try readReply()
+        guard hello["ready"] as? Bool == true else { throw fail("unexpected greeting \(hello)") }
+        version = hello["torch"] as? String ?? ""
+    }
+
+    private func fail(_ message: String) -> ExitCode {
+        Terminal.err("error: the PyTorch benchmark (\(python)) failed: \(message)")
+        return Exit.failed
+    }
+
+    /// Sends one request and returns the decoded reply.
+    func request(_ r: [String: Any]) throws -> [String: Any] {
+        var line = try JSONSerialization.data(withJSONObject: r)
+        line.append(0x0A)
+        input.fileHandleForWriting.write(line)
+        let reply = try readReply()
+        if let e = reply["error"] as? String { throw fail(e) }
+        return reply
+    }
+
+    private func readReply() throws -> [String: Any] {
+        while true {
+            if let nl = buffer.firstIndex(of: 0x0A) {
+                let line = buffer[buffer.startIndex..<nl]
+                buffer.removeSubrange(buffer.startIndex...nl)
+                guard let obj = try? JSONSerialization.jsonObject(with: line) as? [String: Any] else {
+                    throw fail("bad reply: \(String(decoding: line, as: UTF8.self))")
+                }
+                return obj
+            }
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty {  // the process ended
+                let err = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                throw fail("the Python process exited:\n\(err.suffix(2000))")
+            }
+            buffer.append(chunk)
         }
-        return obj
+    }
+
+    deinit {
+        if process.isRunning {
+            input.fileHandleForWriting.closeFile()
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(at: scriptURL)
     }
 }

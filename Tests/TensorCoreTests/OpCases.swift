@@ -317,6 +317,21 @@ enum OpCases {
             out["bf16"] = try f(be, try be.matmul(a16, b16, transposeA: false, transposeB: true, bias: bias, activation: .geluTanh))
             return out
         },
+        OpCase(op: .linearPrepared, label: "linear on a prepared weight: f32, bf16 weight with f32 x, activations",
+               tolerance: .contraction) { be, s in
+            var r = Inputs(31)
+            let m = s.rows + 4, n = s.n, k = 65
+            let x = try t(be, r.uniform(2 * m * k), [2, m, k]), w = try t(be, r.uniform(n * k), [n, k])
+            let bias = try t(be, r.uniform(n), [n])
+            let p32 = try be.prepareLinearWeight(w), p16 = try be.prepareLinearWeight(try be.cast(w, to: .bf16))
+            var out: [String: [Float]] = [:]
+            for act in Activation.allCases {
+                out["f32-\(act)"] = try f(be, try be.linear(x, prepared: p32, bias: bias, activation: act))
+            }
+            out["bf16-nobias"] = try f(be, try be.linear(x, prepared: p16, bias: nil, activation: .none))
+            out["bf16-x"] = try f(be, try be.linear(try be.cast(x, to: .bf16), prepared: p16, bias: bias, activation: .silu))
+            return out
+        },
         OpCase(op: .matmulW4A16, label: "W4A16 nf4, blocks across rows, f32 and bf16 activations", tolerance: .contraction,
                perOutput: ["bf16-silu": .bf16Compute]) { be, s in         // bf16 compute may round the weight to bf16
             var r = Inputs(28)

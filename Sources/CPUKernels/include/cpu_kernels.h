@@ -120,6 +120,29 @@ int hp_gemm_bf16_ref(int trans_a, int trans_b, long M, long N, long K, float alp
                      const uint16_t *A, long lda, const uint16_t *B, long ldb, float beta,
                      void *C, hp_dtype c_dtype, long ldc, const float *bias, hp_act act);
 
+// ── prepacked Linear weights (inference) ─────────────────────────────────────────────────────────────────
+// y[M,N] = act(x[M,K] · Wᵀ + bias) with W[N,K] packed once into the B panels of the kernel the calling thread
+// dispatches to (the work every hp_gemm_* call with trans_b redoes on each call). The reference twin is
+// hp_gemm_f32_ref / hp_gemm_bf16_ref with trans_b = 1 on the unpacked W.
+typedef struct hp_packed_weight {
+    const void *kernel;    // the kernel the panels are laid out for (opaque identity)
+    hp_dtype dtype;        // of W, and of x at use
+    long n, k;             // W is [n, k]
+    const void *panels;    // hp_packed_weight_bytes(dtype, n, k) bytes, owned by the caller
+} hp_packed_weight;
+
+/// Bytes the panels of W[n,k] take for the current kernel (0 for invalid sizes or dtype).
+size_t hp_packed_weight_bytes(hp_dtype dtype, long n, long k);
+/// Packs W[n,k] (row-major, dense) into `panels` (hp_packed_weight_bytes bytes, 64-byte aligned) and describes
+/// them in *out. W may be freed afterwards.
+int hp_pack_weight(hp_dtype dtype, const void *W, long n, long k, void *panels, hp_packed_weight *out);
+/// C[M,n] (f32, ldc) = act(A[M,k] (w->dtype, lda) · Wᵀ + bias[n]). HP_EUNSUPPORTED when the calling thread now
+/// dispatches to another kernel than the one `w` was packed for (an ISA override changed): pack again.
+int hp_gemm_packed(long M, const void *A, long lda, const hp_packed_weight *w, float *C, long ldc,
+                   const float *bias, hp_act act);
+/// Writes the dense W[n,k] (w->dtype) back out of its panels (exact), e.g. to run under another ISA.
+int hp_unpack_weight(const hp_packed_weight *w, void *W);
+
 // ── 4-bit weights (W4A16) ────────────────────────────────────────────────────────────────────────────────
 // Weight W[N,K] flattened row-major into N*K elements e = n*K + k. Codes q[e] in 0..15 are packed two per byte,
 // FIRST element in the HIGH nibble (bitsandbytes): byte[j] = q[2j] << 4 | q[2j+1]; ceil(N*K/2) bytes.
