@@ -96,8 +96,10 @@ func feedForward(_ g: Tape, _ prefix: String, _ x: Var) throws -> Var {
 func projectQKV(_ g: Tape, _ x: Var, heads: Int,
                 q: String, k: String, v: String, normQ: String?, normK: String?) throws -> (Var, Var, Var) {
     let b = x.shape[0], l = x.shape[1], d = x.shape[2], dh = d / heads
+    // bf16 inference: cast x once for the three projections (each Linear would cast it again); same bits.
+    let xin = !g.recording && g.compute == .bf16 && x.value.dtype == .f32 ? g.constant(try g.be.cast(x.value, to: .bf16)) : x
     func one(_ name: String, _ norm: String?) throws -> Var {
-        var y = g.reshape(try linear(g, name, x), [b, l, heads, dh])                     // (B,L,H,Dh)
+        var y = g.reshape(try linear(g, name, xin), [b, l, heads, dh])                   // (B,L,H,Dh)
         if let norm { y = try g.rmsNorm(y, weight: try g.param(norm)) }
         return try g.transpose(y, [0, 2, 1, 3])                                           // (B,H,L,Dh)
     }
