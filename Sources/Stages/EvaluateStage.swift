@@ -124,6 +124,7 @@ public struct EvaluateStage: ExecutableStageKind {
                 if case .sd3 = m.structure.config, guidance > 1 {
                     throw ctx.failure("'sampling.guidance' \(guidance) > 1 would need classifier-free guidance (no negative prompts in the dataset)", log: "fix: use 0 or 1")
                 }
+                HostBufferPool.shared.drain()   // buffers kept from the previous model would hide this one's memory
                 let rssBefore = Self.residentBytes()
                 let model = try ctx.openModel(path, backend: be)
                 model.transformer.weights.prepareForInference()   // sampling only: pack Linear weights once
