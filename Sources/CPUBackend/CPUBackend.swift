@@ -421,24 +421,29 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
 
     /// y = act(x·Wᵀ + bias) on the prepared panels; an f32 x meets a bf16 weight as bf16. A weight packed under
     /// another ISA (a test's override) is unpacked and run as a plain `linear`.
-    public func linear(_ x: Tensor, prepared weight: PreparedLinearWeight, bias: Tensor?, activation: Activation) throws -> Tensor {
+    public func linear(_ x: Tensor, prepared weight: PreparedLinearWeight, bias: Tensor?, activation: Activation,
+                       output: DType) throws -> Tensor {
+        guard output == .f32 || output == .bf16 else { throw BackendError.unsupportedDType(.linearPrepared, output, backend: displayName) }
         guard let w = weight as? CPUPreparedWeight else {
             guard weight.backendName == name, let dense = weight.dense else {
                 throw BackendError.invalidArgument(.linearPrepared, "the weight was prepared by the \(weight.backendName) backend, not \(name); prepare it on this backend")
             }
-            return try linear(x, weight: dense, bias: bias, activation: activation)
+            let y = try linear(x, weight: dense, bias: bias, activation: activation)
+            return output == .f32 ? y : try cast(y, to: output)
         }
         let (rows, n, k) = try OpChecks.linearPrepared(x, weight, bias: bias)
         let xc = x.dtype == weight.dtype ? x : try cast(x, to: weight.dtype)
         let px = try host(xc, .linearPrepared), pbias = try bias.map { try ro($0, .linearPrepared) }
-        let (out, o) = try newF32(Array(x.shape.dropLast()) + [n], zeroed: false)
+        let out = try uninitialized(Array(x.shape.dropLast()) + [n], dtype: output)
         guard out.count > 0 else { return out }
         var packed = w.packed
-        let status = hp_gemm_packed(rows, px, k, &packed, o, n, pbias, act(activation))
+        let status = hp_gemm_packed(rows, px, k, &packed, try host(out, .linearPrepared), output == .f32 ? HP_F32 : HP_BF16,
+                                    n, pbias, act(activation))
         if status == Int32(HP_EUNSUPPORTED) {
             let dense = try uninitialized(weight.shape, dtype: weight.dtype)
             try check(hp_unpack_weight(&packed, try host(dense, .linearPrepared)), .linearPrepared)
-            return try linear(xc, weight: dense, bias: bias, activation: activation)
+            let y = try linear(xc, weight: dense, bias: bias, activation: activation)
+            return output == .f32 ? y : try cast(y, to: output)
         }
         try check(status, .linearPrepared)
         return out

@@ -451,9 +451,9 @@ int hp_pack_weight(hp_dtype dtype, const void *W, long n, long k, void *panels, 
     return HP_OK;
 }
 
-int hp_gemm_packed(long M, const void *A, long lda, const hp_packed_weight *w, float *C, long ldc,
+int hp_gemm_packed(long M, const void *A, long lda, const hp_packed_weight *w, void *C, hp_dtype c_dtype, long ldc,
                    const float *bias, hp_act act) {
-    if (!w || M < 0 || !C || ldc < w->n) return HP_EINVAL;
+    if (!w || M < 0 || !C || ldc < w->n || (c_dtype != HP_F32 && c_dtype != HP_BF16)) return HP_EINVAL;
     if (M == 0) return HP_OK;
     if (!A || lda < w->k) return HP_EINVAL;
     const hp_dispatch *dp = hp_dispatch_current();
@@ -461,6 +461,7 @@ int hp_gemm_packed(long M, const void *A, long lda, const hp_packed_weight *w, f
     if (kr != w->kernel) return HP_EUNSUPPORTED;  // packed under another ISA: the panel layout differs
     hp_src a = {.p = A, .ld = lda, .trans = 0, .dtype = w->dtype};
     hp_src b = {.p = NULL, .ld = w->k, .trans = 1, .dtype = w->dtype};
+    if (c_dtype == HP_BF16) return driver(dp, kr, M, w->n, w->k, 1.0f, &a, &b, 0.0f, NULL, C, ldc, bias, act, 1, w->panels);
     return driver(dp, kr, M, w->n, w->k, 1.0f, &a, &b, 0.0f, C, NULL, ldc, bias, act, 1, w->panels);
 }
 

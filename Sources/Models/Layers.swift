@@ -55,13 +55,17 @@ func embeddingMLP(_ g: Tape, _ prefix: String, _ x: Var) throws -> Var {
 /// The Linear layer `prefix` (weight (N,K), optional bias (N)) on x (…,K) → (…,N).
 /// A 4-bit packed weight runs through the W4A16 kernel (`Tape.linear(_:packed:…)`); in a store prepared for
 /// inference a dense weight runs from the backend's GEMM layout (`Tape.linear(_:prepared:…)`).
-func linear(_ g: Tape, _ prefix: String, _ x: Var, activation: Activation = .none) throws -> Var {
+///
+/// `bf16Output`: in bf16 compute with a prepared weight, return the result in bf16 (rounded once in the GEMM) when it
+/// only feeds another Linear, which would cast it to bf16 anyway — the same bits, one pass less.
+func linear(_ g: Tape, _ prefix: String, _ x: Var, activation: Activation = .none, bf16Output: Bool = false) throws -> Var {
     let name = prefix + ".weight"
     if g.weights.isPacked(name), case .packed(let w) = try g.weights.linearWeight(name) {
         return try g.linear(x, packed: w, name: name, try g.optionalParam(prefix + ".bias"), activation: activation)
     }
     if g.weights.preparesLinearWeights, let w = try g.weights.preparedLinearWeight(name) {
-        return try g.linear(x, prepared: w, name: name, try g.optionalParam(prefix + ".bias"), activation: activation)
+        return try g.linear(x, prepared: w, name: name, try g.optionalParam(prefix + ".bias"), activation: activation,
+                            output: bf16Output && w.dtype == .bf16 ? .bf16 : .f32)
     }
     return try g.linear(x, try g.param(name), try g.optionalParam(prefix + ".bias"), activation: activation)
 }
@@ -86,7 +90,7 @@ func adaLN(_ g: Tape, _ prefix: String, siluTemb: Var, count: Int) throws -> [Va
 
 /// diffusers `FeedForward(dim, activation_fn="gelu-tanh")`: net.2(GELU_tanh(net.0.proj(x))). x (B,L,D).
 func feedForward(_ g: Tape, _ prefix: String, _ x: Var) throws -> Var {
-    let h = try linear(g, prefix + ".net.0.proj", x, activation: .geluTanh)             // (B,L,4D)
+    let h = try linear(g, prefix + ".net.0.proj", x, activation: .geluTanh, bf16Output: true)   // (B,L,4D)
     return try linear(g, prefix + ".net.2", h)                                          // (B,L,D)
 }
 

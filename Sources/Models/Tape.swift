@@ -189,13 +189,15 @@ public final class Tape: @unchecked Sendable {
 
     /// y = x·Wᵀ + b, then the activation, with a weight prepared in the backend's GEMM layout (inference only):
     /// x (…,K), w (N,K), bias (N) → (…,N). Gradients cannot flow through it (throws when one is needed).
-    func linear(_ x: Var, prepared w: PreparedLinearWeight, name: String, _ b: Var?, activation: Activation = .none) throws -> Var {
+    /// `output` bf16 (for a result that only feeds another bf16 Linear) gives the bits a cast of the f32 result would.
+    func linear(_ x: Var, prepared w: PreparedLinearWeight, name: String, _ b: Var?, activation: Activation = .none,
+                output: DType = .f32) throws -> Var {
         if recording, trainable(name) || x.node != nil || b?.node != nil {
             throw ModelError(source: weights.source, subject: name,
                              message: "cannot back-propagate through a weight prepared for inference",
                              fix: "do not call prepareForInference() on a model that is trained or differentiated")
         }
-        return constant(try be.linear(x.value, prepared: w, bias: b?.value, activation: activation))
+        return constant(try be.linear(x.value, prepared: w, bias: b?.value, activation: activation, output: output))
     }
 
     /// The error for a backward (or training) through a 4-bit packed weight.

@@ -115,8 +115,10 @@ public protocol Backend: AnyObject, Sendable {
     /// A Linear weight (N,K) f32/bf16 in this backend's GEMM layout, for `linear(_:prepared:…)` (inference only).
     /// The default keeps the dense tensor; the CPU backend packs it into its GEMM panels once.
     func prepareLinearWeight(_ weight: Tensor) throws -> PreparedLinearWeight
-    /// `linear` with a prepared weight: x (…,K) → (…,N) f32 = act(x·Wᵀ + bias); an f32 x meets a bf16 weight as bf16.
-    func linear(_ x: Tensor, prepared weight: PreparedLinearWeight, bias: Tensor?, activation: Activation) throws -> Tensor
+    /// `linear` with a prepared weight: x (…,K) → (…,N) = act(x·Wᵀ + bias) in `output` (f32, or bf16 rounded once
+    /// — the same bits as casting the f32 result); an f32 x meets a bf16 weight as bf16.
+    func linear(_ x: Tensor, prepared weight: PreparedLinearWeight, bias: Tensor?, activation: Activation,
+                output: DType) throws -> Tensor
     /// x (…,K) f32/bf16 times a 4-bit weight (N,K) transposed → (…,N) f32 = act(x·Wᵀ + bias), dequantised on the fly.
     func matmulW4A16(_ x: Tensor, _ w: Packed4BitWeight, bias: Tensor?, activation: Activation) throws -> Tensor
     /// Fused softmax(q·kᵀ·scale)·v: q (B,H,Lq,D), k, v (B,H,Lk,D) (all f32 or all bf16) → out (B,H,Lq,D) in q's
@@ -263,12 +265,20 @@ extension Backend {
         return PreparedLinearWeight(shape: weight.shape, dtype: weight.dtype, backendName: name, dense: weight)
     }
 
-    /// `linear` on the kept dense weight.
-    public func linear(_ x: Tensor, prepared weight: PreparedLinearWeight, bias: Tensor?, activation: Activation) throws -> Tensor {
+    /// `linear` on the kept dense weight (then cast when `output` is bf16).
+    public func linear(_ x: Tensor, prepared weight: PreparedLinearWeight, bias: Tensor?, activation: Activation,
+                       output: DType) throws -> Tensor {
         guard weight.backendName == name, let dense = weight.dense else {
             throw BackendError.invalidArgument(.linearPrepared, "the weight was prepared by the \(weight.backendName) backend, not \(name); prepare it on this backend")
         }
-        return try linear(x, weight: dense, bias: bias, activation: activation)
+        guard output == .f32 || output == .bf16 else { throw BackendError.unsupportedDType(.linearPrepared, output, backend: displayName) }
+        let y = try linear(x, weight: dense, bias: bias, activation: activation)
+        return output == .f32 ? y : try cast(y, to: output)
+    }
+
+    /// `linear(_:prepared:bias:activation:output:)` with an f32 output.
+    public func linear(_ x: Tensor, prepared weight: PreparedLinearWeight, bias: Tensor?, activation: Activation = .none) throws -> Tensor {
+        try linear(x, prepared: weight, bias: bias, activation: activation, output: .f32)
     }
     public func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, scale: Float) throws -> (out: Tensor, lse: Tensor) { throw BackendError.unsupported(.attention, backend: displayName) }
     public func attentionBackward(_ dout: Tensor, _ q: Tensor, _ k: Tensor, _ v: Tensor, out: Tensor, lse: Tensor, scale: Float) throws -> (dq: Tensor, dk: Tensor, dv: Tensor) { throw BackendError.unsupported(.attentionBackward, backend: displayName) }

@@ -102,10 +102,12 @@ struct BenchModel: AsyncParsableCommand {
             }
             results["hprune_\(d)_ms"] = ours.min() ?? 0
             results["hprune_\(d)_median_ms"] = Self.median(ours)
+            results["hprune_\(d)_all_ms"] = ours
             if !json { Terminal.err("hprune \(d): \(Self.list(ours))") }
             if let best = theirs.min(), let o = ours.min(), o > 0 {
                 results["torch_\(d)_ms"] = best
                 results["torch_\(d)_median_ms"] = Self.median(theirs)
+                results["torch_\(d)_all_ms"] = theirs
                 results["speedup_\(d)"] = best / o
                 results["speedup_\(d)_median"] = Self.median(theirs) / Self.median(ours)
                 if !json { Terminal.err("diffusers \(d): \(Self.list(theirs))") }

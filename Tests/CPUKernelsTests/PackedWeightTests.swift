@@ -26,7 +26,7 @@ extension CPUKernelSuites {
                 var pwv = pw
                 for act in [HP_ACT_NONE, HP_ACT_GELU_TANH, HP_ACT_SILU] {
                     var got = [Float](repeating: .nan, count: m * n), same = got, want = got
-                    #expect(hp_gemm_packed(m, x, k, &pwv, &got, n, bias, act) == 0)
+                    #expect(hp_gemm_packed(m, x, k, &pwv, &got, HP_F32, n, bias, act) == 0)
                     #expect(hp_gemm_f32(0, 1, m, n, k, 1, x, k, w, k, 0, &same, n, bias, act) == 0)
                     #expect(hp_gemm_f32_ref(0, 1, m, n, k, 1, x, k, w, k, 0, &want, n, bias, act) == 0)
                     #expect(bitsEqual(got, same), "\(isa) M\(m) N\(n) K\(k) act \(act.rawValue): packed ≠ per-call GEMM")
@@ -49,9 +49,13 @@ extension CPUKernelSuites {
                 defer { panels.deallocate() }
                 var pwv = pw
                 var got = [Float](repeating: .nan, count: m * n), same = got
-                #expect(hp_gemm_packed(m, x, k, &pwv, &got, n, bias, HP_ACT_SILU) == 0)
+                #expect(hp_gemm_packed(m, x, k, &pwv, &got, HP_F32, n, bias, HP_ACT_SILU) == 0)
                 #expect(hp_gemm_bf16(0, 1, m, n, k, 1, x, k, w, k, 0, &same, HP_F32, n, bias, HP_ACT_SILU) == 0)
                 #expect(bitsEqual(got, same), "\(isa) M\(m) N\(n) K\(k): packed ≠ per-call GEMM")
+                // bf16 output: the f32 result rounded once (same bits as casting the f32 output).
+                var got16 = [UInt16](repeating: 0, count: m * n)
+                #expect(hp_gemm_packed(m, x, k, &pwv, &got16, HP_BF16, n, bias, HP_ACT_SILU) == 0)
+                #expect(got16 == bf16(same), "\(isa) M\(m) N\(n) K\(k): bf16 output ≠ rounded f32 output")
                 var back = [UInt16](repeating: 0, count: n * k)
                 #expect(hp_unpack_weight(&pwv, &back) == 0)
                 #expect(back == w, "\(isa): unpacking is not exact")
@@ -71,8 +75,8 @@ extension CPUKernelSuites {
             defer { panels.deallocate() }
             var pwv = pw
             #expect(hp_set_isa_override(isas[isas.count - 1]) == 0)
-            #expect(Int(hp_gemm_packed(3, x, 9, &pwv, &c, 40, nil, HP_ACT_NONE)) == HP_EUNSUPPORTED)
-            #expect(Int(hp_gemm_packed(3, x, 8, &pwv, &c, 40, nil, HP_ACT_NONE)) == HP_EINVAL)   // lda < K
+            #expect(Int(hp_gemm_packed(3, x, 9, &pwv, &c, HP_F32, 40, nil, HP_ACT_NONE)) == HP_EUNSUPPORTED)
+            #expect(Int(hp_gemm_packed(3, x, 8, &pwv, &c, HP_F32, 40, nil, HP_ACT_NONE)) == HP_EINVAL)   // lda < K
         }
         var pw = hp_packed_weight()
         #expect(Int(hp_pack_weight(HP_F32, w, 0, 9, nil, &pw)) == HP_EINVAL)

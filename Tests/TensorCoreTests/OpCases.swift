@@ -318,7 +318,7 @@ enum OpCases {
             return out
         },
         OpCase(op: .linearPrepared, label: "linear on a prepared weight: f32, bf16 weight with f32 x, activations",
-               tolerance: .contraction) { be, s in
+               tolerance: .contraction, perOutput: ["bf16-out": .bf16Output]) { be, s in
             var r = Inputs(31)
             let m = s.rows + 4, n = s.n, k = 65
             let x = try t(be, r.uniform(2 * m * k), [2, m, k]), w = try t(be, r.uniform(n * k), [n, k])
@@ -330,6 +330,7 @@ enum OpCases {
             }
             out["bf16-nobias"] = try f(be, try be.linear(x, prepared: p16, bias: nil, activation: .none))
             out["bf16-x"] = try f(be, try be.linear(try be.cast(x, to: .bf16), prepared: p16, bias: bias, activation: .silu))
+            out["bf16-out"] = try f(be, try be.linear(x, prepared: p16, bias: bias, activation: .geluTanh, output: .bf16))
             return out
         },
         OpCase(op: .matmulW4A16, label: "W4A16 nf4, blocks across rows, f32 and bf16 activations", tolerance: .contraction,

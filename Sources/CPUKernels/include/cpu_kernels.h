@@ -136,9 +136,10 @@ size_t hp_packed_weight_bytes(hp_dtype dtype, long n, long k);
 /// Packs W[n,k] (row-major, dense) into `panels` (hp_packed_weight_bytes bytes, 64-byte aligned) and describes
 /// them in *out. W may be freed afterwards.
 int hp_pack_weight(hp_dtype dtype, const void *W, long n, long k, void *panels, hp_packed_weight *out);
-/// C[M,n] (f32, ldc) = act(A[M,k] (w->dtype, lda) · Wᵀ + bias[n]). HP_EUNSUPPORTED when the calling thread now
-/// dispatches to another kernel than the one `w` was packed for (an ISA override changed): pack again.
-int hp_gemm_packed(long M, const void *A, long lda, const hp_packed_weight *w, float *C, long ldc,
+/// C[M,n] (c_dtype, ldc) = act(A[M,k] (w->dtype, lda) · Wᵀ + bias[n]); a bf16 C is rounded to nearest even once,
+/// after the epilogue. HP_EUNSUPPORTED when the calling thread now dispatches to another kernel than the one `w`
+/// was packed for (an ISA override changed): pack again, or unpack.
+int hp_gemm_packed(long M, const void *A, long lda, const hp_packed_weight *w, void *C, hp_dtype c_dtype, long ldc,
                    const float *bias, hp_act act);
 /// Writes the dense W[n,k] (w->dtype) back out of its panels (exact), e.g. to run under another ISA.
 int hp_unpack_weight(const hp_packed_weight *w, void *W);
