@@ -66,6 +66,46 @@ public enum ResultsTable {
         return out
     }
 
+    /// One run's sample grids for the "Samples" section: (model, link to its PNG) in the table's model order;
+    /// `models` empty means the run has no grids.
+    public struct SampleRun: Sendable {
+        public var label: String
+        public var id: String
+        public var models: [(model: String, link: String)]
+        public init(label: String, id: String, models: [(model: String, link: String)]) {
+            self.label = label; self.id = id; self.models = models
+        }
+    }
+
+    /// The "Samples" section: per run a one-row table of its models' grids (the first run's first model — the
+    /// reference — only once when `referenceOnce`, as in the metrics table); a run without grids says so.
+    public static func samplesMarkdown(_ runs: [SampleRun], referenceOnce: Bool = true) -> String {
+        var out = "## Samples\n"
+        for (r, run) in runs.enumerated() {
+            out += "\n### \(run.label)\n\n"
+            let shown = referenceOnce && r > 0 ? Array(run.models.dropFirst()) : run.models
+            if run.models.isEmpty {
+                out += "No sample grids: run \(run.id)'s evaluate stage has no `images` setting.\n"
+                continue
+            }
+            out += "| " + shown.map(\.model).joined(separator: " | ") + " |\n"
+            out += "|" + shown.map { _ in "---|" }.joined() + "\n"
+            out += "| " + shown.map { "![\(run.label) \($0.model)](\($0.link))" }.joined(separator: " | ") + " |\n"
+        }
+        return out
+    }
+
+    /// The model names of one run's evaluate metrics, in recorded order (the table's order).
+    public static func models(_ metrics: [Metric], stage: String = "evaluate") -> [String] {
+        var seen: [String] = []
+        for m in metrics where m.stage == stage {
+            guard let dot = m.name.firstIndex(of: ".") else { continue }
+            let model = String(m.name[..<dot])
+            if model != "classifier", !seen.contains(model) { seen.append(model) }
+        }
+        return seen
+    }
+
     static func format(_ v: Double, _ digits: Int) -> String {
         guard v.isFinite else { return "—" }
         return String(format: "%.\(digits)f", v)
