@@ -66,31 +66,31 @@ public enum ResultsTable {
         return out
     }
 
-    /// One run's sample grids for the "Samples" section: (model, link to its PNG) in the table's model order;
-    /// `models` empty means the run has no grids.
+    /// One run's sample grids for the "Samples" section: the (model, link to its PNG) pairs to show, in order;
+    /// `hasGrids` false when the run's evaluate stage wrote none.
     public struct SampleRun: Sendable {
         public var label: String
         public var id: String
         public var models: [(model: String, link: String)]
-        public init(label: String, id: String, models: [(model: String, link: String)]) {
-            self.label = label; self.id = id; self.models = models
+        public var hasGrids: Bool
+        public init(label: String, id: String, models: [(model: String, link: String)], hasGrids: Bool) {
+            self.label = label; self.id = id; self.models = models; self.hasGrids = hasGrids
         }
     }
 
-    /// The "Samples" section: per run a one-row table of its models' grids (the first run's first model — the
-    /// reference — only once when `referenceOnce`, as in the metrics table); a run without grids says so.
-    public static func samplesMarkdown(_ runs: [SampleRun], referenceOnce: Bool = true) -> String {
+    /// The "Samples" section: per run a one-row table of its models' grids; a run without grids says so.
+    public static func samplesMarkdown(_ runs: [SampleRun]) -> String {
         var out = "## Samples\n"
-        for (r, run) in runs.enumerated() {
+        for run in runs {
             out += "\n### \(run.label)\n\n"
-            let shown = referenceOnce && r > 0 ? Array(run.models.dropFirst()) : run.models
-            if run.models.isEmpty {
+            guard run.hasGrids else {
                 out += "No sample grids: run \(run.id)'s evaluate stage has no `images` setting.\n"
                 continue
             }
-            out += "| " + shown.map(\.model).joined(separator: " | ") + " |\n"
-            out += "|" + shown.map { _ in "---|" }.joined() + "\n"
-            out += "| " + shown.map { "![\(run.label) \($0.model)](\($0.link))" }.joined(separator: " | ") + " |\n"
+            guard !run.models.isEmpty else { out += "Only the reference model's grid, shown above.\n"; continue }
+            out += "| " + run.models.map(\.model).joined(separator: " | ") + " |\n"
+            out += "|" + run.models.map { _ in "---|" }.joined() + "\n"
+            out += "| " + run.models.map { "![\(run.label) \($0.model)](\($0.link))" }.joined(separator: " | ") + " |\n"
         }
         return out
     }

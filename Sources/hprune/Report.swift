@@ -46,24 +46,27 @@ struct Report: AsyncParsableCommand {
         var markdown = ResultsTable.markdown(out, stage: stage, referenceOnce: !allReferences)
         if let images {
             let samples = try copySamples(store, records, out, into: URL(fileURLWithPath: images))
-            markdown += "\n" + ResultsTable.samplesMarkdown(samples, referenceOnce: !allReferences)
+            markdown += "\n" + ResultsTable.samplesMarkdown(samples)
         }
         print(markdown, terminator: "")
     }
 
-    /// Copies every run's `<model>.png` grids to `dir` (atomically) and returns the links for the Markdown.
+    /// Copies the runs' `<model>.png` grids that the Samples section shows to `dir` (atomically) and returns the
+    /// links for the Markdown. A grid identical to one already copied (e.g. the same pruned model in several
+    /// rows) is not copied again: its link points at the first copy.
     func copySamples(_ store: ArtifactStore, _ records: [RunRecord], _ runs: [ResultsTable.Run], into dir: URL) throws -> [ResultsTable.SampleRun] {
         do { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
             Terminal.err("error: cannot create the images folder '\(dir.path)': \(error.localizedDescription)")
             throw ExitCode(1)
         }
         var used = Set<String>()
+        var copied: [Digest: String] = [:]
         var result: [ResultsTable.SampleRun] = []
-        for (record, run) in zip(records, runs) {
+        for (index, (record, run)) in zip(records, runs).enumerated() {
             let execution = try store.ledger.stages(of: record.id).last { $0.stage == stage }
             guard let digest = execution?.outputs["samples"] else {
                 Terminal.err("note: run \(record.id.rawValue) (\(run.label)) has no sample grids (its '\(stage)' stage has no `images`)")
-                result.append(ResultsTable.SampleRun(label: run.label, id: run.id, models: []))
+                result.append(ResultsTable.SampleRun(label: run.label, id: run.id, models: [], hasGrids: false))
                 continue
             }
             // Unique file names, even for two runs of one recipe (e.g. seeds): the later ones get their run id.
@@ -75,19 +78,26 @@ struct Report: AsyncParsableCommand {
                 Terminal.err("error: run \(record.id.rawValue): the sample grids (\(digest.short)) cannot be read: \(error); `hprune run` the recipe again to recreate them")
                 throw ExitCode(1)
             }
-            var files: [String: String] = [:]
+            var grids: [String: Digest] = [:]
             for entry in tree.entries where entry.path.hasSuffix(".png") && !entry.path.contains("/") {
-                let model = String(entry.path.dropLast(4))
-                let name = "\(prefix)-\(Self.safeName(model)).png"
-                let bytes = [UInt8](try store.data(entry.digest))
-                try PNGImage.writeAtomically(bytes, to: dir.appendingPathComponent(name))
-                files[model] = Self.relativePath(dir.appendingPathComponent(name), from: URL(fileURLWithPath: markdownDir))
+                grids[String(entry.path.dropLast(4))] = entry.digest
             }
-            // Models in the table's order, then any others.
-            let ordered = ResultsTable.models(run.metrics, stage: stage).filter { files[$0] != nil }
-            let rest = files.keys.filter { !ordered.contains($0) }.sorted()
-            result.append(ResultsTable.SampleRun(label: run.label, id: run.id,
-                                                 models: (ordered + rest).map { ($0, files[$0] ?? "") }))
+            // Models in the table's order, then any others; the reference only for the first run (as the table).
+            let ordered = ResultsTable.models(run.metrics, stage: stage).filter { grids[$0] != nil }
+            var shown = ordered + grids.keys.filter { !ordered.contains($0) }.sorted()
+            if !allReferences, index > 0, !shown.isEmpty { shown.removeFirst() }
+            var links: [(model: String, link: String)] = []
+            for model in shown {
+                guard let digest = grids[model] else { continue }
+                let name = copied[digest] ?? "\(prefix)-\(Self.safeName(model)).png"
+                if copied[digest] == nil {
+                    let bytes = [UInt8](try store.data(digest))
+                    try PNGImage.writeAtomically(bytes, to: dir.appendingPathComponent(name))
+                    copied[digest] = name
+                }
+                links.append((model, Self.relativePath(dir.appendingPathComponent(name), from: URL(fileURLWithPath: markdownDir))))
+            }
+            result.append(ResultsTable.SampleRun(label: run.label, id: run.id, models: links, hasGrids: true))
         }
         return result
     }

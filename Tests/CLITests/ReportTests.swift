@@ -68,6 +68,13 @@ import TestSupport
     #expect(be32(16) == 100 && be32(20) == 133 && png[24] == 8 && png[25] == 0)
     #expect(try FileManager.default.contentsOfDirectory(atPath: images).sorted() == ["tiny-report-pruned.png", "tiny-report-teacher.png"])
 
+    // The same run twice: its teacher is shown once and its identical pruned grid is linked, not copied again.
+    let twice = try CLI.run(["report", id, id, "--store", dir.path + "/.hprune", "--images", dir.path + "/twice"])
+    #expect(twice.status == 0, "\(twice.stderr)")
+    #expect(twice.stdout.components(separatedBy: "/twice/tiny-report-pruned.png)").count == 3, "\(twice.stdout)")
+    #expect(twice.stdout.components(separatedBy: "/twice/tiny-report-teacher.png)").count == 2, "\(twice.stdout)")
+    #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/twice").sorted() == ["tiny-report-pruned.png", "tiny-report-teacher.png"])
+
     // An unknown run id: exit 2, naming it.
     let bad = try CLI.run(["report", "r-nope", "--store", dir.path + "/.hprune"])
     #expect(bad.status == 2 && bad.stderr.contains("no run 'r-nope'"), "\(bad.stderr)")
