@@ -1,7 +1,8 @@
 // The `evaluate` stage kind: compares models side by side — weight memory by dtype (from manifests), runtime
 // memory, latency per denoising step and per sample (median of repeats, on the run's backend), fidelity of final
 // latents against the first (reference) model with fixed noise, and a task metric where the dataset has targets.
-// Metrics go to the ledger (`hprune diff` shows them) and to a `Report` JSON artifact.
+// Metrics go to the ledger (`hprune diff` shows them) and to a `Report` JSON artifact; with `images`, a sample
+// grid PNG per model goes to a `samples` tree.
 
 import ArtifactStore
 import Classifier
@@ -9,6 +10,7 @@ import Foundation
 import ModelSpec
 import ModelStore
 import Models
+import PNGSupport
 import Scheduler
 import StageGraph
 import TensorCore
@@ -50,12 +52,24 @@ public struct EvaluateStage: ExecutableStageKind {
             Field("seed", .integer(min: 0), default: .int(0), doc: "Seed of the classifier's weights and shuffles."),
         ])),
               doc: "With `task`: a 2-layer MLP classifier trained here on `classifier.data` gives, per model, `prompt_accuracy` (share of samples classified as their prompt's label), `frechet` (Fréchet distance of the classifier's hidden features, samples vs the real `latents` of `data`) and `degradation` (% relative drop of prompt accuracy vs the first model); plus `classifier.heldout_accuracy` on `data`. Samples use `sampling` and the fixed per-sample noise of `fidelity`."),
+        Field("images", .object(Schema([
+            Field("columns", .integer(min: 1, max: 64), default: .int(8),
+                  doc: "Samples per row: for class-labelled data the first `columns` samples of each class, in dataset order."),
+            Field("rows", .integer(min: 1, max: 256), default: .int(10),
+                  doc: "At most this many rows: classes in ascending label order (labelled data), else runs of `columns` consecutive samples."),
+            Field("scale", .integer(min: 1, max: 16), default: .int(2), doc: "Each latent pixel becomes a scale × scale block (nearest neighbour)."),
+        ])),
+              doc: "Writes, per model, a grid of the samples already drawn for `fidelity` / `classifier` (no extra sampling; the same noise) as `<model>.png` in the output `samples` (a folder; `hprune report --images` copies them out). Latents are mapped from [-1, 1] to 0…255 (clamped), tiles separated by 1-pixel grey gaps. Pixel-space models only: 1 latent channel (greyscale) or 3 (RGB)."),
         Field("latent_size", .list(.integer(min: 1), minCount: 2),
               doc: "[height, width] of the sampled latents. Default: the dataset's metadata or latents, else the model's `sample_size`."),
     ])
 
     public func outputs(params: ParamValue) -> [PortSpec] {
-        [PortSpec("report", .report, doc: "JSON: per model its digest and metrics, the backend, the settings")]
+        var ports = [PortSpec("report", .report, doc: "JSON: per model its digest and metrics, the backend, the settings")]
+        if params["images"] != nil {   // only then, so recipes without `images` keep their ports (and keys)
+            ports.append(PortSpec("samples", .files, doc: "with `images`: a folder of `<model>.png` sample grids"))
+        }
+        return ports
     }
     public func defaultOutput(params: ParamValue) -> String { "report" }
 
@@ -66,6 +80,9 @@ public struct EvaluateStage: ExecutableStageKind {
         }
         if params["data"] == nil, let m = metrics.first(where: { $0 != "memory" }) {
             checker.error("metric '\(m)' needs 'data' (a dataset of prompt embeddings)", node["metrics"]?.mark ?? node.mark, hint: "add `data: <dataset>`")
+        }
+        if params["images"] != nil, params["data"] == nil {
+            checker.error("'images' shows samples, which need 'data' (a dataset of prompt embeddings)", node["images"]?.mark ?? node.mark, hint: "add `data: <dataset>`")
         }
         if params["classifier"] != nil, !metrics.contains("task") {
             checker.error("'classifier' gives task metrics; add 'task' to 'metrics'", node["classifier"]?.mark ?? node.mark)
@@ -88,7 +105,10 @@ public struct EvaluateStage: ExecutableStageKind {
         let size = p["latent_size"]?.list?.compactMap(\.int)
         let override = size.flatMap { $0.count == 2 ? (height: $0[0], width: $0[1]) : nil }
 
-        let needsData = !wanted.subtracting(["memory"]).isEmpty
+        let grid = p["images"].map { (columns: $0["columns"]?.int ?? 8, rows: $0["rows"]?.int ?? 10, scale: $0["scale"]?.int ?? 2) }
+        let samplesDir = ctx.workDirectory.appendingPathComponent("samples")
+        if grid != nil { try FileManager.default.createDirectory(at: samplesDir, withIntermediateDirectories: true) }
+        let needsData = !wanted.subtracting(["memory"]).isEmpty || grid != nil
         let data = needsData ? try ctx.openDataset("data", limit: p["samples"]?.int) : nil
         if wanted.contains("task"), data?.latents == nil {
             throw ctx.failure("metric 'task' needs 'latents' (targets in latent space) in the dataset",
@@ -153,7 +173,11 @@ public struct EvaluateStage: ExecutableStageKind {
                     metrics.append(("latency_step", med / Double(steps), "ms"))
                     metrics.append(("latency_sample", med / Double(range.count), "ms"))
                 }
-                if wanted.contains("fidelity") || classifier != nil {
+                if grid != nil, shape.count != 3 || (shape[0] != 1 && shape[0] != 3) {
+                    throw ctx.failure("'images' needs a pixel-space model (1 or 3 latent channels), but model '\(name)' samples latents of shape \(shape) (channels first)",
+                                      log: "fix: remove 'images' from stage '\(ctx.stage.name)' (\(ctx.stage.mark)), or evaluate only models whose latents are pixels (in_channels 1 or 3)")
+                }
+                if wanted.contains("fidelity") || classifier != nil || grid != nil {
                     var outs: [[Float]] = []
                     let per = shape.reduce(1, *)
                     for range in batches {
@@ -163,6 +187,13 @@ public struct EvaluateStage: ExecutableStageKind {
                         let x = try be.floats(try sampler.sample(t, from: noise, cond: cond, imgIds: ids))
                         for i in 0..<range.count { outs.append(Array(x[(i * per)..<((i + 1) * per)])) }
                         peakRSS = max(peakRSS, Self.residentBytes())
+                    }
+                    if let grid {
+                        let file = samplesDir.appendingPathComponent("\(name).png")
+                        do {
+                            try Self.sampleGrid(outs, labels: data.labels, shape: shape, columns: grid.columns, rows: grid.rows,
+                                                scale: grid.scale).write(to: file)
+                        } catch let e as PNGError { throw ctx.failure("sample grid of model '\(name)': \(e)") }
                     }
                     if let classifier, let labels = data.labels {
                         let (features, predictions) = try classifierMetrics(ctx, classifier.model, outs.flatMap { $0 })
@@ -248,7 +279,28 @@ public struct EvaluateStage: ExecutableStageKind {
             }
         }
         ctx.recorder.log(log)
-        return ["report": try ctx.store.put(json)]
+        var result = ["report": try ctx.store.put(json)]
+        if grid != nil { result["samples"] = try ctx.store.putTree(samplesDir) }
+        return result
+    }
+
+    /// The sample sheet of one model: a row per class (ascending label; the first `columns` samples of that
+    /// class) for labelled data, else rows of `columns` consecutive samples; at most `rows` rows.
+    /// `samples` are [C, H, W] each, `shape` = [C, H, W] with C 1 or 3.
+    static func sampleGrid(_ samples: [[Float]], labels: [Int]?, shape: [Int], columns: Int, rows: Int, scale: Int) throws -> PNGImage {
+        var grid: [[[Float]?]] = []
+        if let labels {
+            for label in Set(labels).sorted().prefix(rows) {
+                let picked = zip(samples, labels).filter { $0.1 == label }.prefix(columns).map { Optional($0.0) }
+                grid.append(Array(picked))
+            }
+        } else {
+            for start in stride(from: 0, to: min(samples.count, rows * columns), by: columns) {
+                grid.append(samples[start..<min(samples.count, start + columns)].map { Optional($0) })
+            }
+        }
+        if grid.isEmpty { grid = [[]] }
+        return try ImageGrid.image(rows: grid, channels: shape[0], height: shape[1], width: shape[2], columns: columns, scale: scale)
     }
 
     /// The task classifier, trained on `classifier.data`, with its held-out accuracy and the real features.

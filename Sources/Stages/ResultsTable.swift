@@ -66,6 +66,46 @@ public enum ResultsTable {
         return out
     }
 
+    /// One run's sample grids for the "Samples" section: the (model, link to its PNG) pairs to show, in order;
+    /// `hasGrids` false when the run's evaluate stage wrote none.
+    public struct SampleRun: Sendable {
+        public var label: String
+        public var id: String
+        public var models: [(model: String, link: String)]
+        public var hasGrids: Bool
+        public init(label: String, id: String, models: [(model: String, link: String)], hasGrids: Bool) {
+            self.label = label; self.id = id; self.models = models; self.hasGrids = hasGrids
+        }
+    }
+
+    /// The "Samples" section: per run a one-row table of its models' grids; a run without grids says so.
+    public static func samplesMarkdown(_ runs: [SampleRun]) -> String {
+        var out = "## Samples\n"
+        for run in runs {
+            out += "\n### \(run.label)\n\n"
+            guard run.hasGrids else {
+                out += "No sample grids: run \(run.id)'s evaluate stage has no `images` setting.\n"
+                continue
+            }
+            guard !run.models.isEmpty else { out += "Only the reference model's grid, shown above.\n"; continue }
+            out += "| " + run.models.map(\.model).joined(separator: " | ") + " |\n"
+            out += "|" + run.models.map { _ in "---|" }.joined() + "\n"
+            out += "| " + run.models.map { "![\(run.label) \($0.model)](\($0.link))" }.joined(separator: " | ") + " |\n"
+        }
+        return out
+    }
+
+    /// The model names of one run's evaluate metrics, in recorded order (the table's order).
+    public static func models(_ metrics: [Metric], stage: String = "evaluate") -> [String] {
+        var seen: [String] = []
+        for m in metrics where m.stage == stage {
+            guard let dot = m.name.firstIndex(of: ".") else { continue }
+            let model = String(m.name[..<dot])
+            if model != "classifier", !seen.contains(model) { seen.append(model) }
+        }
+        return seen
+    }
+
     static func format(_ v: Double, _ digits: Int) -> String {
         guard v.isFinite else { return "—" }
         return String(format: "%.\(digits)f", v)

@@ -1,11 +1,11 @@
 // `evaluate` through real recipes: memory / latency / fidelity / task metrics in the ledger and the Report,
 // fidelity of a model against itself is exact, a pruned and a quantised model differ from the teacher, and
-// bad input (task metric without targets) names the stage.
+// bad input (task metric without targets, sample grids of latent-space models) names the stage.
 
 import ArtifactStore
 import Foundation
 import Scheduler
-import Stages
+@testable import Stages
 import TestSupport
 import Testing
 
@@ -140,5 +140,43 @@ import Testing
             """)
         let msg = bad.result("evaluate")?.error ?? ""
         #expect(bad.result("evaluate")?.status == .failed && msg.contains("labels"), "\(msg)")
+    }
+
+    @Test func imagesNeedPixelSpaceModels() async throws {
+        // sd3_tiny samples 4-channel latents: `images` fails at run time, naming the stage's place and the fix.
+        let dir = TemporaryDirectory()
+        let teacher = try copyModel("sd3_tiny", into: dir)
+        let data = try writeDataset(dir, j: 24, p: 12, latents: [4, 8, 8], labels: true)
+        let run = try await runRecipe(dir, """
+            recipe: 1
+            name: e
+            models: { teacher: { path: \(teacher) } }
+            datasets: { calib: { path: \(data), format: safetensors } }
+            stages:
+              evaluate: { kind: evaluate, models: { t: teacher }, data: calib, metrics: [memory], images: { columns: 2 } }
+              plain: { kind: evaluate, models: { t: teacher }, metrics: [memory] }
+            """)
+        let r = try #require(run.result("evaluate"))
+        let msg = (r.error ?? "") + (r.log ?? "")
+        #expect(r.status == .failed)
+        #expect(msg.contains("stage 'evaluate' (") && msg.contains("r.yaml:") && msg.contains("pixel-space") && msg.contains("[4, 8, 8]"), "\(msg)")
+        #expect(msg.contains("fix: remove 'images'"), "\(msg)")
+        // Without `images` there is no `samples` port.
+        #expect(run.result("plain")?.outputs.keys.sorted() == ["report"])
+        #expect(EvaluateStage().outputs(params: .map([("images", .map([]))])).map(\.name) == ["report", "samples"])
+    }
+
+    @Test func sampleGridRowsAreClassesInLabelOrder() throws {
+        // Six 1×1 samples with labels [2, 0, 2, 0, 2, 1]: rows 0, 1, 2; at most 2 columns.
+        let samples: [[Float]] = [[1], [-1], [0.5], [-0.5], [0], [1]]
+        let g = try EvaluateStage.sampleGrid(samples, labels: [2, 0, 2, 0, 2, 1], shape: [1, 1, 1], columns: 2, rows: 10, scale: 1)
+        #expect(g.width == 5 && g.height == 7)
+        func px(_ c: Int, _ r: Int) -> UInt8 { g.pixels[(1 + 2 * r) * g.width + 1 + 2 * c] }
+        #expect([px(0, 0), px(1, 0)] == [0, 64])        // class 0: samples 1 and 3
+        #expect([px(0, 1), px(1, 1)] == [255, 128])     // class 1: one sample, then an empty (grey) cell
+        #expect([px(0, 2), px(1, 2)] == [255, 191])     // class 2: samples 0 and 2 (not 4: two columns)
+        // Unlabelled: runs of `columns` in order, at most `rows` rows.
+        let u = try EvaluateStage.sampleGrid(samples, labels: nil, shape: [1, 1, 1], columns: 4, rows: 1, scale: 1)
+        #expect(u.width == 9 && u.height == 3)
     }
 }
