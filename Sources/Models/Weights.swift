@@ -117,8 +117,15 @@ public final class WeightStore: @unchecked Sendable {
     /// For inference only: from now on each dense Linear weight is laid out in the backend's GEMM format the first
     /// time a layer uses it (`Backend.prepareLinearWeight`) and its dense tensor is released, so no call repacks it
     /// and memory does not double. Afterwards such weights have no dense tensor (`callAsFunction` refuses them) and
-    /// cannot be trained.
-    public func prepareForInference() { preparedLock.withLock { preparesLinearWeights = true } }
+    /// cannot be trained. `eagerly` prepares every Linear weight now (every dense rank-2 `*.weight`: in SD3, SD3.5
+    /// and FLUX those are all Linear layers), so that a timed forward does not include the one-time packing.
+    public func prepareForInference(eagerly: Bool = false) throws {
+        preparedLock.withLock { preparesLinearWeights = true }
+        guard eagerly else { return }
+        for name in tensors.keys.sorted() where name.hasSuffix(".weight") && tensors[name]?.rank == 2 {
+            _ = try preparedLinearWeight(name)
+        }
+    }
 
     /// The prepared form of the Linear weight `name`, preparing it now if needed; nil when this store does not
     /// prepare weights (`prepareForInference`) or `name` is not a dense (N,K) f32/bf16 tensor.

@@ -60,7 +60,7 @@ public struct DistillStage: ExecutableStageKind {
         let be = try ctx.makeBackend()
         let student = try ctx.openModel("student", backend: be)
         let teacher = try ctx.openModel("teacher", backend: be)
-        teacher.transformer.weights.prepareForInference()   // the teacher only runs forward
+        try teacher.transformer.weights.prepareForInference()   // the teacher only runs forward
         guard student.manifest.architecture == teacher.manifest.architecture, student.structure.config == teacher.structure.config else {
             throw ctx.failure("the teacher (\(teacher.manifest.architecture), \(teacher.structure.blocks.count) blocks) and the student (\(student.manifest.architecture), \(student.structure.blocks.count) blocks) have different architectures or configs",
                               log: "fix: distil a student pruned from this teacher")

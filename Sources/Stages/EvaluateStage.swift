@@ -147,7 +147,7 @@ public struct EvaluateStage: ExecutableStageKind {
                 HostBufferPool.shared.drain()   // buffers kept from the previous model would hide this one's memory
                 let rssBefore = Self.residentBytes()
                 let model = try ctx.openModel(path, backend: be)
-                model.transformer.weights.prepareForInference()   // sampling only: pack Linear weights once
+                try model.transformer.weights.prepareForInference(eagerly: true)   // sampling only: pack Linear weights once, before any timing
                 let t = model.transformer
                 let shape: [Int]
                 do { shape = Array(try data.latentShape(for: m.structure.config, batch: 1, override: override).dropFirst()) } catch let e as DatasetError { throw ctx.failure("\(e)") }

@@ -122,7 +122,7 @@ public struct ScoreStage: ExecutableStageKind {
         } else {
             let be = try ctx.makeBackend()
             let model = try ctx.openModel("model", backend: be)
-            if method != "taylor" { model.transformer.weights.prepareForInference() }   // taylor needs ∂L/∂w
+            if method != "taylor" { try model.transformer.weights.prepareForInference() }   // taylor needs ∂L/∂w
             let data = try ctx.openDataset("data", limit: p["samples"]?.int)
             do { try data.check(against: m.structure.config) } catch let e as DatasetError { throw ctx.failure("\(e)") }
             let run = try ScoreRun(ctx: ctx, model: model, data: data, metric: method == "additive" ? "velocity-mse" : metric, method: method)

@@ -84,7 +84,7 @@ struct BenchModel: AsyncParsableCommand {
         for dt in dtypes {
             let d = dt.rawValue
             let model = try randomTransformer(config, backend: be, compute: dt, seed: 0)
-            if !noPrepare { model.weights.prepareForInference() }   // as `hprune forward` and `evaluate` run models
+            if !noPrepare { try model.weights.prepareForInference(eagerly: true) }   // as `evaluate` runs models
             let inputs = TransformerInputs(
                 hiddenStates: try be.randomNormal([1, 16, 64, 64], seed: 1, offset: 0),
                 encoderHiddenStates: try be.randomNormal([1, 154, 4096], seed: 2, offset: 0),
