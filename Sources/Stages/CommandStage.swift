@@ -98,8 +98,8 @@ public struct CommandStage: ExecutableStageKind {
         }
         let stdoutURL = ctx.workDirectory.appendingPathComponent("stdout.log")
         let stderrURL = ctx.workDirectory.appendingPathComponent("stderr.log")
-        fm.createFile(atPath: stdoutURL.path, contents: nil)
-        fm.createFile(atPath: stderrURL.path, contents: nil)
+        _ = fm.createFile(atPath: stdoutURL.path, contents: nil)
+        _ = fm.createFile(atPath: stderrURL.path, contents: nil)
         let stdout = try FileHandle(forWritingTo: stdoutURL)
         let stderr = try FileHandle(forWritingTo: stderrURL)
         defer { try? stdout.close(); try? stderr.close() }
