@@ -69,8 +69,8 @@ public struct KernelBenchResult: Codable, Sendable, Equatable {
     }
 }
 
-/// Why a benchmark could not run.
-public enum KernelBenchError: Error, CustomStringConvertible {
+/// Why a benchmark could not run (the kernel benchmark, or a Python reference process).
+public enum BenchError: Error, CustomStringConvertible {
     case python(String)
     case kernel(String)
 
@@ -254,15 +254,10 @@ private func seconds(_ body: () -> Int32) throws -> Double {
     let t0 = DispatchTime.now().uptimeNanoseconds
     let rc = body()
     let t1 = DispatchTime.now().uptimeNanoseconds
-    if rc != 0 { throw KernelBenchError.kernel("kernel returned error \(rc)") }
+    if rc != 0 { throw BenchError.kernel("kernel returned error \(rc)") }
     return Double(t1 - t0) * 1e-9
 }
 
-private func median(_ xs: [Double]) -> Double {
-    let s = xs.sorted()
-    guard !s.isEmpty else { return .nan }
-    return s.count % 2 == 1 ? s[s.count / 2] : 0.5 * (s[s.count / 2 - 1] + s[s.count / 2])
-}
 
 // ── PyTorch side ─────────────────────────────────────────────────────────────────────────────────────────
 
@@ -311,82 +306,18 @@ with torch.inference_mode():
             print(json.dumps({"error": repr(e)}), flush=True)
 """#
 
-/// A running PyTorch reference process.
-private final class TorchServer {
-    private let process = Process()
-    private let input = Pipe(), output = Pipe(), errors = Pipe()
-    private var buffer = Data()
-    private let scriptURL: URL
-
-    init(python: String, threads: Int) throws {
-        let dir = FileManager.default.temporaryDirectory
-        scriptURL = dir.appendingPathComponent("hprune-bench-torch-\(getpid()).py")
-        try Data(torchScript.utf8).write(to: scriptURL, options: .atomic)
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [scriptURL.path, String(threads)]
-        // OpenMP threads that keep spinning after PyTorch returns would steal the cores our next run needs
-        // (libgomp and Intel OpenMP spin for milliseconds by default); interleaving is only fair if they sleep.
-        var env = ProcessInfo.processInfo.environment
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
-        env["KMP_BLOCKTIME"] = "0"
-        process.environment = env
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = errors
-        do { try process.run() } catch {
-            try? FileManager.default.removeItem(at: scriptURL)
-            throw KernelBenchError.python("cannot start '\(python)': \(error.localizedDescription) (pass a Python with torch)")
-        }
-        let hello = try readReply()
-        guard hello["ready"] as? Bool == true else { throw KernelBenchError.python("unexpected greeting \(hello)") }
-    }
-
-    /// Sends one request and returns the decoded reply.
-    func request(_ r: [String: Any]) throws -> [String: Any] {
-        var line = try JSONSerialization.data(withJSONObject: r)
-        line.append(0x0A)
-        input.fileHandleForWriting.write(line)
-        let reply = try readReply()
-        if let e = reply["error"] as? String { throw KernelBenchError.python(e) }
-        return reply
-    }
-
-    private func readReply() throws -> [String: Any] {
-        while true {
-            if let nl = buffer.firstIndex(of: 0x0A) {
-                let line = buffer[buffer.startIndex..<nl]
-                buffer.removeSubrange(buffer.startIndex...nl)
-                guard let obj = try? JSONSerialization.jsonObject(with: line) as? [String: Any] else {
-                    throw KernelBenchError.python("bad reply: \(String(decoding: line, as: UTF8.self))")
-                }
-                return obj
-            }
-            let chunk = output.fileHandleForReading.availableData
-            if chunk.isEmpty {  // the process ended
-                let err = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                throw KernelBenchError.python("the Python process exited: \(err.suffix(2000))")
-            }
-            buffer.append(chunk)
-        }
-    }
-
-    deinit {
-        if process.isRunning {
-            _ = try? request(["op": "quit"])
-            input.fileHandleForWriting.closeFile()
-            process.waitUntilExit()
-        }
-        try? FileManager.default.removeItem(at: scriptURL)
-    }
-}
-
 // ── driver ───────────────────────────────────────────────────────────────────────────────────────────────
 
 /// Runs the issue's kernel benchmark cases; with `comparePython`, also PyTorch, interleaved per repetition.
 public func runKernelBench(_ options: KernelBenchOptions) throws -> [KernelBenchResult] {
     let threads = Int(hp_threads_init(Int32(clamping: options.threads)))
     let isa = String(cString: hp_selected_isa())
-    let torch = try options.comparePython.map { try TorchServer(python: $0, threads: threads) }
+    // OpenMP threads that keep spinning after PyTorch returns would steal the cores our next run needs
+    // (libgomp and Intel OpenMP spin for milliseconds by default); interleaving is only fair if they sleep.
+    let torch = try options.comparePython.map {
+        try PythonServer(python: $0, script: torchScript, name: "bench-torch", arguments: [String(threads)],
+                         environment: ["OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"])
+    }
     let reps = max(1, options.repetitions)
     var results: [KernelBenchResult] = []
     for c in allCases {

@@ -425,11 +425,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
                        output: DType) throws -> Tensor {
         guard output == .f32 || output == .bf16 else { throw BackendError.unsupportedDType(.linearPrepared, output, backend: displayName) }
         guard let w = weight as? CPUPreparedWeight else {
-            guard weight.backendName == name, let dense = weight.dense else {
-                throw BackendError.invalidArgument(.linearPrepared, "the weight was prepared by the \(weight.backendName) backend, not \(name); prepare it on this backend")
-            }
-            let y = try linear(x, weight: dense, bias: bias, activation: activation)
-            return output == .f32 ? y : try cast(y, to: output)
+            return try linearOnKeptDense(x, prepared: weight, bias: bias, activation: activation, output: output)
         }
         let (rows, n, k) = try OpChecks.linearPrepared(x, weight, bias: bias)
         let xc = x.dtype == weight.dtype ? x : try cast(x, to: weight.dtype)
@@ -442,8 +438,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         if status == Int32(HP_EUNSUPPORTED) {
             let dense = try uninitialized(weight.shape, dtype: weight.dtype)
             try check(hp_unpack_weight(&packed, try host(dense, .linearPrepared)), .linearPrepared)
-            let y = try linear(xc, weight: dense, bias: bias, activation: activation)
-            return output == .f32 ? y : try cast(y, to: output)
+            return try linear(xc, weight: dense, bias: bias, activation: activation, output: output)
         }
         try check(status, .linearPrepared)
         return out

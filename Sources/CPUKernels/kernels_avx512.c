@@ -430,6 +430,15 @@ HP_TARGET_AVX512 static void pack_t32(const uint32_t *src, long ls, long cols, l
         for (long u = 0; u < units; u++) d[u * NR + j] = src[j * ls + u];
 }
 
+// 32 weights from 16 code bytes of a row: the high nibbles (even k) into *hi, the low ones (odd k) into *lo, each
+// code[q] * s + z (the block's scale and zero).
+HP_TARGET_AVX512 static inline void dequant_q4x16(const uint8_t *bytes, __m512 table, __m512 s, __m512 z, __m512 *hi,
+                                                  __m512 *lo) {
+    __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)bytes));
+    *hi = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table), s, z);
+    *lo = _mm512_fmadd_ps(_mm512_permutexvar_ps(q, table), s, z);
+}
+
 // Dequantising pack of B = Wᵀ for the f32 panel format [k][32]: 16 bytes of a weight row give 32 values,
 // scattered down the panel's column j (high nibble → even k, low nibble → odd k).
 HP_TARGET_AVX512 static int pack_b_q4_f32(const hp_gemm_kernel *kr, const hp_q4_weight *w, long c0, long cols,
@@ -448,9 +457,8 @@ HP_TARGET_AVX512 static int pack_b_q4_f32(const hp_gemm_kernel *kr, const hp_q4_
             __m512 s = _mm512_set1_ps(w->scale[n * bpr + blk]);
             __m512 z = w->zero ? _mm512_set1_ps(w->zero[n * bpr + blk]) : _mm512_setzero_ps();
             for (long jj = blk * bb; jj < (blk + 1) * bb; jj += 16) {
-                __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + jj)));
-                __m512 whi = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table), s, z);
-                __m512 wlo = _mm512_fmadd_ps(_mm512_permutexvar_ps(q, table), s, z);
+                __m512 whi, wlo;
+                dequant_q4x16(row + jj, table, s, z, &whi, &wlo);
                 _mm512_i32scatter_ps(d + 2 * jj * NR + j, vidx, whi, 4);
                 _mm512_i32scatter_ps(d + (2 * jj + 1) * NR + j, vidx, wlo, 4);
             }
@@ -477,9 +485,8 @@ HP_TARGET_AVX512BF16 static int pack_b_q4_pair(const hp_gemm_kernel *kr, const h
             __m512 s = _mm512_set1_ps(w->scale[n * bpr + blk]);
             __m512 z = w->zero ? _mm512_set1_ps(w->zero[n * bpr + blk]) : _mm512_setzero_ps();
             for (long jj = blk * bb; jj < (blk + 1) * bb; jj += 16) {
-                __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(row + jj)));
-                __m512 whi = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table), s, z);
-                __m512 wlo = _mm512_fmadd_ps(_mm512_permutexvar_ps(q, table), s, z);
+                __m512 whi, wlo;
+                dequant_q4x16(row + jj, table, s, z, &whi, &wlo);
                 __m512i hb = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(whi));
                 __m512i lb = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(wlo));
                 _mm512_storeu_si512(tmp + j * K2 + jj, _mm512_or_si512(hb, _mm512_slli_epi32(lb, 16)));

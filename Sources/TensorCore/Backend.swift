@@ -268,11 +268,23 @@ extension Backend {
     /// `linear` on the kept dense weight (then cast when `output` is bf16).
     public func linear(_ x: Tensor, prepared weight: PreparedLinearWeight, bias: Tensor?, activation: Activation,
                        output: DType) throws -> Tensor {
+        try linearOnKeptDense(x, prepared: weight, bias: bias, activation: activation, output: output)
+    }
+
+    /// `linear(_:prepared:…)` on the weight's kept dense tensor: the protocol default, and what a backend does
+    /// with a weight it did not pack itself. Throws when another backend prepared it or no dense tensor is kept.
+    public func linearOnKeptDense(_ x: Tensor, prepared weight: PreparedLinearWeight, bias: Tensor?, activation: Activation,
+                                  output: DType) throws -> Tensor {
         guard weight.backendName == name, let dense = weight.dense else {
             throw BackendError.invalidArgument(.linearPrepared, "the weight was prepared by the \(weight.backendName) backend, not \(name); prepare it on this backend")
         }
+        return try linear(x, weight: dense, bias: bias, activation: activation, output: output)
+    }
+
+    /// `linear` with its f32 result cast to `output` (f32 or bf16).
+    public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, activation: Activation, output: DType) throws -> Tensor {
         guard output == .f32 || output == .bf16 else { throw BackendError.unsupportedDType(.linearPrepared, output, backend: displayName) }
-        let y = try linear(x, weight: dense, bias: bias, activation: activation)
+        let y = try linear(x, weight: weight, bias: bias, activation: activation)
         return output == .f32 ? y : try cast(y, to: output)
     }
 

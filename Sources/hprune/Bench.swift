@@ -3,6 +3,7 @@
 // optionally against diffusers on PyTorch in the same invocation with the same thread count, the two alternating
 // forward by forward so that a change in machine load hits both sides alike.
 import ArgumentParser
+import Benchmarks
 import CPUBackend
 import Checkpoint
 import Foundation
@@ -79,8 +80,14 @@ struct BenchModel: AsyncParsableCommand {
         var results: [String: Any] = ["config": configJSON, "threads": threads, "backend": be.name, "iterations": iterations,
                                       "prepared_weights": !noPrepare,
                                       "load_average": Self.loadAverage()]
-        let torch = try compareTorch.map { try ModelTorchServer(python: $0, config: cfgData, threads: threads) }
-        if let torch { results["torch_version"] = torch.version }
+        let torch: PythonServer?
+        do {
+            torch = try compareTorch.map {
+                try PythonServer(python: $0, script: modelTorchScript, name: "bench-model",
+                                 arguments: [String(threads), String(decoding: cfgData, as: UTF8.self)])
+            }
+        } catch { Terminal.err("error: \(error)"); throw Exit.invalid }
+        if let torch { results["torch_version"] = torch.greeting["torch"] as? String ?? "" }
         for dt in dtypes {
             let d = dt.rawValue
             let model = try randomTransformer(config, backend: be, compute: dt, seed: 0)
@@ -91,32 +98,31 @@ struct BenchModel: AsyncParsableCommand {
                 pooledProjections: try be.randomNormal([1, 2048], seed: 3, offset: 0), timestep: [500])
             let forward = { _ = try be.floats(try model.forward(inputs)) }   // floats(): wait for the result
             try forward()   // warm-up
-            if let torch { _ = try torch.request(["op": "setup", "dtype": d]) }
+            if let torch { _ = try reference { try torch.request(["op": "setup", "dtype": d]) } }
             var ours: [Double] = [], theirs: [Double] = []
             for _ in 0..<iterations {
                 ours.append(try Self.milliseconds(forward))
                 if let torch {
-                    guard let s = try torch.request(["op": "time"])["seconds"] as? Double else { throw Exit.failed }
+                    guard let s = try reference({ try torch.request(["op": "time"]) })["seconds"] as? Double else { throw Exit.failed }
                     theirs.append(s * 1000)
                 }
             }
             results["hprune_\(d)_ms"] = ours.min() ?? 0
-            results["hprune_\(d)_median_ms"] = Self.median(ours)
+            results["hprune_\(d)_median_ms"] = median(ours)
             results["hprune_\(d)_all_ms"] = ours
             if !json { Terminal.err("hprune \(d): \(Self.list(ours))") }
             if let best = theirs.min(), let o = ours.min(), o > 0 {
                 results["torch_\(d)_ms"] = best
-                results["torch_\(d)_median_ms"] = Self.median(theirs)
+                results["torch_\(d)_median_ms"] = median(theirs)
                 results["torch_\(d)_all_ms"] = theirs
                 results["speedup_\(d)"] = best / o
-                results["speedup_\(d)_median"] = Self.median(theirs) / Self.median(ours)
+                results["speedup_\(d)_median"] = median(theirs) / median(ours)
                 if !json { Terminal.err("diffusers \(d): \(Self.list(theirs))") }
             }
         }
         results["hprune_peak_rss_bytes"] = Self.peakRSS()
         if let torch {
-            let r = try torch.request(["op": "quit"])
-            results["torch_peak_rss_bytes"] = r["peak_rss_bytes"] ?? 0
+            results["torch_peak_rss_bytes"] = try reference { try torch.request(["op": "quit"]) }["peak_rss_bytes"] ?? 0
         }
         results["load_average_end"] = Self.loadAverage()
         if json {
@@ -126,17 +132,19 @@ struct BenchModel: AsyncParsableCommand {
         }
     }
 
+    /// A request to the diffusers process; its failure is printed and ends the command (exit 1).
+    func reference(_ body: () throws -> [String: Any]) throws -> [String: Any] {
+        do { return try body() } catch let e as BenchError {
+            Terminal.err("error: \(e)")
+            throw Exit.failed
+        }
+    }
+
     static func milliseconds(_ body: () throws -> Void) throws -> Double {
         let t0 = ContinuousClock.now
         try body()
         let d = ContinuousClock.now - t0
         return Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) * 1e-15
-    }
-
-    static func median(_ xs: [Double]) -> Double {
-        let s = xs.sorted()
-        guard !s.isEmpty else { return 0 }
-        return s.count % 2 == 1 ? s[s.count / 2] : 0.5 * (s[s.count / 2 - 1] + s[s.count / 2])
     }
 
     static func list(_ xs: [Double]) -> String { xs.map { String(format: "%.0f ms", $0) }.joined(separator: ", ") }
@@ -156,7 +164,7 @@ struct BenchModel: AsyncParsableCommand {
 }
 
 /// diffusers' SD3Transformer2DModel with the same config, random weights and input sizes, served one JSON line per
-/// request so that its forward passes can alternate with ours.
+/// request (`PythonServer`) so that its forward passes can alternate with ours.
 private let modelTorchScript = #"""
 # hprune bench model: the diffusers reference. Reads one JSON request per line, answers one JSON line.
 import json, resource, sys, time
@@ -191,74 +199,3 @@ with torch.inference_mode():
         except Exception as e:  # report, keep serving
             print(json.dumps({"error": repr(e)}), flush=True)
 """#
-
-/// A running diffusers reference process (see `modelTorchScript`).
-private final class ModelTorchServer {
-    private let process = Process()
-    private let input = Pipe(), output = Pipe(), errors = Pipe()
-    private var buffer = Data()
-    private let scriptURL: URL
-    private let python: String
-    private(set) var version = ""
-
-    init(python: String, config: Data, threads: Int) throws {
-        self.python = python
-        scriptURL = FileManager.default.temporaryDirectory.appendingPathComponent("hprune-bench-model-\(getpid()).py")
-        try Data(modelTorchScript.utf8).write(to: scriptURL, options: .atomic)
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [scriptURL.path, String(threads), String(decoding: config, as: UTF8.self)]
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = errors
-        do { try process.run() } catch {
-            try? FileManager.default.removeItem(at: scriptURL)
-            Terminal.err("error: cannot run \(python): \(error.localizedDescription); pass a Python with torch and diffusers")
-            throw Exit.invalid
-        }
-        let hello = try readReply()
-        guard hello["ready"] as? Bool == true else { throw fail("unexpected greeting \(hello)") }
-        version = hello["torch"] as? String ?? ""
-    }
-
-    private func fail(_ message: String) -> ExitCode {
-        Terminal.err("error: the PyTorch benchmark (\(python)) failed: \(message)")
-        return Exit.failed
-    }
-
-    /// Sends one request and returns the decoded reply.
-    func request(_ r: [String: Any]) throws -> [String: Any] {
-        var line = try JSONSerialization.data(withJSONObject: r)
-        line.append(0x0A)
-        input.fileHandleForWriting.write(line)
-        let reply = try readReply()
-        if let e = reply["error"] as? String { throw fail(e) }
-        return reply
-    }
-
-    private func readReply() throws -> [String: Any] {
-        while true {
-            if let nl = buffer.firstIndex(of: 0x0A) {
-                let line = buffer[buffer.startIndex..<nl]
-                buffer.removeSubrange(buffer.startIndex...nl)
-                guard let obj = try? JSONSerialization.jsonObject(with: line) as? [String: Any] else {
-                    throw fail("bad reply: \(String(decoding: line, as: UTF8.self))")
-                }
-                return obj
-            }
-            let chunk = output.fileHandleForReading.availableData
-            if chunk.isEmpty {  // the process ended
-                let err = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                throw fail("the Python process exited:\n\(err.suffix(2000))")
-            }
-            buffer.append(chunk)
-        }
-    }
-
-    deinit {
-        if process.isRunning {
-            input.fileHandleForWriting.closeFile()
-            process.waitUntilExit()
-        }
-        try? FileManager.default.removeItem(at: scriptURL)
-    }
-}
