@@ -88,7 +88,8 @@ public enum PruneSelection {
     /// Eligible addresses (scored, finite, `eligible`, in the candidate blocks, not protected, of an allowed kind)
     /// are sorted by `Sensitivity.rankingKey` ascending (ties: address order) and removed one by one, skipping an
     /// address whose block is already removed or that conflicts with an earlier removal (norm1 vs w_norm1), until
-    /// the removed parameter fraction reaches the target (or the weight memory drops to the budget).
+    /// the removed parameter fraction reaches the target (or the weight memory drops to the budget). A block whose
+    /// every module slot has been removed becomes a whole-block removal (`Removal.collapseFullyRemovedBlocks`).
     /// - Throws: `CompressionError` when a filter matches nothing or the budget cannot be met.
     public static func select(_ request: PruneRequest, sensitivity: Sensitivity, structure: ModelStructure,
                               tensorBytes: [String: Int]? = nil) throws -> PruneOutcome {
@@ -169,6 +170,7 @@ public enum PruneSelection {
             if removal.isBlockRemoved(a.block) { continue }
             var next = removal
             do { try next.insert(a, in: structure) } catch { continue }  // conflicting norm variant: skip
+            next.collapseFullyRemovedBlocks(in: structure)              // nothing left of the block: remove it whole
             removal = next
             for n in try structure.tensorNames(of: a) where gone.insert(n).inserted {
                 removedParams += params[n] ?? 0

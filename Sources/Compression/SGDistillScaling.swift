@@ -9,29 +9,41 @@ public struct SGDistillScaling: Sendable, Hashable, Codable {
     public enum Form: String, Sendable, Hashable, Codable, CaseIterable {
         /// 0 for blocks before the first removed block, 1 from it on (the official code).
         case binary
-        /// m_i ∝ 1 / max(|ΔP_i|, ε · max_j |ΔP_j|) over trainable blocks, normalised to mean 1.
+        /// m_i ∝ 1 / max(ΔP_i, ε · max_j ΔP_j) over trainable blocks, normalised to mean 1, then capped.
         case inverse
     }
 
     public var form: Form
     /// r_thres: scaling applies only when the removed parameter fraction is above it.
     public var threshold: Double
-    /// ε, relative to the largest |ΔP| among trainable blocks: caps the largest multiplier at 1/ε times the smallest.
+    /// ε, relative to the largest positive ΔP among trainable blocks: the floor under ΔP, so the largest raw
+    /// multiplier is at most 1/ε times the smallest.
     public var epsilon: Double
+    /// The largest multiplier after normalisation (m_i = min(m_i, cap)): a block whose removal barely changes the
+    /// output — or improves it — would otherwise train at up to |B|× the learning rate.
+    public var cap: Double
 
-    public init(form: Form = .inverse, threshold: Double = 0.25, epsilon: Double = 0.01) {
+    public init(form: Form = .inverse, threshold: Double = 0.25, epsilon: Double = 0.01, cap: Double = SGDistillScaling.defaultCap) {
         self.form = form
         self.threshold = threshold
         self.epsilon = epsilon
+        self.cap = cap
     }
+
+    /// 4: no block trains at more than 4× the learning rate [open: the paper gives no bound].
+    public static let defaultCap: Double = 4
 
     /// Multipliers for every block ([|B|]), or nil when the compression ratio is not above the threshold
     /// (then every trainable block is updated normally).
     ///
     /// Removed blocks and `frozen` blocks get 0. For `inverse`, ΔP_i is the block's whole-block ΔP (or its largest
-    /// component ΔP, see `Sensitivity.blockDelta`); a trainable block without a score gets the mean raw multiplier
-    /// of the scored ones. The mean over trainable blocks is then 1, so the learning rate keeps its meaning.
-    /// - Throws: `CompressionError` when `inverse` has no scores, or no ΔP for any trainable block.
+    /// component ΔP, see `Sensitivity.blockDelta`). ΔP is a quality DROP, so a sensitive block has a large positive
+    /// ΔP and gets a small multiplier. A ΔP at or below the floor ε·max_j ΔP_j — near zero, or negative (removing the
+    /// block *improves* the score: the least sensitive of all) — is raised to the floor, so it gets the largest
+    /// multiplier, never a negative or infinite one. A trainable block without a score gets the mean raw multiplier
+    /// of the scored ones. The raw multipliers are normalised to mean 1 over the trainable blocks (so the learning
+    /// rate keeps its meaning) and then capped at `cap` (after which the mean may be below 1).
+    /// - Throws: `CompressionError` when `inverse` has no scores, or no trainable block has a positive ΔP.
     public func multipliers(structure: ModelStructure, removal: Removal, frozen: Set<Int>, compressionRatio: Double,
                             sensitivity: Sensitivity?) throws -> [Double]? {
         guard compressionRatio > threshold else { return nil }
@@ -47,17 +59,18 @@ public struct SGDistillScaling: Sendable, Hashable, Codable {
                 throw CompressionError("sensitivity.form", "inverse scaling needs the `scores` input (a Sensitivity)",
                                        fix: "connect `scores:` to the score stage, or use `form: binary`")
             }
-            let deltas = trainable.map { sensitivity.blockDelta($0).map(abs) }
+            let deltas = trainable.map { sensitivity.blockDelta($0) }
             guard let maxD = deltas.compactMap({ $0 }).max(), maxD > 0 else {
-                throw CompressionError("scores", "no trainable block has a non-zero ΔP", fix: "score whole blocks, or use `form: binary`")
+                throw CompressionError("scores", "no trainable block has a positive ΔP (a removal that hurts)",
+                                       fix: "score whole blocks, or use `form: binary`")
             }
             let floor = epsilon * maxD
-            var raw: [Double] = deltas.map { d in d.map { 1 / max($0, floor) } ?? 0 }
+            var raw: [Double] = deltas.map { d in d.map { 1 / Swift.max($0, floor) } ?? 0 }
             let known = raw.filter { $0 > 0 }
             let meanKnown = known.reduce(0, +) / Double(known.count)
             raw = raw.map { $0 > 0 ? $0 : meanKnown }  // unscored trainable block: the average multiplier
             let mean = raw.reduce(0, +) / Double(raw.count)
-            for (k, i) in trainable.enumerated() { m[i] = raw[k] / mean }
+            for (k, i) in trainable.enumerated() { m[i] = Swift.min(raw[k] / mean, cap) }
         }
         return m
     }

@@ -88,6 +88,32 @@ public struct Removal: Sendable, Hashable, Codable {
             || addresses.contains(ComponentAddress(block: block, component: component))
     }
 
+    /// Turns every block whose every module slot is replaced into a whole-block removal, as the official code does
+    /// after ranked pruning (`model/builder.py` `cut_transformer`: "Check if all components within a transformer
+    /// block is replaced, if so, put identity_block" — `len(v) == 5` for SD3 / FLUX double blocks, `3` for FLUX
+    /// single blocks). A slot is one replaceable module: the image norm (`norm1` or `w_norm1`), the context norm
+    /// (`norm1_context` or `w_norm1_context`), `attn`, `ff`, `ff_context` (when the block has one); FLUX single:
+    /// `norm` or `w_norm`, `attn`, `proj_mlp_out`. Such a block has no parameters left, and the identity block is
+    /// what the official code then runs (it is not the composition of the module swaps: with `norm1` and `attn`
+    /// both gone the swaps would give x + x, the identity block gives x).
+    /// - Returns: the blocks collapsed, ascending.
+    @discardableResult
+    public mutating func collapseFullyRemovedBlocks(in structure: ModelStructure) -> [Int] {
+        let pairs: [SubComponent: SubComponent] = [.w_norm1: .norm1, .w_norm1_context: .norm1_context, .w_norm: .norm]
+        var collapsed: [Int] = []
+        for b in Set(addresses.map(\.block)).sorted() where !isBlockRemoved(b) {
+            guard b < structure.blocks.count else { continue }
+            let slots = Set(structure.blocks[b].components.filter { $0 != .block }.map { pairs[$0] ?? $0 })
+            let filled = Set(addresses.filter { $0.block == b }.map { pairs[$0.component] ?? $0.component })
+            guard !slots.isEmpty, slots.isSubset(of: filled) else { continue }
+            addresses.removeAll { $0.block == b }
+            addresses.append(ComponentAddress(block: b, component: .block))
+            collapsed.append(b)
+        }
+        addresses.sort()
+        return collapsed
+    }
+
     /// Whether the whole block is removed.
     public func isBlockRemoved(_ block: Int) -> Bool {
         addresses.contains(ComponentAddress(block: block, component: .block))

@@ -34,11 +34,13 @@ public struct DistillStage: ExecutableStageKind {
         ])), doc: "Distillation loss. Feature terms use the image (x) and context (c) outputs of every unpruned block with trainable parameters (teacher block i ↔ student block i); the last SD3 block contributes its image output only."),
         Field("sensitivity", .object(Schema([
             Field("form", .choice(SGDistillScaling.Form.allCases.map(\.rawValue)),
-                  doc: "`inverse`: block multiplier ∝ 1/|ΔP_i| normalised to mean 1 over trainable blocks (needs `scores`). `binary`: 0 before the first removed block, 1 from it on (the official code). Default: inverse with `scores`, binary without."),
+                  doc: "`inverse`: block multiplier ∝ 1/max(ΔP_i, ε·max ΔP) normalised to mean 1 over trainable blocks, capped at `cap` (needs `scores`). `binary`: 0 before the first removed block, 1 from it on (the official code). Default: inverse with `scores`, binary without."),
             Field("threshold", .number(min: 0, max: 1), default: .double(0.25),
                   doc: "r_thres: SGDistill applies only when the removed parameter fraction is above this; otherwise every trainable block uses multiplier 1."),
             Field("epsilon", .number(min: 0, max: 1, exclusive: true), default: .double(0.01),
-                  doc: "inverse: |ΔP| floor relative to the largest, so no block gets more than 1/ε times another's multiplier."),
+                  doc: "inverse: ΔP floor relative to the largest positive ΔP, so no block gets more than 1/ε times another's raw multiplier. A ΔP below the floor — near zero or negative (removing the block improves the score) — counts as the floor: the least sensitive blocks get the largest multiplier."),
+            Field("cap", .number(min: 0, exclusive: true), default: .double(SGDistillScaling.defaultCap),
+                  doc: "inverse: the largest multiplier after normalisation to mean 1 (m_i = min(m_i, cap))."),
         ])), doc: "SGDistill: the AdamW update (step and weight decay) of every parameter of block i is multiplied by m_i, i.e. block i trains at lr·m_i. Gradients are not scaled (Adam would cancel it); clipping sees the unscaled gradients. m_i = 0 leaves the block unchanged."),
     ] + TrainingFields.common)
 
@@ -84,7 +86,8 @@ public struct DistillStage: ExecutableStageKind {
         let sp = p["sensitivity"]
         let sformName = sp?["form"]?.string ?? (ctx.input("scores") != nil ? "inverse" : "binary")
         let scaling = SGDistillScaling(form: SGDistillScaling.Form(rawValue: sformName) ?? .binary,
-                                       threshold: sp?["threshold"]?.double ?? 0.25, epsilon: sp?["epsilon"]?.double ?? 0.01)
+                                       threshold: sp?["threshold"]?.double ?? 0.25, epsilon: sp?["epsilon"]?.double ?? 0.01,
+                                       cap: sp?["cap"]?.double ?? SGDistillScaling.defaultCap)
         let s = student.structure
         let ratio: Double
         let multipliers: [Double]?

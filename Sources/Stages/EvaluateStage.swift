@@ -6,6 +6,7 @@
 
 import ArtifactStore
 import Classifier
+import Compression
 import Foundation
 import ModelSpec
 import ModelStore
@@ -51,7 +52,9 @@ public struct EvaluateStage: ExecutableStageKind {
             Field("epochs", .integer(min: 1, max: 1000), default: .int(40), doc: "Training epochs (Adam, lr 3e-3, batch 32)."),
             Field("seed", .integer(min: 0), default: .int(0), doc: "Seed of the classifier's weights and shuffles."),
         ])),
-              doc: "With `task`: a 2-layer MLP classifier trained here on `classifier.data` gives, per model, `prompt_accuracy` (share of samples classified as their prompt's label), `frechet` (Fréchet distance of the classifier's hidden features, samples vs the real `latents` of `data`) and `degradation` (% relative drop of prompt accuracy vs the first model); plus `classifier.heldout_accuracy` on `data`. Samples use `sampling` and the fixed per-sample noise of `fidelity`."),
+              doc: "With `task`: a 2-layer MLP classifier trained here on `classifier.data` gives, per model, `prompt_accuracy` (share of samples classified as their prompt's label), `frechet` (Fréchet distance of the classifier's hidden features, samples vs the real `latents` of `data`) and `degradation` (% mean relative drop of the `degradation` metrics vs the first model; default prompt accuracy alone); plus `classifier.heldout_accuracy` on `data`. Samples use `sampling` and the fixed per-sample noise of `fidelity`."),
+        Field("degradation", .list(.choice(TaskMetric.allCases.map(\.rawValue)), minCount: 1), default: .list([.string("prompt_accuracy")]),
+              doc: "With `classifier`: the task metrics whose relative drops against the first model are averaged into `degradation` (%), as the paper computes it from GenEval and HPSv2: (ref − m)/ref for `prompt_accuracy`, (m − ref)/ref for `frechet` (lower is better)."),
         Field("images", .object(Schema([
             Field("columns", .integer(min: 1, max: 64), default: .int(8),
                   doc: "Samples per row: for class-labelled data the first `columns` samples of each class, in dataset order."),
@@ -122,7 +125,8 @@ public struct EvaluateStage: ExecutableStageKind {
 
         var report: [String: Any] = [:]
         var reference: [[Float]]?
-        var referenceAccuracy: Double?
+        var referenceTask: [TaskMetric: Double]?
+        let degradationOf = (p["degradation"]?.list ?? [.string("prompt_accuracy")]).compactMap { $0.string.flatMap(TaskMetric.init(rawValue:)) }
         var architecture: String?
         let bar = ctx.progress.bar(total: names.count, unit: "models")
         for name in names {
@@ -199,12 +203,15 @@ public struct EvaluateStage: ExecutableStageKind {
                         let (features, predictions) = try classifierMetrics(ctx, classifier.model, outs.flatMap { $0 })
                         let acc = Double(zip(predictions, labels).filter { $0 == $1 }.count) / Double(max(1, labels.count))
                         metrics.append(("prompt_accuracy", acc, ""))
-                        do {
-                            metrics.append(("frechet", try frechetDistance(features, classifier.realFeatures, dim: classifier.model.hidden), ""))
-                        } catch { throw ctx.failure("Fréchet distance: \(error)") }
-                        let refAcc = referenceAccuracy ?? acc
-                        referenceAccuracy = refAcc
-                        metrics.append(("degradation", refAcc > 0 ? 100 * (refAcc - acc) / refAcc : 0, "%"))
+                        let fd: Double
+                        do { fd = try frechetDistance(features, classifier.realFeatures, dim: classifier.model.hidden) } catch {
+                            throw ctx.failure("Fréchet distance: \(error)")
+                        }
+                        metrics.append(("frechet", fd, ""))
+                        let task: [TaskMetric: Double] = [.promptAccuracy: acc, .frechet: fd]
+                        let ref = referenceTask ?? task
+                        referenceTask = ref
+                        metrics.append(("degradation", Degradation.percent(reference: ref, model: task, metrics: degradationOf) ?? 0, "%"))
                     }
                     if !wanted.contains("fidelity") {
                     } else if let ref = reference {

@@ -1,4 +1,4 @@
-// The `freeze` stage kind (PWP, progressive weight protection): marks blocks whose parameters `distill`
+// The `freeze` stage kind (PWP, Positional Weight Preservation): marks blocks whose parameters `distill`
 // must not update. Only the manifest changes; the tensors are the input's.
 
 import ArtifactStore

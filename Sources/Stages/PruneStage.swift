@@ -89,6 +89,10 @@ public struct PruneStage: ExecutableStageKind {
             if let text = p["remove"]?.string {
                 var removal = try PruneSelection.explicit([text], structure: m.structure)
                 for a in m.removal.addresses { try removal.insert(a, in: m.structure) }
+                let collapsed = removal.collapseFullyRemovedBlocks(in: m.structure)
+                if !collapsed.isEmpty {
+                    ctx.recorder.log("every sub-component of block\(collapsed.count == 1 ? "" : "s") \(collapsed.map(String.init).joined(separator: ", ")) is removed: removed as whole block\(collapsed.count == 1 ? "" : "s") (the official code's rule)\n")
+                }
                 outcome = try PruneSelection.outcome(of: removal, structure: m.structure, tensorBytes: bytes)
             } else {
                 guard m.removal.isEmpty else {

@@ -66,9 +66,10 @@ public struct ScoreStage: ExecutableStageKind {
               doc: "[height, width] of the sampled latents (SD3: latent pixels; FLUX: token grid). Default: the dataset's metadata or latents, else the model's `sample_size`."),
         Field("position_weight", .object(Schema([
             Field("form", .choice(PositionWeight.Form.allCases.map(\.rawValue)), default: .string("exponential"),
-                  doc: "`exponential`: W_pos(i) = exp(rate·(i − |B|)/|B|) (METHOD.md §5, as written); `none`: W_pos = 1."),
-            Field("rate", .number(), default: .double(1), doc: "Rate of the exponential; negative makes early blocks weigh more."),
-        ])), default: .map([("form", .string("exponential")), ("rate", .double(1))]),
+                  doc: "`exponential`: W_pos(i) = exp(rate·(i − |B|)/|B|) (METHOD.md §5); `none`: W_pos = 1 (with `prune`'s `ranking: signed`, the official code's rule)."),
+            Field("rate", .number(), default: .double(PositionWeight.defaultRate),
+                  doc: "Rate of the exponential. −1 (default): W_pos decays with depth, so at equal |ΔP| later blocks are removed first, as Hierarchical Position Pruning intends; +1 is the formula as the paper's notes write it (early blocks go first)."),
+        ])), default: .map([("form", .string("exponential")), ("rate", .double(PositionWeight.defaultRate))]),
               doc: "Position weight recorded beside ΔP; `prune` ranks by |ΔP|·W_pos."),
     ])
 
@@ -111,7 +112,7 @@ public struct ScoreStage: ExecutableStageKind {
         let metric = p["metric"]?.string ?? "sample-mse"
         let method = p["method"]?.string ?? "remove"
         let pw = PositionWeight(form: PositionWeight.Form(rawValue: p["position_weight"]?["form"]?.string ?? "exponential") ?? .exponential,
-                                rate: p["position_weight"]?["rate"]?.double ?? 1)
+                                rate: p["position_weight"]?["rate"]?.double ?? PositionWeight.defaultRate)
         let m = try ctx.loadModel("model")
         let addresses = try Self.addresses(p, model: m, ctx: ctx)
 

@@ -21,14 +21,16 @@ struct Quantise: AsyncParsableCommand {
 
             Examples:
               hprune quantise models/sd35/transformer --format nf4 --out out/transformer-nf4
-              hprune quantise pruned/ --format fp4 --block-size 128 --double-quant --keep proj_out --out out/fp4
+              hprune quantise pruned/ --format fp4 --block-size 128 --no-double-quant --keep proj_out --out out/fp4
             """,
         aliases: ["quantize"])
 
     @Argument(help: "The diffusers model folder (config.json + safetensors).", completion: .directory) var model: String
     @Option(help: "nf4, fp4, int4 (symmetric), int4-asym, or int8.") var format: String = "nf4"
     @Option(help: "Elements per absmax block (nf4/fp4: 32…4096, powers of two) or per group (int4).") var blockSize: Int = 64
-    @Flag(help: "nf4/fp4: quantise the absmax vector to 8 bits (bitsandbytes double quantisation).") var doubleQuant = false
+    @Flag(inversion: .prefixedNo,
+          help: "nf4/fp4: quantise the absmax vector to 8 bits (bitsandbytes double quantisation). Default: on for nf4/fp4, as the official code's Linear4bit (compress_statistics=True).")
+    var doubleQuant: Bool? = nil
     @Option(help: "A layer or tensor name pattern to leave unquantised (repeatable), e.g. proj_out or 'norm_out.*'.") var keep: [String] = []
     @Option(help: "Compute dtype recorded for loaders: float32, bfloat16 or float16.") var computeDtype: String = "bfloat16"
     @Option(help: "The folder to create (must not exist, or be empty).", completion: .directory) var out: String
@@ -45,14 +47,16 @@ struct Quantise: AsyncParsableCommand {
             }
         case .int4:
             guard blockSize > 0 else { throw ValidationError("--block-size must be positive") }
-            if doubleQuant { throw ValidationError("--double-quant applies to nf4/fp4 only") }
+            if doubleQuant == true { throw ValidationError("--double-quant applies to nf4/fp4 only") }
         case .int8:
-            if doubleQuant { throw ValidationError("--double-quant applies to nf4/fp4 only") }
+            if doubleQuant == true { throw ValidationError("--double-quant applies to nf4/fp4 only") }
         }
         guard ["float32", "bfloat16", "float16"].contains(computeDtype) else {
             throw ValidationError("--compute-dtype must be float32, bfloat16 or float16")
         }
-        return QuantiseOptions(format: f, doubleQuant: doubleQuant, keep: keep, computeDType: computeDtype)
+        let fourBit: Bool
+        switch f { case .nf4, .fp4: fourBit = true; default: fourBit = false }
+        return QuantiseOptions(format: f, doubleQuant: doubleQuant ?? fourBit, keep: keep, computeDType: computeDtype)
     }
 
     func validate() throws { _ = try options() }
@@ -127,9 +131,9 @@ struct Quantise: AsyncParsableCommand {
         }
         if json {
             Terminal.printJSON(["out": dir.path, "format": options.formatName, "block_size": options.format.blockSize ?? NSNull(),
-                                "double_quant": doubleQuant, "quantised_tensors": count, "tensors": entries.count])
+                                "double_quant": options.doubleQuant, "quantised_tensors": count, "tensors": entries.count])
         } else {
-            print("wrote \(dir.path): \(count) Linear weights quantised to \(options.format)\(doubleQuant ? " (double quant)" : ""), \(entries.count) tensors")
+            print("wrote \(dir.path): \(count) Linear weights quantised to \(options.format)\(options.doubleQuant ? " (double quant)" : ""), \(entries.count) tensors")
         }
     }
 }

@@ -25,7 +25,7 @@ func quantiseCommandMatchesBitsandbytes(_ format: String, _ block: Int, _ dq: Bo
     let dir = TemporaryDirectory()
     let out = dir.path + "/q"
     var args = ["quantise", fixtureDir + "/models/sd3_tiny", "--format", format, "--block-size", String(block), "--out", out, "--json"]
-    if dq { args.append("--double-quant") }
+    args.append(dq ? "--double-quant" : "--no-double-quant")
     let r = try CLI.run(args)
     #expect(r.status == 0, "\(r.stderr)")
     let folder = try DiffusersFolder(path: out)
@@ -45,6 +45,11 @@ func quantiseCommandMatchesBitsandbytes(_ format: String, _ block: Int, _ dq: Bo
     let dir = TemporaryDirectory()
     let q = dir.path + "/q"
     #expect(try CLI.run(["quantise", fixtureDir + "/models/sd3_tiny", "--out", q]).status == 0)
+    // nf4 double-quantises by default, as the official code's Linear4bit (compress_statistics=True).
+    #expect(try DiffusersFolder(path: q).config["quantization_config"]?.objectValue?["bnb_4bit_use_double_quant"] == .bool(true))
+    let int8DQ = try CLI.run(["quantise", fixtureDir + "/models/sd3_tiny", "--format", "int8", "--double-quant", "--out", dir.path + "/i8"])
+    #expect(int8DQ.status == 2 && int8DQ.stderr.contains("nf4/fp4 only"), "\(int8DQ.stderr)")
+    #expect(try CLI.run(["quantise", fixtureDir + "/models/sd3_tiny", "--format", "int8", "--out", dir.path + "/i8"]).status == 0)
     let twice = try CLI.run(["quantise", q, "--out", dir.path + "/q2"])
     #expect(twice.status == 2 && twice.stderr.contains("already quantised"), "\(twice.stderr)")
     let exists = try CLI.run(["quantise", fixtureDir + "/models/sd3_tiny", "--out", q])
@@ -95,4 +100,21 @@ func quantiseCommandMatchesBitsandbytes(_ format: String, _ block: Int, _ dq: Bo
     #expect(bad.status == 2 && bad.stderr.contains("has no stage 'nosuch'"), "\(bad.stderr)")
     let again = try CLI.run(["export", "latest:prune", "--out", p] + store)
     #expect(again.status == 1 && again.stderr.contains("already exists"), "\(again.stderr)")
+}
+
+/// The official code's SD3.5 Large Turbo cut, on the synthetic layout model: blocks 25–28 and 31–34 removed, PWP
+/// freezing blocks 0–24 and the embedders, NF4 with double quantisation.
+@Test func officialRecipeReproducesTheOfficialCut() throws {
+    let dir = TemporaryDirectory()
+    let layouts = fixtureDir + "/layouts/sd35_large_turbo"
+    let env = ["SD35_LARGE_TURBO": layouts, "SD35_CALIBRATION": layouts + "/calibration.safetensors"]
+    let recipe = repositoryRoot().appendingPathComponent("recipes/sd35-large-turbo-official.yaml").path
+    let r = try CLI.run(["run", recipe, "--store", dir.path + "/store", "--set", "vars.distill_steps=1", "--set", "vars.batch=1",
+                         "--set", "stages.evaluate.metrics=[memory]", "--json"], environment: env)
+    #expect(r.status == 0, "\(r.stderr)")
+    let prune = try CLI.run(["show", "latest", "--store", dir.path + "/store", "--log", "prune"], environment: env)
+    #expect(prune.stdout.contains("removed: blocks.25, blocks.26, blocks.27, blocks.28, blocks.31, blocks.32, blocks.33, blocks.34\n"), "\(prune.stdout)")
+    let freeze = try CLI.run(["show", "latest", "--store", dir.path + "/store", "--log", "freeze"], environment: env)
+    #expect(freeze.stdout.contains("frozen blocks: " + (0..<25).map(String.init).joined(separator: ",") + "\n"), "\(freeze.stdout)")
+    #expect(freeze.stdout.contains("frozen modules: pos_embed., time_text_embed., context_embedder.\n"), "\(freeze.stdout)")
 }

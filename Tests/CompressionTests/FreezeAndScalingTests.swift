@@ -20,6 +20,37 @@ import Testing
         #expect(e.message.contains("nothing is removed"))
     }
 
+    /// The official code walks `named_modules()` and freezes until the first identity module: inside the first
+    /// touched block, the modules registered before its first removed one stay frozen too.
+    @Test func beforeFirstPrunedFreezesTheFirstTouchedBlocksEarlierModules() throws {
+        let s = try fixtureStructure("sd35_large_turbo_layout")
+        let r = try PruneSelection.explicit(["blocks.25.ff", "blocks.30.attn"], structure: s)
+        let d = try FreezePolicy.beforeFirstPruned.decide(structure: s, removal: r)
+        #expect(d.blocks == Array(0..<25))
+        #expect(d.prefixes == ["pos_embed.", "time_text_embed.", "context_embedder.",
+                               "transformer_blocks.25.norm1.", "transformer_blocks.25.norm1_context.", "transformer_blocks.25.attn."])
+        #expect(d.isFrozen("transformer_blocks.25.attn.to_q.weight", structure: s))
+        #expect(!d.isFrozen("transformer_blocks.25.ff_context.net.2.weight", structure: s))   // after ff: trainable
+        #expect(!d.isFrozen("transformer_blocks.26.norm1.linear.weight", structure: s))
+        // The first removed module is the block's first: nothing of it is frozen.
+        let n = try FreezePolicy.beforeFirstPruned.decide(structure: s, removal: try PruneSelection.explicit(["blocks.25.w_norm1"], structure: s))
+        #expect(n.prefixes == ["pos_embed.", "time_text_embed.", "context_embedder."])
+        // Registration order, not address order: removing ff_context and norm1_context → frozen up to norm1_context.
+        let c = try FreezePolicy.beforeFirstPruned.decide(structure: s, removal: try PruneSelection.explicit(["blocks.25.ff_context", "blocks.25.norm1_context"], structure: s))
+        #expect(c.prefixes.last == "transformer_blocks.25.norm1.")
+        // Removing block 0 still freezes the embedders (registered before it), as the code does.
+        let z = try FreezePolicy.beforeFirstPruned.decide(structure: s, removal: try PruneSelection.explicit(["0"], structure: s))
+        #expect(z.blocks.isEmpty && z.prefixes == ["pos_embed.", "time_text_embed.", "context_embedder."])
+    }
+
+    @Test func fluxSingleBlockOrderPutsAttentionLast() throws {
+        let s = try fixtureStructure("flux_tiny")
+        let single = try #require(s.blocks.first { $0.kind == .single })
+        let r = try Removal([ComponentAddress(block: single.index, component: .attn)], in: s)
+        let pre = FreezePolicy.modulesBeforeFirstRemoval(block: single.index, structure: s, removal: r)
+        #expect(pre == [single.prefix + ".norm.", single.prefix + ".proj_mlp.", single.prefix + ".proj_out."])
+    }
+
     @Test func firstFractionAndExplicit() throws {
         let s = try fixtureStructure("sd35_large_turbo_layout")
         let r = try PruneSelection.explicit(["blocks.30.ff"], structure: s)
@@ -70,22 +101,54 @@ import Testing
         #expect(abs(m1 - 0.4) < 1e-12)
     }
 
-    @Test func inverseClampsTinyDeltasAndZeroesFrozenBlocks() throws {
+    @Test func inverseFloorsTinyAndNegativeDeltasAndZeroesFrozenBlocks() throws {
         let s = try fixtureStructure("sd35_large_turbo_layout")
-        let sens = try sensitivity(s) { a in a.component == .block ? (a.block == 30 ? 0 : (a.block == 31 ? -2 : 1)) : nil }
+        // ΔP 0 (removal changes nothing) and ΔP −2 (removal IMPROVES the score) are the least sensitive blocks.
+        let sens = try sensitivity(s) { a in a.component == .block ? (a.block == 30 ? 0 : (a.block == 31 ? -2 : (a.block == 12 ? 0.5 : 1))) : nil }
         let r = try PruneSelection.explicit(["36-38"], structure: s)
-        let m = try #require(try SGDistillScaling(form: .inverse, threshold: 0.1, epsilon: 0.01)
+        let m = try #require(try SGDistillScaling(form: .inverse, threshold: 0.1, epsilon: 0.01, cap: .infinity)
             .multipliers(structure: s, removal: r, frozen: Set(0..<10), compressionRatio: 0.5, sensitivity: sens))
         #expect(m[0..<10].allSatisfy { $0 == 0 } && m[36] == 0 && m[37] == 0)
         let trainable: [Double] = Array(m[10..<36])
+        #expect(trainable.allSatisfy { $0 > 0 && $0.isFinite })
         let mean: Double = trainable.reduce(0, +) / Double(trainable.count)
         #expect(abs(mean - 1) < 1e-12)
-        // ΔP 0 clamps to ε·max|ΔP| = 0.02 → 100× the multiplier of |ΔP| = 2, 50× that of |ΔP| = 1.
-        let r1: Double = m[30] / m[31], r2: Double = m[30] / m[12]
-        #expect(abs(r1 - 100) < 1e-9)
-        #expect(abs(r2 - 50) < 1e-9)
+        // Both floor at ε·max ΔP = 0.01: 100× the multiplier of ΔP = 1, 50× that of ΔP = 0.5; a negative ΔP is
+        // never treated as sensitive (|−2| would have made block 31 the MOST protected).
+        let r1: Double = m[30] / m[31], r2: Double = m[30] / m[13], r3: Double = m[12] / m[13]
+        #expect(abs(r1 - 1) < 1e-12)
+        #expect(abs(r2 - 100) < 1e-9)
+        #expect(abs(r3 - 2) < 1e-9)
+        #expect(m[31] > m[12] && m[12] > m[13])
+        // The cap bounds the largest multiplier after normalisation.
+        let capped = try #require(try SGDistillScaling(form: .inverse, threshold: 0.1, epsilon: 0.01)
+            .multipliers(structure: s, removal: r, frozen: Set(0..<10), compressionRatio: 0.5, sensitivity: sens))
+        #expect(SGDistillScaling.defaultCap == 4)
+        #expect(capped[30] == 4 && capped[31] == 4 && abs(capped[13] - m[13]) < 1e-15)
         #expect(throws: CompressionError.self) {
             try SGDistillScaling(form: .inverse, threshold: 0).multipliers(structure: s, removal: r, frozen: [], compressionRatio: 0.5, sensitivity: nil)
         }
+        // Only non-positive ΔP everywhere: nothing to scale by.
+        let none = try sensitivity(s) { a in a.component == .block ? -1 : nil }
+        #expect(throws: CompressionError.self) {
+            try SGDistillScaling(form: .inverse, threshold: 0).multipliers(structure: s, removal: r, frozen: [], compressionRatio: 0.5, sensitivity: none)
+        }
+    }
+}
+
+@Suite struct DegradationTests {
+    /// The paper's table: degradation is the mean of the relative drops of GenEval and HPSv2.
+    @Test func meanOfRelativeDropsAsThePaper() throws {
+        // "All" at 30 %: GenEval 0.71 → 0.62, HPSv2 30.29 → 26.29; the paper prints 13.3 % (from unrounded scores).
+        let all = try #require(Degradation.percent(reference: ["geneval": 0.71, "hpsv2": 30.29], model: ["geneval": 0.62, "hpsv2": 26.29],
+                                                   higherIsBetter: ["geneval": true, "hpsv2": true]))
+        #expect(abs(all - 100 * ((0.71 - 0.62) / 0.71 + (30.29 - 26.29) / 30.29) / 2) < 1e-12)
+        #expect(all > 12.5 && all < 13.5)
+        // Lower-is-better metrics count a rise as a drop; missing or zero references are left out.
+        let d = try #require(Degradation.percent(reference: [.promptAccuracy: 0.8, .frechet: 20], model: [.promptAccuracy: 0.6, .frechet: 30],
+                                                 metrics: [.promptAccuracy, .frechet]))
+        #expect(abs(d - 100 * (0.25 + 0.5) / 2) < 1e-12)
+        #expect(Degradation.percent(reference: [.promptAccuracy: 0.8], model: [.promptAccuracy: 0.6], metrics: [.promptAccuracy]).map { abs($0 - 25) < 1e-12 } == true)
+        #expect(Degradation.percent(reference: [.promptAccuracy: 0], model: [.promptAccuracy: 0.6], metrics: [.promptAccuracy]) == nil)
     }
 }

@@ -77,10 +77,44 @@ import Testing
 
     @Test func positionWeightChangesTheOrder() throws {
         let s = try fixtureStructure("sd35_large_turbo_layout")
-        // Equal ΔP everywhere: with W_pos growing in i, the earliest blocks have the smallest |ΔP|·W_pos.
+        // Equal ΔP everywhere: by default W_pos decays with depth, so the LAST blocks have the smallest |ΔP|·W_pos.
         let sens = try sensitivity(s, form: .exponential) { a in a.component == .block ? 1 : nil }
         let o = try PruneSelection.select(PruneRequest(target: .params(0.05), protectFirst: 2), sensitivity: sens, structure: s)
-        #expect(o.removal.addresses.first == ComponentAddress(block: 2, component: .block))
+        #expect(o.steps.first?.address == ComponentAddress(block: 37, component: .block))
+        // The formula as the paper's notes write it (rate +1) grows with i: the earliest unprotected block goes first.
+        var d: [ComponentAddress: Double] = [:]
+        for b in 0..<s.blocks.count { d[ComponentAddress(block: b, component: .block)] = 1 }
+        let asWritten = try Sensitivity(deltas: d, structure: s, positionWeight: PositionWeight(form: .exponential, rate: 1), metric: "test")
+        let w = try PruneSelection.select(PruneRequest(target: .params(0.05), protectFirst: 2), sensitivity: asWritten, structure: s)
+        #expect(w.steps.first?.address == ComponentAddress(block: 2, component: .block))
+    }
+
+    /// `model/builder.py`: once every component of a block is replaced, the block becomes an identity block.
+    @Test func aBlockWithEveryComponentRemovedBecomesARemovedBlock() throws {
+        let s = try fixtureStructure("sd35_large_turbo_layout")
+        // Block 30's components are the cheapest (w_norm1 cheaper than norm1: one norm slot, filled once).
+        let sens = try sensitivity(s) { a in
+            switch (a.block, a.component) {
+            case (_, .block): return nil
+            case (30, .w_norm1): return 0.05
+            case (30, _): return 0.1
+            default: return 10 + Double(a.block)
+            }
+        }
+        let o = try PruneSelection.select(PruneRequest(target: .params(0.03), granularity: .component), sensitivity: sens, structure: s)
+        #expect(o.removal.addresses.contains(ComponentAddress(block: 30, component: .block)))
+        #expect(!o.removal.addresses.contains { $0.block == 30 && $0.component != .block })
+        // Parameter accounting is unchanged by the collapse: every tensor of the block belonged to a component.
+        let components = try Removal([.w_norm1, .norm1_context, .attn, .ff, .ff_context].map { ComponentAddress(block: 30, component: $0) }, in: s)
+        #expect(try s.parameterCount(after: components) == (try s.parameterCount(after: try Removal([ComponentAddress(block: 30, component: .block)], in: s))))
+        // The same rule for explicit lists, and a partial block stays partial; the last SD3 block has no ff_context.
+        var r = try PruneSelection.explicit(["blocks.37.norm1, blocks.37.norm1_context, blocks.37.attn, blocks.37.ff", "blocks.36.attn"], structure: s)
+        #expect(r.collapseFullyRemovedBlocks(in: s) == [37])
+        #expect(r.strings == ["blocks.36.attn", "blocks.37"])
+        let flux = try fixtureStructure("flux_tiny")
+        let single = try #require(flux.blocks.first { $0.kind == .single }).index
+        var f = try Removal([.w_norm, .attn, .proj_mlp_out].map { ComponentAddress(block: single, component: $0) }, in: flux)
+        #expect(f.collapseFullyRemovedBlocks(in: flux) == [single] && f.isBlockRemoved(single))
     }
 
     @Test func componentGranularitySkipsConflictsAndSignedRanking() throws {

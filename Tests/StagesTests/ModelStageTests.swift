@@ -71,14 +71,18 @@ import YAMLSupport
             stages:
               score: { kind: test-scores, path: scores.json }
               prune: { kind: prune, model: teacher, scores: score, target: { params: 0.1 }, protect_first: 4 }
-              quantise: { kind: quantise, model: prune, format: nf4, double_quant: true, keep: [proj_out] }
+              quantise: { kind: quantise, model: prune, format: nf4, keep: [proj_out] }
+              int8: { kind: quantise, model: prune, format: int8 }
             """)
         #expect(run.results.allSatisfy { $0.status == .ran }, "\(run.results.map { "\($0.name): \($0.error ?? "")" })")
         let pruned = try run.model("prune")
         #expect(pruned.structure.removed.first == "blocks.30")
         #expect(pruned.structure.removed.contains("blocks.37"))
         let q = try run.model("quantise")
+        // double_quant defaults to true for nf4/fp4, as the official Linear4bit (compress_statistics=True) …
         #expect(q.quantisation?.format == "nf4" && q.quantisation?.doubleQuant == true)
+        // … and does not apply to int8.
+        #expect(try run.model("int8").quantisation?.doubleQuant == false)
         let t = try #require(q.tensors["transformer_blocks.0.attn.to_q.weight"])
         #expect(t.object.dtype == .u8 && t.quantisation?.originalDType == .bf16)
         #expect(Set(t.quantisation?.companions.keys.map { $0 } ?? []) == [".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".quant_state.bitsandbytes__nf4"])
