@@ -74,7 +74,7 @@ func quantiseCommandMatchesBitsandbytes(_ format: String, _ block: Int, _ dq: Bo
         models: { teacher: { path: teacher } }
         stages:
           prune: { kind: prune, model: teacher, remove: "blocks.0.ff" }
-          quantise: { kind: quantise, model: teacher, format: nf4 }
+          quantise: { kind: quantise, model: teacher, format: nf4, double_quant: false }   # compared with bnb_nf4_64
         """)
     let run = try CLI.run(["run", recipe])
     #expect(run.status == 0, "\(run.stderr)")

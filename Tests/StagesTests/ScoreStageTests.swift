@@ -62,7 +62,7 @@ func scores(_ run: RecipeRun, _ stage: String = "score") throws -> Sensitivity {
         #expect(Set(scored.map(\.address)) == ["blocks.0", "blocks.1", "blocks.0.attn", "blocks.1.attn", "blocks.0.ff", "blocks.1.ff", "blocks.0.ff_context"])
         for e in scored {
             #expect(e.eligible && (e.deltaP ?? -1) > 0, "\(e.address): \(e.deltaP ?? .nan)")
-            #expect(abs(e.wPos - exp(Double(Int(e.address.split(separator: ".")[1])! - 2) / 2)) < 1e-12)
+            #expect(abs(e.wPos - exp(-Double(Int(e.address.split(separator: ".")[1])! - 2) / 2)) < 1e-12)   // default rate −1
         }
         // Reference (1) + 7 removals, 2 steps each, 2 batches (3 samples, batch 2).
         #expect(metric(run.result("score"), "forward_passes") == Double((1 + 7) * 2 * 2))
