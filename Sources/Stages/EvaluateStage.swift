@@ -38,7 +38,7 @@ public struct EvaluateStage: ExecutableStageKind {
         Field("sampling", .object(Schema([
             Field("steps", .integer(min: 1, max: 1000), default: .int(4), doc: "Euler steps."),
             Field("guidance", .number(min: 0), default: .double(0),
-                  doc: "FLUX models with a guidance embedding: the guidance value. SD3: must be ≤ 1 (no classifier-free guidance)."),
+                  doc: "SD3: classifier-free guidance scale, on when > 1 (needs the dataset's negative embedding, see `score`'s `sampling.guidance`); FLUX models with a guidance embedding: the guidance value."),
             Field("shift", .number(min: 0, exclusive: true), default: .double(3.0), doc: "Scheduler sigma shift."),
         ])), default: .map([("steps", .int(4)), ("guidance", .double(0)), ("shift", .double(3.0))]),
               doc: "Sampling settings for latency and fidelity."),
@@ -116,9 +116,6 @@ public struct EvaluateStage: ExecutableStageKind {
         }
         let classifier = wanted.contains("task") && p["classifier"] != nil ? try trainClassifier(ctx, heldOut: data) : nil
         let be = needsData ? try ctx.makeBackend() : nil
-        var sampler: FlowMatchEulerSampler {
-            FlowMatchEulerSampler(schedule: FlowMatchSchedule(FlowMatchSchedulerConfig(shift: shift)), steps: steps, guidanceScale: 1)
-        }
 
         var report: [String: Any] = [:]
         var reference: [[Float]]?
@@ -141,9 +138,8 @@ public struct EvaluateStage: ExecutableStageKind {
             }
             if let be, let data {
                 do { try data.check(against: m.structure.config) } catch let e as DatasetError { throw ctx.failure("\(e)") }
-                if case .sd3 = m.structure.config, guidance > 1 {
-                    throw ctx.failure("'sampling.guidance' \(guidance) > 1 would need classifier-free guidance (no negative prompts in the dataset)", log: "fix: use 0 or 1")
-                }
+                let guide = try SamplingGuidance(guidance, config: m.structure.config, data: data, ctx: ctx)
+                let sampler = guide.sampler(steps: steps, shift: shift)
                 HostBufferPool.shared.drain()   // buffers kept from the previous model would hide this one's memory
                 let rssBefore = Self.residentBytes()
                 let model = try ctx.openModel(path, backend: be)
@@ -152,19 +148,19 @@ public struct EvaluateStage: ExecutableStageKind {
                 let shape: [Int]
                 do { shape = Array(try data.latentShape(for: m.structure.config, batch: 1, override: override).dropFirst()) } catch let e as DatasetError { throw ctx.failure("\(e)") }
                 let ids = data.imageIds(for: m.structure.config, override: override)
-                var fluxGuidance: Float? { if case .flux(let c) = m.structure.config, c.guidanceEmbeds { return guidance }; return nil }
+                let fluxGuidance = guide.fluxGuidance
                 var peakRSS = rssBefore
                 let batches = data.batches(size: batch)
 
                 if wanted.contains("latency") {
                     let range = batches[0]
                     let noise = try PromptDataset.noise(range, sampleShape: shape, seed: ctx.noiseSeed, backend: be)
-                    let cond = try data.conditioning(range, backend: be, guidance: fluxGuidance)
+                    let (cond, uncond) = try guide.conditioning(data, range, backend: be)
                     var times: [Double] = []
                     for i in 0..<(warmup + repeats) {
                         try Task.checkCancellation()
                         let t0 = DispatchTime.now().uptimeNanoseconds
-                        _ = try be.floats(try sampler.sample(t, from: noise, cond: cond, imgIds: ids))   // floats(): wait for the result
+                        _ = try be.floats(try sampler.sample(t, from: noise, cond: cond, uncond: uncond, imgIds: ids))   // floats(): wait for the result
                         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
                         if i >= warmup { times.append(dt) }
                         peakRSS = max(peakRSS, Self.residentBytes())
@@ -183,8 +179,8 @@ public struct EvaluateStage: ExecutableStageKind {
                     for range in batches {
                         try Task.checkCancellation()
                         let noise = try PromptDataset.noise(range, sampleShape: shape, seed: ctx.noiseSeed, backend: be)
-                        let cond = try data.conditioning(range, backend: be, guidance: fluxGuidance)
-                        let x = try be.floats(try sampler.sample(t, from: noise, cond: cond, imgIds: ids))
+                        let (cond, uncond) = try guide.conditioning(data, range, backend: be)
+                        let x = try be.floats(try sampler.sample(t, from: noise, cond: cond, uncond: uncond, imgIds: ids))
                         for i in 0..<range.count { outs.append(Array(x[(i * per)..<((i + 1) * per)])) }
                         peakRSS = max(peakRSS, Self.residentBytes())
                     }
