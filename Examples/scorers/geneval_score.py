@@ -26,7 +26,7 @@ from collections import defaultdict
 
 import torch
 
-from samples import arguments, decode, read_samples, save_images, write_score
+from samples import arguments, decode, read_samples, run, save_images
 
 COLORS = ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white"]
 
@@ -97,18 +97,22 @@ def main():
     ap.add_argument("--threshold", type=float, default=0.3, help="detection score threshold (GenEval: 0.3)")
     args = ap.parse_args()
 
-    z, meta, prompts = read_samples(args.samples, args.prompts)
     tasks = [json.loads(l) for l in open(args.metadata, encoding="utf-8") if l.strip()]
-    if len(tasks) != z.shape[0]:
-        raise SystemExit(f"{args.metadata}: {len(tasks)} entries for {z.shape[0]} samples (line i describes sample i)")
-    images = decode(z, meta, args.vae, args.device, args.batch)
-    save_images(images, args.save_images, meta.get("variant", "samples"))
     judge = Judge(args.detector, args.clip, args.device, args.threshold)
-    by_tag = defaultdict(list)
-    for image, t in zip(images, tasks):
-        by_tag[t.get("tag", "all")].append(float(correct(judge, image, t)))
-    per_tag = {k: sum(v) / len(v) for k, v in sorted(by_tag.items())}
-    write_score(sum(per_tag.values()) / len(per_tag), args.out, per_tag=per_tag, metric="geneval-style")
+
+    def score_one(path):
+        z, meta, prompts = read_samples(path, args.prompts)
+        if len(tasks) != z.shape[0]:
+            raise SystemExit(f"{args.metadata}: {len(tasks)} entries for {z.shape[0]} samples in {path} (line i describes sample i)")
+        images = decode(z, meta, args.vae, args.device, args.batch)
+        save_images(images, args.save_images, meta.get("variant", "samples"))
+        by_tag = defaultdict(list)
+        for image, t in zip(images, tasks):
+            by_tag[t.get("tag", "all")].append(float(correct(judge, image, t)))
+        per_tag = {k: sum(v) / len(v) for k, v in sorted(by_tag.items())}
+        return sum(per_tag.values()) / len(per_tag), {"per_tag": per_tag, "metric": "geneval-style"}
+
+    run(args, score_one)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,21 @@ same scale (`--scale 100`). As a `score` stage's scorer (hprune drives the per-c
         run: [python3, ../Examples/scorers/hpsv2_score.py, --vae, "${env.SD35_LARGE_TURBO}/vae"]
         deps: [../Examples/scorers/hpsv2_score.py, ../Examples/scorers/samples.py]
 
+or on an evaluate stage's samples (`evaluate: {…, latents: true}`) in a command stage:
+
+    hpsv2:
+      kind: command
+      run: [python3, ../Examples/scorers/hpsv2_score.py, --vae, "${env.SD35_LARGE_TURBO}/vae"]
+      inputs: { samples: evaluate.latents }
+      outputs: [scores.json]            # {"scores": {"original": P, "compressed": P}, "details": …}
+      deps: [../Examples/scorers/hpsv2_score.py, ../Examples/scorers/samples.py]
+
 or by hand: `python Examples/scorers/hpsv2_score.py --samples s.safetensors --vae $SD35_LARGE_TURBO/vae --out p.json`.
 Needs torch, diffusers and the `hpsv2` package (pip install hpsv2; it downloads its checkpoint on first use).
 """
 import numpy as np
 
-from samples import arguments, decode, read_samples, save_images, write_score
+from samples import arguments, decode, read_samples, run, save_images
 
 
 def main():
@@ -29,11 +38,14 @@ def main():
     args = ap.parse_args()
     import hpsv2
 
-    z, meta, prompts = read_samples(args.samples, args.prompts)
-    images = decode(z, meta, args.vae, args.device, args.batch)
-    save_images(images, args.save_images, meta.get("variant", "samples"))
-    per = [float(hpsv2.score(im, p, hps_version=args.hps_version)[0]) for im, p in zip(images, prompts)]
-    write_score(args.scale * float(np.mean(per)), args.out, per_sample=per, metric="hpsv2", hps_version=args.hps_version)
+    def score_one(path):
+        z, meta, prompts = read_samples(path, args.prompts)
+        images = decode(z, meta, args.vae, args.device, args.batch)
+        save_images(images, args.save_images, meta.get("variant", "samples"))
+        per = [args.scale * float(hpsv2.score(im, p, hps_version=args.hps_version)[0]) for im, p in zip(images, prompts)]
+        return float(np.mean(per)), {"per_sample": per, "metric": "hpsv2", "hps_version": args.hps_version}
+
+    run(args, score_one)
 
 
 if __name__ == "__main__":

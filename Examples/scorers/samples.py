@@ -1,8 +1,12 @@
 """Shared by hprune's example scorers: read a samples file, decode its latents to images, write the score.
 
-A scorer runs either inside a `score` stage (`metric: external` + `scorer:`; hprune sets HPRUNE_SAMPLES,
-HPRUNE_VARIANT, HPRUNE_OUT, HPRUNE_DATASET for every variant) or as a `command` stage / by hand with
-`--samples FILE [--out score.json]`. The samples file (safetensors) holds `latents` — SD3 [N, 16, H, W];
+A scorer runs in one of three ways:
+  - as a `score` stage's `scorer` (`metric: external`): hprune sets HPRUNE_SAMPLES (one file), HPRUNE_VARIANT,
+    HPRUNE_OUT, HPRUNE_DATASET for every variant; the scorer writes $HPRUNE_OUT/score.json = {"score": P, …};
+  - in a `command` stage on an `evaluate` stage's `latents` output (`latents: true`), given as the input named
+    `samples` (HPRUNE_IN_SAMPLES, a folder of <model>.safetensors): it writes $HPRUNE_OUT/scores.json =
+    {"scores": {model: P}, "details": {model: {…}}} — declare `outputs: [scores.json]`;
+  - by hand: `--samples FILE_OR_FOLDER --out result.json`. The samples file (safetensors) holds `latents` — SD3 [N, 16, H, W];
 FLUX [N, h*w, 64] packed 2x2 as FluxPipeline does — in the pipeline's scaled latent space, with metadata
 `layout` (sd3-nchw | flux-packed-2x2), `latent_height`, `latent_width` (FLUX: the token grid) and `prompts`.
 Images are decoded as diffusers' pipelines do: x = vae.decode(z / scaling_factor + shift_factor), then
@@ -19,8 +23,9 @@ from safetensors import safe_open
 def arguments(description):
     """The common options; every value defaults from hprune's environment."""
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--samples", default=os.environ.get("HPRUNE_SAMPLES"), help="samples safetensors (default: $HPRUNE_SAMPLES)")
-    ap.add_argument("--out", default=None, help="where to write the score JSON (default: $HPRUNE_OUT/score.json)")
+    ap.add_argument("--samples", default=os.environ.get("HPRUNE_SAMPLES") or os.environ.get("HPRUNE_IN_SAMPLES"),
+                    help="samples safetensors, or a folder of them (default: $HPRUNE_SAMPLES, else $HPRUNE_IN_SAMPLES)")
+    ap.add_argument("--out", default=None, help="where to write the JSON (default: $HPRUNE_OUT/score.json, for a folder scores.json)")
     ap.add_argument("--vae", required=True, help="the pipeline's vae/ folder (e.g. $SD35_LARGE_TURBO/vae)")
     ap.add_argument("--prompts", default=None, help="text file, one prompt per sample (default: the samples' metadata)")
     ap.add_argument("--save-images", default=None, help="folder to keep the decoded PNGs in (per variant)")
@@ -78,14 +83,37 @@ def save_images(images, folder, variant):
             im.save(os.path.join(d, f"{i:05d}.png"))
 
 
-def write_score(score, out=None, **extra):
-    """Writes {"score": P, …} to `out`, else $HPRUNE_OUT/score.json (temp file + rename), and prints it."""
+def write_json(doc, out, default_name):
+    """Writes `doc` to `out`, else $HPRUNE_OUT/<default_name> (temp file + rename)."""
     if out is None:
         if not os.environ.get("HPRUNE_OUT"):
-            raise SystemExit("no output: pass --out or run inside an hprune score stage (HPRUNE_OUT)")
-        out = os.path.join(os.environ["HPRUNE_OUT"], "score.json")
+            raise SystemExit("no output: pass --out or run inside an hprune stage (HPRUNE_OUT)")
+        out = os.path.join(os.environ["HPRUNE_OUT"], default_name)
     tmp = out + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"score": float(score), **extra}, f, indent=1)
+        json.dump(doc, f, indent=1)
     os.replace(tmp, out)
-    print(f"{os.environ.get('HPRUNE_VARIANT', 'samples')}: score {score:.5f}")
+
+
+def run(args, score_one):
+    """Scores the samples file (→ score.json) or every file of a samples folder (→ scores.json).
+
+    `score_one(path) -> (P, details dict)`.
+    """
+    if not args.samples:
+        raise SystemExit("no samples: pass --samples, or run as an hprune scorer (HPRUNE_SAMPLES) or in a command "
+                         "stage with an input named `samples` (HPRUNE_IN_SAMPLES)")
+    if os.path.isdir(args.samples):
+        files = sorted(f for f in os.listdir(args.samples) if f.endswith(".safetensors"))
+        if not files:
+            raise SystemExit(f"{args.samples}: no .safetensors samples files")
+        scores, details = {}, {}
+        for f in files:
+            name = f[:-len(".safetensors")]
+            scores[name], details[name] = score_one(os.path.join(args.samples, f))
+            print(f"{name}: score {scores[name]:.5f}")
+        write_json({"scores": scores, "details": details}, args.out, "scores.json")
+    else:
+        p, details = score_one(args.samples)
+        write_json({"score": float(p), **details}, args.out, "score.json")
+        print(f"{os.environ.get('HPRUNE_VARIANT', 'samples')}: score {p:.5f}")

@@ -62,12 +62,17 @@ public struct EvaluateStage: ExecutableStageKind {
               doc: "Writes, per model, a grid of the samples already drawn for `fidelity` / `classifier` (no extra sampling; the same noise) as `<model>.png` in the output `samples` (a folder; `hprune report --images` copies them out). Latents are mapped from [-1, 1] to 0…255 (clamped), tiles separated by 1-pixel grey gaps. Pixel-space models only: 1 latent channel (greyscale) or 3 (RGB)."),
         Field("latent_size", .list(.integer(min: 1), minCount: 2),
               doc: "[height, width] of the sampled latents. Default: the dataset's metadata or latents, else the model's `sample_size`."),
+        Field("latents", .bool,
+              doc: "`true`: also write every model's final latents (the samples `fidelity` draws: the fixed per-sample noise and `sampling`) as `<model>.safetensors` in the output `latents` (a folder), in the samples format of external scorers (Docs/method.md §1a: `latents` f32 in the pipeline's scaled space, metadata `layout`, `prompts`), so a `command` stage can score them with Examples/scorers/ (HPSv2, GenEval-style)."),
     ])
 
     public func outputs(params: ParamValue) -> [PortSpec] {
         var ports = [PortSpec("report", .report, doc: "JSON: per model its digest and metrics, the backend, the settings")]
         if params["images"] != nil {   // only then, so recipes without `images` keep their ports (and keys)
             ports.append(PortSpec("samples", .files, doc: "with `images`: a folder of `<model>.png` sample grids"))
+        }
+        if params["latents"]?.bool == true {
+            ports.append(PortSpec("latents", .files, doc: "with `latents: true`: a folder of `<model>.safetensors` final latents for external scorers"))
         }
         return ports
     }
@@ -83,6 +88,9 @@ public struct EvaluateStage: ExecutableStageKind {
         }
         if params["images"] != nil, params["data"] == nil {
             checker.error("'images' shows samples, which need 'data' (a dataset of prompt embeddings)", node["images"]?.mark ?? node.mark, hint: "add `data: <dataset>`")
+        }
+        if params["latents"]?.bool == true, params["data"] == nil {
+            checker.error("'latents' writes samples, which need 'data' (a dataset of prompt embeddings)", node["latents"]?.mark ?? node.mark, hint: "add `data: <dataset>`")
         }
         if params["classifier"] != nil, !metrics.contains("task") {
             checker.error("'classifier' gives task metrics; add 'task' to 'metrics'", node["classifier"]?.mark ?? node.mark)
@@ -108,7 +116,10 @@ public struct EvaluateStage: ExecutableStageKind {
         let grid = p["images"].map { (columns: $0["columns"]?.int ?? 8, rows: $0["rows"]?.int ?? 10, scale: $0["scale"]?.int ?? 2) }
         let samplesDir = ctx.workDirectory.appendingPathComponent("samples")
         if grid != nil { try FileManager.default.createDirectory(at: samplesDir, withIntermediateDirectories: true) }
-        let needsData = !wanted.subtracting(["memory"]).isEmpty || grid != nil
+        let saveLatents = p["latents"]?.bool == true
+        let latentsDir = ctx.workDirectory.appendingPathComponent("latents")
+        if saveLatents { try FileManager.default.createDirectory(at: latentsDir, withIntermediateDirectories: true) }
+        let needsData = !wanted.subtracting(["memory"]).isEmpty || grid != nil || saveLatents
         let data = needsData ? try ctx.openDataset("data", limit: p["samples"]?.int) : nil
         if wanted.contains("task"), data?.latents == nil {
             throw ctx.failure("metric 'task' needs 'latents' (targets in latent space) in the dataset",
@@ -173,7 +184,7 @@ public struct EvaluateStage: ExecutableStageKind {
                     throw ctx.failure("'images' needs a pixel-space model (1 or 3 latent channels), but model '\(name)' samples latents of shape \(shape) (channels first)",
                                       log: "fix: remove 'images' from stage '\(ctx.stage.name)' (\(ctx.stage.mark)), or evaluate only models whose latents are pixels (in_channels 1 or 3)")
                 }
-                if wanted.contains("fidelity") || classifier != nil || grid != nil {
+                if wanted.contains("fidelity") || classifier != nil || grid != nil || saveLatents {
                     var outs: [[Float]] = []
                     let per = shape.reduce(1, *)
                     for range in batches {
@@ -183,6 +194,11 @@ public struct EvaluateStage: ExecutableStageKind {
                         let x = try be.floats(try sampler.sample(t, from: noise, cond: cond, uncond: uncond, imgIds: ids))
                         for i in 0..<range.count { outs.append(Array(x[(i * per)..<((i + 1) * per)])) }
                         peakRSS = max(peakRSS, Self.residentBytes())
+                    }
+                    if saveLatents {
+                        let grid = override ?? data.latentSize ?? (16, 16)
+                        try ScorerCommand.writeSamples(outs, shape: shape, variant: name, data: data, config: m.structure.config,
+                                                       latentGrid: grid, to: latentsDir.appendingPathComponent("\(name).safetensors"))
                     }
                     if let grid {
                         let file = samplesDir.appendingPathComponent("\(name).png")
@@ -277,6 +293,7 @@ public struct EvaluateStage: ExecutableStageKind {
         ctx.recorder.log(log)
         var result = ["report": try ctx.store.put(json)]
         if grid != nil { result["samples"] = try ctx.store.putTree(samplesDir) }
+        if saveLatents { result["latents"] = try ctx.store.putTree(latentsDir) }
         return result
     }
 

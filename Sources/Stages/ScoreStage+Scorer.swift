@@ -51,7 +51,7 @@ struct ScorerCommand {
 
     /// Writes `samples` (per-sample flattened latents of `shape`) for `variant` and runs the scorer on them; returns P.
     func score(_ samples: [[Float]], shape: [Int], variant: String, data: PromptDataset, config: ModelConfig,
-               datasetPath: String?, ctx: StageContext) async throws -> Double {
+               latentGrid: (height: Int, width: Int)?, datasetPath: String?, ctx: StageContext) async throws -> Double {
         let fm = FileManager.default
         let safe = variant.replacingOccurrences(of: ".", with: "_")
         let dir = ctx.workDirectory.appendingPathComponent("scorer/\(safe)")
@@ -59,16 +59,7 @@ struct ScorerCommand {
         let out = dir.appendingPathComponent("out")
         try fm.createDirectory(at: out, withIntermediateDirectories: true)
         let file = dir.appendingPathComponent("samples.safetensors")
-        var meta = ["variant": variant, "architecture": config.architecture.rawValue]
-        switch config {
-        case .sd3: meta["layout"] = "sd3-nchw"; meta["latent_height"] = String(shape[1]); meta["latent_width"] = String(shape[2])
-        case .flux:
-            meta["layout"] = "flux-packed-2x2"
-            if let s = data.latentSize { meta["latent_height"] = String(s.height); meta["latent_width"] = String(s.width) }
-        }
-        if let prompts = data.prompts { meta["prompts"] = prompts.joined(separator: "\n") }
-        try SafetensorsWriter.write([TensorPayload(name: "latents", shape: [samples.count] + shape, floats: samples.flatMap { $0 })],
-                                    metadata: meta, to: file.path)
+        try Self.writeSamples(samples, shape: shape, variant: variant, data: data, config: config, latentGrid: latentGrid, to: file)
 
         var environment = ProcessInfo.processInfo.environment
         for (k, v) in env { environment[k] = v }
@@ -106,6 +97,22 @@ struct ScorerCommand {
         }
         ctx.recorder.log("scorer \(variant): P = \(p)\n")
         return p
+    }
+
+    /// Writes per-sample flattened latents of `shape` as a samples file (the layout above; atomic).
+    /// `latentGrid`: FLUX token grid (h, w) of the packed latents.
+    static func writeSamples(_ samples: [[Float]], shape: [Int], variant: String, data: PromptDataset, config: ModelConfig,
+                             latentGrid: (height: Int, width: Int)?, to file: URL) throws {
+        var meta = ["variant": variant, "architecture": config.architecture.rawValue]
+        switch config {
+        case .sd3: meta["layout"] = "sd3-nchw"; meta["latent_height"] = String(shape[1]); meta["latent_width"] = String(shape[2])
+        case .flux:
+            meta["layout"] = "flux-packed-2x2"
+            if let s = latentGrid { meta["latent_height"] = String(s.height); meta["latent_width"] = String(s.width) }
+        }
+        if let prompts = data.prompts { meta["prompts"] = prompts.joined(separator: "\n") }
+        try SafetensorsWriter.write([TensorPayload(name: "latents", shape: [samples.count] + shape, floats: samples.flatMap { $0 })],
+                                    metadata: meta, to: file.path)
     }
 
     /// Runs `program` to completion (cancellable: SIGTERM to its process group); returns (status, killed by a
@@ -169,7 +176,7 @@ extension ScoreRun {
             bar.advance(message: "baseline P \(String(format: "%.5g", v)) (kept)")
         } else {
             baseline = try await scorer.score(try referenceOutputs(be), shape: sampleShape, variant: "baseline", data: data, config: config,
-                                              datasetPath: datasetPath, ctx: ctx)
+                                              latentGrid: latentGrid, datasetPath: datasetPath, ctx: ctx)
             try keep(key("baseline"), Self.encodeValue(baseline))
             bar.advance(message: "baseline P \(String(format: "%.5g", baseline))")
         }
@@ -185,7 +192,7 @@ extension ScoreRun {
             if let limit = interruptAfter, fresh >= limit { throw CancellationError() }
             let samples = try runModel(be, removing: try Removal([a], in: model.structure))
             let p = try await scorer.score(samples, shape: sampleShape, variant: a.description, data: data, config: config,
-                                           datasetPath: datasetPath, ctx: ctx)
+                                           latentGrid: latentGrid, datasetPath: datasetPath, ctx: ctx)
             let v = baseline - p
             try keep(key(a.description), Self.encodeValue(v))
             out[a] = v

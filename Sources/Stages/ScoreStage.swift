@@ -268,6 +268,8 @@ struct ScoreRun {
     let imgIds: [Float]?
     /// CFG scale (SD3) or embedded guidance (FLUX) of the sampling.
     let guide: SamplingGuidance
+    /// FLUX: the token grid (h, w) of the samples (for external scorers to unpack them).
+    let latentGrid: (height: Int, width: Int)
     let baseKey: String
     /// Forward passes this execution ran (reported as the metric `forward_passes`).
     let passes = Counter()
@@ -298,6 +300,7 @@ struct ScoreRun {
             sampleShape = Array(try data.latentShape(for: config, batch: 1, override: override).dropFirst())
         } catch let e as DatasetError { throw ctx.failure("\(e)") }
         imgIds = data.imageIds(for: config, override: override)
+        latentGrid = override ?? data.latentSize ?? (16, 16)
         guide = try SamplingGuidance(guidance, config: config, data: data, ctx: ctx)
         let settings = "hprune.score/1|model=\(model.digest.hex)|data=\(ctx.input("data")?.digest.hex ?? "")|n=\(data.count)|batch=\(p["batch"]?.int ?? 4)"
             + "|method=\(method)|metric=\(metric)|steps=\(steps)|guidance=\(guidance)|shift=\(shift)|sigmas=\(sigmas)|shape=\(sampleShape)"

@@ -171,6 +171,39 @@ import Testing
         #expect(m2.contains("block 31 does not exist"), "\(m2)")
     }
 
+    @Test func evaluateWritesEachModelsLatentsForCommandScorers() async throws {
+        let dir = TemporaryDirectory()
+        let teacher = try copyModel("sd3_tiny", into: dir)
+        let data = try writeDataset(dir, j: 24, p: 12, metadata: ["prompts": "a\nb\nc"])
+        let run = try await runRecipe(dir, """
+            recipe: 1
+            name: e
+            seed: 7
+            models: { teacher: { path: \(teacher) } }
+            datasets: { calib: { path: \(data), format: safetensors } }
+            stages:
+              prune: { kind: prune, model: teacher, remove: "blocks.0.ff" }
+              evaluate: { kind: evaluate, models: { original: teacher, pruned: prune }, data: calib, batch: 2, metrics: [memory],
+                          latents: true, sampling: { steps: 2 } }
+            """)
+        let r = try #require(run.result("evaluate"))
+        #expect(r.status == .ran, "\(r.error ?? "")")
+        let tree = try run.store.readTree(try #require(r.outputs["latents"]))
+        #expect(Set(tree.entries.map(\.path)) == ["original.safetensors", "pruned.safetensors"])
+        for (name, removed) in [("original", [String]()), ("pruned", ["blocks.0.ff"])] {
+            let entry = try #require(tree.entries.first { $0.path == "\(name).safetensors" })
+            let path = dir.write("\(name)-copy.safetensors", bytes: [UInt8](try run.store.data(entry.digest)))
+            let f = try SafetensorsFile(path: path)
+            #expect(try f.info("latents").shape == [3, 4, 8, 8])
+            #expect(f.metadata["variant"] == name && f.metadata["layout"] == "sd3-nchw" && f.metadata["prompts"] == "a\nb\nc")
+            // The same samples as drawn here: −mean(x²) of the file equals expectedP of that removal.
+            let x = try f.floats("latents")
+            let p = -x.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(x.count)
+            let want = try Self.expectedP(dir, removing: removed)
+            #expect(abs(p - want) <= 1e-5 * abs(want), "\(name): \(p) vs \(want)")
+        }
+    }
+
     @Test func externalSourcesAreCheckedAtValidation() throws {
         let dir = TemporaryDirectory()
         let teacher = try copyModel("sd3_tiny", into: dir)
