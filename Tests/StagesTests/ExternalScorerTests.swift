@@ -92,6 +92,29 @@ import Testing
         #expect(metric(run.result("score"), "components_computed") == 4)
     }
 
+    @Test func fluxSamplesArePackedWithTheirTokenGrid() async throws {
+        let dir = TemporaryDirectory()
+        let teacher = try copyModel("flux_tiny", into: dir)
+        let data = try writeDataset(dir, n: 2, j: 24, p: 12, metadata: ["latent_height": "2", "latent_width": "3"])
+        try Self.writeScorer(dir)
+        let run = try await runRecipe(dir, """
+            recipe: 1
+            name: f
+            seed: 7
+            models: { teacher: { path: \(teacher) } }
+            datasets: { calib: { path: \(data), format: safetensors } }
+            stages:
+              score: { kind: score, model: teacher, data: calib, components: [block], sampling: { steps: 1, shift: 1.0, guidance: 3.5 },
+                       metric: external, scorer: { run: [./score.sh], deps: [score.sh] } }
+            """)
+        let s = try scores(run)
+        #expect(s.entries.filter { $0.deltaP != nil }.count == 4)   // 2 double + 2 single blocks
+        let f = try SafetensorsFile(path: dir.path + "/baseline-samples.safetensors")
+        #expect(try f.info("latents").shape == [2, 6, 16])
+        #expect(f.metadata["layout"] == "flux-packed-2x2" && f.metadata["latent_height"] == "2" && f.metadata["latent_width"] == "3"
+                && f.metadata["architecture"] != nil)
+    }
+
     @Test func anInterruptedRunResumesWithoutReScoring() async throws {
         let dir = TemporaryDirectory()
         let teacher = try copyModel("sd3_tiny", into: dir)
