@@ -243,7 +243,7 @@ public struct ScoreStage: ExecutableStageKind {
                 result = try ImportedScores.hprune(obj, structure: structure)
             }
         } catch let e as ImportedScores.Problem {
-            throw ctx.failure("\(source): \(e.message)", log: e.fix.map { "fix: \($0)" })
+            throw ctx.failure("\(source): \(e.message)\(e.fix.map { "; \($0)" } ?? "")", log: e.fix.map { "fix: \($0)" })
         }
         let missing = wanted.subtracting(result.0.keys)
         if !missing.isEmpty {
