@@ -6,6 +6,9 @@
 //   pooled_projections     [N, P]      float  (P = pooled_projection_dim)
 //   latents                [N, C, H, W] (SD3) or [N, Li, C] (FLUX)   optional: training targets, in latent space
 //   labels                 [N]         int    optional: class ids for class-conditional data (task metrics)
+//   negative_encoder_hidden_states [1 or N, L, J], negative_pooled_projections [1 or N, P]   optional: the
+//                          unconditional (empty / negative prompt) embedding of classifier-free guidance; one row
+//                          is shared by every sample
 //   __metadata__: latent_height, latent_width (optional; SD3: latent pixels, FLUX: token grid h, w)
 
 import ArtifactStore
@@ -30,10 +33,15 @@ struct PromptDataset: @unchecked Sendable {
     let latents: Tensor?
     /// [N] class ids, when present.
     let labels: [Int]?
+    /// Negative (unconditional) embeddings [1 or N, L, J] and [1 or N, P], when present (CFG).
+    let negative: (encoderHiddenStates: Tensor, pooledProjections: Tensor)?
     /// Latent size from the metadata, or from `latents`' shape (SD3: H, W; FLUX: token grid h, w).
     let latentSize: (height: Int, width: Int)?
+    /// The prompts / captions (metadata `prompts`, one per line, as Examples/embed_prompts.py writes), first N.
+    var prompts: [String]? = nil
 
-    static let keys = ["encoder_hidden_states", "pooled_projections", "latents", "labels"]
+    static let keys = ["encoder_hidden_states", "pooled_projections", "latents", "labels",
+                       "negative_encoder_hidden_states", "negative_pooled_projections"]
 
     /// Opens the safetensors file at `path`, keeping the first `limit` samples (all when nil).
     /// - Throws: `StageFailure`-ready text naming the file and tensor for missing keys or inconsistent shapes.
@@ -99,14 +107,46 @@ struct PromptDataset: @unchecked Sendable {
             }
             labels = Array(all.prefix(kept))
         }
+        var negative: (Tensor, Tensor)?
+        let hasNE = file.contains("negative_encoder_hidden_states"), hasNP = file.contains("negative_pooled_projections")
+        if hasNE || hasNP {
+            guard hasNE, hasNP else {
+                throw DatasetError(source, "has '\(hasNE ? "negative_encoder_hidden_states" : "negative_pooled_projections")' but not '\(hasNE ? "negative_pooled_projections" : "negative_encoder_hidden_states")'",
+                                   fix: "store both negative (empty-prompt) embeddings, as Examples/embed_prompts.py does")
+            }
+            let ne = try file.info("negative_encoder_hidden_states"), np = try file.info("negative_pooled_projections")
+            let rows = ne.shape.first ?? 0
+            guard ne.shape.count == 3, rows == 1 || rows == n, Array(ne.shape.dropFirst()) == Array(ehs.shape.dropFirst()) else {
+                throw DatasetError(source, "'negative_encoder_hidden_states' has shape \(ne.shape), expected [1, \(ehs.shape[1]), \(ehs.shape[2])] or [\(n), \(ehs.shape[1]), \(ehs.shape[2])] (the shape of a prompt's embedding)",
+                                   fix: "encode the negative prompt with the same text encoders and sequence length as the prompts")
+            }
+            guard np.shape == [rows, pooled.shape[1]] else {
+                throw DatasetError(source, "'negative_pooled_projections' has shape \(np.shape), expected [\(rows), \(pooled.shape[1])]",
+                                   fix: "store one pooled negative embedding per negative_encoder_hidden_states row")
+            }
+            func all(_ i: TensorInfo) throws -> Tensor {
+                guard i.dtype.isFloatingPoint else {
+                    throw DatasetError(source, "'\(i.name)' has dtype \(i.dtype.rawValue), expected a float type", fix: "store it as F32, BF16 or F16")
+                }
+                let t = try ReferenceBackend().tensor(try file.floats(i.name), shape: i.shape, dtype: .f32)
+                return rows == 1 ? t : t.rows(0..<kept)
+            }
+            negative = (try all(ne), try all(np))
+        }
         var size: (Int, Int)?
         if let h = file.metadata["latent_height"].flatMap(Int.init), let w = file.metadata["latent_width"].flatMap(Int.init), h > 0, w > 0 {
             size = (h, w)
         } else if let l = latents, l.rank == 4 {
             size = (l.shape[2], l.shape[3])
         }
-        return PromptDataset(source: source, count: kept, encoderHiddenStates: try floats(ehs), pooledProjections: try floats(pooled),
-                             latents: latents, labels: labels, latentSize: size)
+        var d = PromptDataset(source: source, count: kept, encoderHiddenStates: try floats(ehs), pooledProjections: try floats(pooled),
+                              latents: latents, labels: labels, negative: negative.map { (encoderHiddenStates: $0.0, pooledProjections: $0.1) },
+                              latentSize: size)
+        if let text = file.metadata["prompts"] {
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            if lines.count == n { d.prompts = Array(lines.prefix(kept)) }
+        }
+        return d
     }
 
     /// Checks the embedding widths (and latents) against a model's config.
@@ -166,6 +206,18 @@ struct PromptDataset: @unchecked Sendable {
         Conditioning(encoderHiddenStates: try backend.transfer(encoderHiddenStates.rows(range)),
                      pooledProjections: try backend.transfer(pooledProjections.rows(range)),
                      guidance: guidance.map { Array(repeating: $0, count: range.count) })
+    }
+
+    /// The unconditional (negative-prompt) conditioning of samples `range` for classifier-free guidance, nil when
+    /// the dataset has none. A single stored row is repeated for every sample.
+    func negativeConditioning(_ range: Range<Int>, backend: any Backend) throws -> Conditioning? {
+        guard let negative else { return nil }
+        func rows(_ t: Tensor) throws -> Tensor {
+            if t.shape[0] != 1 { return try backend.transfer(t.rows(range)) }
+            let one = try backend.transfer(t)
+            return range.count == 1 ? one : try backend.concat(Array(repeating: one, count: range.count), axis: 0)
+        }
+        return Conditioning(encoderHiddenStates: try rows(negative.encoderHiddenStates), pooledProjections: try rows(negative.pooledProjections))
     }
 
     /// Target latents of samples `range` on `backend`; throws when the dataset has none.

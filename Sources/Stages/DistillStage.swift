@@ -24,7 +24,9 @@ public struct DistillStage: ExecutableStageKind {
         Field("teacher", .reference(.model), required: true, doc: "The model to imitate (same architecture and config; usually the unpruned original)."),
         Field("scores", .reference(.sensitivity), doc: "Sensitivity from a `score` stage; needed for `sensitivity.form: inverse`."),
         Field("data", .reference(.dataset), required: true,
-              doc: "Prompt embeddings (and optionally `latents`, the x0 of the noisy inputs; without them x0 is fixed per-sample Gaussian noise)."),
+              doc: "Prompt embeddings and (for real distillation) `latents`, the x0 of the noisy inputs: VAE latents of real images, as `Examples/encode_dataset.py` writes them. See `x0`."),
+        Field("x0", .choice(["auto", "latents", "noise"]),
+              doc: "What the noisy inputs x_t = σ·noise + (1−σ)·x0 start from. `latents`: the dataset's `latents` (real images, as the official code distils; the run fails, naming `Examples/encode_dataset.py`, when the dataset has none — the paper recipes set this). `noise`: fixed per-sample Gaussian noise as x0 even when the dataset has latents (inputs that never occur at inference; for quick checks only). Default (`auto`): the latents when the dataset has them, else noise."),
         Field("loss", .object(Schema([
             Field("form", .choice(DistillationForm.allCases.map(\.rawValue)), default: .string("hierarchicalprune"),
                   doc: "`hierarchicalprune`: λ_out·MSE(v_s,v_t) + λ_feat·Σ_i MSE(f_s,i, f_t,i) + λ_task·MSE(v_s, noise−x0). `bk-sdm`: the same terms, default weights all 1. `laptop`: each feature term divided by mean(f_t,i²) (the teacher feature's squared norm)."),
@@ -72,12 +74,18 @@ public struct DistillStage: ExecutableStageKind {
         }
         let data = try ctx.openDataset("data")
         do { try data.check(against: student.structure.config) } catch { throw ctx.failure("\(error)") }
+        let x0 = p["x0"]?.string ?? "auto"
+        if x0 == "latents", data.latents == nil {
+            throw ctx.failure("'x0: latents' but the dataset \(data.source) has no 'latents' (VAE latents of real images, the distillation inputs); "
+                              + "write them with `python Examples/encode_dataset.py --model <pipeline folder> --captions <captions.jsonl> --out <file>` "
+                              + "(Docs/method.md, 'Datasets') and point the dataset at that file, or set `x0: noise` to distil on Gaussian noise (not the method)")
+        }
 
         // Loss.
         let lp = p["loss"]
         let form = DistillationForm(rawValue: lp?["form"]?.string ?? "hierarchicalprune") ?? .hierarchicalprune
         let loss = DistillationLoss(form: form, output: lp?["output"]?.double, feature: lp?["feature"]?.double, task: lp?["task"]?.double)
-        if loss.task != 0, data.latents == nil {
+        if loss.task != 0, data.latents == nil || x0 == "noise" {
             throw ctx.failure("'loss.task' is \(loss.task) but the dataset has no 'latents' (training targets)",
                               log: "fix: add `latents` to the dataset, or set `loss.task: 0`")
         }
@@ -124,7 +132,8 @@ public struct DistillStage: ExecutableStageKind {
 
         let loop = TrainingLoop(ctx: ctx, trainer: trainer,
                                 data: TrainingData(dataset: data, config: s.config, batchSize: p["batch"]?.int ?? 4, backend: be,
-                                                   syntheticSeed: ctx.noiseSeed ^ 0x5EED_DA7A, guidance: Float(p["guidance"]?.double ?? 1)),
+                                                   syntheticSeed: ctx.noiseSeed ^ 0x5EED_DA7A, guidance: Float(p["guidance"]?.double ?? 1),
+                                                   useLatents: x0 != "noise"),
                                 steps: steps, checkpointEvery: p["checkpoint_every"]?.int ?? 100)
         _ = try await loop.run()
 

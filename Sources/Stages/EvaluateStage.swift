@@ -39,7 +39,7 @@ public struct EvaluateStage: ExecutableStageKind {
         Field("sampling", .object(Schema([
             Field("steps", .integer(min: 1, max: 1000), default: .int(4), doc: "Euler steps."),
             Field("guidance", .number(min: 0), default: .double(0),
-                  doc: "FLUX models with a guidance embedding: the guidance value. SD3: must be ≤ 1 (no classifier-free guidance)."),
+                  doc: "SD3: classifier-free guidance scale, on when > 1 (needs the dataset's negative embedding, see `score`'s `sampling.guidance`); FLUX models with a guidance embedding: the guidance value."),
             Field("shift", .number(min: 0, exclusive: true), default: .double(3.0), doc: "Scheduler sigma shift."),
         ])), default: .map([("steps", .int(4)), ("guidance", .double(0)), ("shift", .double(3.0))]),
               doc: "Sampling settings for latency and fidelity."),
@@ -65,12 +65,17 @@ public struct EvaluateStage: ExecutableStageKind {
               doc: "Writes, per model, a grid of the samples already drawn for `fidelity` / `classifier` (no extra sampling; the same noise) as `<model>.png` in the output `samples` (a folder; `hprune report --images` copies them out). Latents are mapped from [-1, 1] to 0…255 (clamped), tiles separated by 1-pixel grey gaps. Pixel-space models only: 1 latent channel (greyscale) or 3 (RGB)."),
         Field("latent_size", .list(.integer(min: 1), minCount: 2),
               doc: "[height, width] of the sampled latents. Default: the dataset's metadata or latents, else the model's `sample_size`."),
+        Field("latents", .bool,
+              doc: "`true`: also write every model's final latents (the samples `fidelity` draws: the fixed per-sample noise and `sampling`) as `<model>.safetensors` in the output `latents` (a folder), in the samples format of external scorers (Docs/method.md §1a: `latents` f32 in the pipeline's scaled space, metadata `layout`, `prompts`), so a `command` stage can score them with Examples/scorers/ (HPSv2, GenEval-style)."),
     ])
 
     public func outputs(params: ParamValue) -> [PortSpec] {
         var ports = [PortSpec("report", .report, doc: "JSON: per model its digest and metrics, the backend, the settings")]
         if params["images"] != nil {   // only then, so recipes without `images` keep their ports (and keys)
             ports.append(PortSpec("samples", .files, doc: "with `images`: a folder of `<model>.png` sample grids"))
+        }
+        if params["latents"]?.bool == true {
+            ports.append(PortSpec("latents", .files, doc: "with `latents: true`: a folder of `<model>.safetensors` final latents for external scorers"))
         }
         return ports
     }
@@ -86,6 +91,9 @@ public struct EvaluateStage: ExecutableStageKind {
         }
         if params["images"] != nil, params["data"] == nil {
             checker.error("'images' shows samples, which need 'data' (a dataset of prompt embeddings)", node["images"]?.mark ?? node.mark, hint: "add `data: <dataset>`")
+        }
+        if params["latents"]?.bool == true, params["data"] == nil {
+            checker.error("'latents' writes samples, which need 'data' (a dataset of prompt embeddings)", node["latents"]?.mark ?? node.mark, hint: "add `data: <dataset>`")
         }
         if params["classifier"] != nil, !metrics.contains("task") {
             checker.error("'classifier' gives task metrics; add 'task' to 'metrics'", node["classifier"]?.mark ?? node.mark)
@@ -111,7 +119,10 @@ public struct EvaluateStage: ExecutableStageKind {
         let grid = p["images"].map { (columns: $0["columns"]?.int ?? 8, rows: $0["rows"]?.int ?? 10, scale: $0["scale"]?.int ?? 2) }
         let samplesDir = ctx.workDirectory.appendingPathComponent("samples")
         if grid != nil { try FileManager.default.createDirectory(at: samplesDir, withIntermediateDirectories: true) }
-        let needsData = !wanted.subtracting(["memory"]).isEmpty || grid != nil
+        let saveLatents = p["latents"]?.bool == true
+        let latentsDir = ctx.workDirectory.appendingPathComponent("latents")
+        if saveLatents { try FileManager.default.createDirectory(at: latentsDir, withIntermediateDirectories: true) }
+        let needsData = !wanted.subtracting(["memory"]).isEmpty || grid != nil || saveLatents
         let data = needsData ? try ctx.openDataset("data", limit: p["samples"]?.int) : nil
         if wanted.contains("task"), data?.latents == nil {
             throw ctx.failure("metric 'task' needs 'latents' (targets in latent space) in the dataset",
@@ -119,9 +130,6 @@ public struct EvaluateStage: ExecutableStageKind {
         }
         let classifier = wanted.contains("task") && p["classifier"] != nil ? try trainClassifier(ctx, heldOut: data) : nil
         let be = needsData ? try ctx.makeBackend() : nil
-        var sampler: FlowMatchEulerSampler {
-            FlowMatchEulerSampler(schedule: FlowMatchSchedule(FlowMatchSchedulerConfig(shift: shift)), steps: steps, guidanceScale: 1)
-        }
 
         var report: [String: Any] = [:]
         var reference: [[Float]]?
@@ -145,9 +153,8 @@ public struct EvaluateStage: ExecutableStageKind {
             }
             if let be, let data {
                 do { try data.check(against: m.structure.config) } catch let e as DatasetError { throw ctx.failure("\(e)") }
-                if case .sd3 = m.structure.config, guidance > 1 {
-                    throw ctx.failure("'sampling.guidance' \(guidance) > 1 would need classifier-free guidance (no negative prompts in the dataset)", log: "fix: use 0 or 1")
-                }
+                let guide = try SamplingGuidance(guidance, config: m.structure.config, data: data, ctx: ctx)
+                let sampler = guide.sampler(steps: steps, shift: shift)
                 HostBufferPool.shared.drain()   // buffers kept from the previous model would hide this one's memory
                 let rssBefore = Self.residentBytes()
                 let model = try ctx.openModel(path, backend: be)
@@ -156,19 +163,19 @@ public struct EvaluateStage: ExecutableStageKind {
                 let shape: [Int]
                 do { shape = Array(try data.latentShape(for: m.structure.config, batch: 1, override: override).dropFirst()) } catch let e as DatasetError { throw ctx.failure("\(e)") }
                 let ids = data.imageIds(for: m.structure.config, override: override)
-                var fluxGuidance: Float? { if case .flux(let c) = m.structure.config, c.guidanceEmbeds { return guidance }; return nil }
+                let fluxGuidance = guide.fluxGuidance
                 var peakRSS = rssBefore
                 let batches = data.batches(size: batch)
 
                 if wanted.contains("latency") {
                     let range = batches[0]
                     let noise = try PromptDataset.noise(range, sampleShape: shape, seed: ctx.noiseSeed, backend: be)
-                    let cond = try data.conditioning(range, backend: be, guidance: fluxGuidance)
+                    let (cond, uncond) = try guide.conditioning(data, range, backend: be)
                     var times: [Double] = []
                     for i in 0..<(warmup + repeats) {
                         try Task.checkCancellation()
                         let t0 = DispatchTime.now().uptimeNanoseconds
-                        _ = try be.floats(try sampler.sample(t, from: noise, cond: cond, imgIds: ids))   // floats(): wait for the result
+                        _ = try be.floats(try sampler.sample(t, from: noise, cond: cond, uncond: uncond, imgIds: ids))   // floats(): wait for the result
                         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
                         if i >= warmup { times.append(dt) }
                         peakRSS = max(peakRSS, Self.residentBytes())
@@ -181,16 +188,21 @@ public struct EvaluateStage: ExecutableStageKind {
                     throw ctx.failure("'images' needs a pixel-space model (1 or 3 latent channels), but model '\(name)' samples latents of shape \(shape) (channels first)",
                                       log: "fix: remove 'images' from stage '\(ctx.stage.name)' (\(ctx.stage.mark)), or evaluate only models whose latents are pixels (in_channels 1 or 3)")
                 }
-                if wanted.contains("fidelity") || classifier != nil || grid != nil {
+                if wanted.contains("fidelity") || classifier != nil || grid != nil || saveLatents {
                     var outs: [[Float]] = []
                     let per = shape.reduce(1, *)
                     for range in batches {
                         try Task.checkCancellation()
                         let noise = try PromptDataset.noise(range, sampleShape: shape, seed: ctx.noiseSeed, backend: be)
-                        let cond = try data.conditioning(range, backend: be, guidance: fluxGuidance)
-                        let x = try be.floats(try sampler.sample(t, from: noise, cond: cond, imgIds: ids))
+                        let (cond, uncond) = try guide.conditioning(data, range, backend: be)
+                        let x = try be.floats(try sampler.sample(t, from: noise, cond: cond, uncond: uncond, imgIds: ids))
                         for i in 0..<range.count { outs.append(Array(x[(i * per)..<((i + 1) * per)])) }
                         peakRSS = max(peakRSS, Self.residentBytes())
+                    }
+                    if saveLatents {
+                        let grid = override ?? data.latentSize ?? (16, 16)
+                        try ScorerCommand.writeSamples(outs, shape: shape, variant: name, data: data, config: m.structure.config,
+                                                       latentGrid: grid, to: latentsDir.appendingPathComponent("\(name).safetensors"))
                     }
                     if let grid {
                         let file = samplesDir.appendingPathComponent("\(name).png")
@@ -288,6 +300,7 @@ public struct EvaluateStage: ExecutableStageKind {
         ctx.recorder.log(log)
         var result = ["report": try ctx.store.put(json)]
         if grid != nil { result["samples"] = try ctx.store.putTree(samplesDir) }
+        if saveLatents { result["latents"] = try ctx.store.putTree(latentsDir) }
         return result
     }
 

@@ -42,13 +42,28 @@ public struct ScoreStage: ExecutableStageKind {
         Field("components", .list(.choice(SubComponent.allCases.map(\.rawValue)), minCount: 1), default: .list([.string("block")]),
               doc: "Which units to score: `block` (the whole block) and/or sub-components (`attn`, `ff`, `ff_context`, `norm1`, `norm1_context`, `w_norm1`, `w_norm1_context`; FLUX single blocks `norm`, `w_norm`, `proj_mlp_out`). Each is scored in every block that has it; a name no block has is an error."),
         Field("metric", .choice(metrics), default: .string("sample-mse"),
-              doc: "How P is compared with the unpruned model, on final latents of `sampling` with fixed noise: `sample-mse` (ΔP = mean squared difference), `psnr` (ΔP = 100 dB − PSNR, peak = the reference sample's range), `cosine` (ΔP = 1 − cosine similarity); `velocity-mse` (one forward per sigma of `velocity.sigmas` at x_t = σ·noise + (1−σ)·x₀, x₀ = the dataset's `latents` or else the unpruned model's sample; ΔP = MSE of the velocities); `external` (scores from a `command` stage, see `external`). Averages over samples; all but `external` give ΔP ≥ 0."),
+              doc: "How P is compared with the unpruned model, on final latents of `sampling` with fixed noise: `sample-mse` (ΔP = mean squared difference), `psnr` (ΔP = 100 dB − PSNR, peak = the reference sample's range), `cosine` (ΔP = 1 − cosine similarity); `velocity-mse` (one forward per sigma of `velocity.sigmas` at x_t = σ·noise + (1−σ)·x₀, x₀ = the dataset's `latents` or else the unpruned model's sample; ΔP = MSE of the velocities); `external` (P from a quality scorer: `scorer`, a program hprune runs on each variant's samples; or precomputed, `external` / `import`); ΔP = P_baseline − P. Averages over samples; all but `external` give ΔP ≥ 0. The built-in metrics measure distance to the unpruned model's samples, not image quality."),
         Field("external", .reference(.files),
               doc: "With `metric: external`: the output of a `command` stage holding one JSON file `{\"baseline\": P_orig, \"scores\": {\"blocks.3\": P, \"blocks.3.ff\": P, …}}` (higher P is better, ΔP = baseline − P) or `{\"delta_p\": {\"blocks.3\": ΔP, …}}`. Reference a single file as `stage.scores.json`."),
+        Field("scorer", .object(Schema([
+            Field("run", .list(.string, minCount: 1), required: true,
+                  doc: "The scorer program and its arguments (no shell), e.g. `[python3, Examples/scorers/hpsv2_score.py, --vae, \"${env.SD35_LARGE_TURBO}/vae\"]`. Looked up like a `command` stage's `run`; runs in the recipe's folder."),
+            Field("env", .dictionary(.string), doc: "Extra environment variables for the scorer."),
+            Field("deps", .list(.string), doc: "Files (relative to the recipe) whose content is part of the cache key, e.g. the scorer script."),
+            Field("timeout", .number(min: 0, exclusive: true), doc: "Seconds one scorer call may take."),
+        ])),
+              doc: "With `metric: external`: hprune drives the removals — for the unpruned model (the baseline) and each component removed it samples the calibration set with `sampling` and the fixed per-sample noise, writes the final latents to `$HPRUNE_SAMPLES` (safetensors `latents`, pipeline-scaled: SD3 [N, C, H, W], FLUX packed [N, h·w, C]; metadata `variant`, `layout`, `prompts`), runs this program, and reads P (higher = better) from `$HPRUNE_OUT/score.json` (a number or {\"score\": P}); ΔP = P_baseline − P. Each P is kept as soon as it is known, so an interrupted run resumes. Examples/scorers/ has HPSv2 and GenEval-style scorers."),
+        Field("import", .object(Schema([
+            Field("path", .string, required: true, doc: "The scores JSON, relative to the recipe (its content is part of the cache key)."),
+            Field("format", .choice(["hprune", "hierarchicalprune"]),
+                  doc: "`hierarchicalprune`: the official code's precomputed contribution JSON (assets/precomputed_metrics/hpsv2/*.json: {\"31<tab>ff\": P, …}, P = HPSv2 with that component removed; `all` = the whole block; needs `baseline`); `hprune`: as `external`. Default: by content."),
+            Field("baseline", .number(), doc: "P of the unpruned model (the official files do not hold it; the paper reports HPSv2 30.29 for SD3.5 Large Turbo)."),
+        ])),
+              doc: "With `metric: external`: ΔP from a scores file instead of a command stage or a scorer."),
         Field("sampling", .object(Schema([
             Field("steps", .integer(min: 1, max: 1000), default: .int(4), doc: "Euler steps."),
             Field("guidance", .number(min: 0), default: .double(0),
-                  doc: "FLUX models with a guidance embedding: the guidance value. SD3: must be ≤ 1 (no classifier-free guidance: the dataset holds no negative prompts; Turbo models use 0)."),
+                  doc: "SD3: classifier-free guidance scale g, on when g > 1 (v = v_u + g·(v_c − v_u), as diffusers' StableDiffusion3Pipeline; v_u from the dataset's `negative_encoder_hidden_states` / `negative_pooled_projections`, which Examples/embed_prompts.py writes for the empty prompt — a located error when they are missing); 0 or 1 = no CFG (Turbo models use 0). FLUX models with a guidance embedding: the guidance value fed to the model; other FLUX models ignore it."),
             Field("shift", .number(min: 0, exclusive: true), default: .double(3.0), doc: "Scheduler sigma shift s: σ' = s·σ / (1 + (s−1)·σ) (SD3.5 Large Turbo: 3.0)."),
         ])), default: .map([("steps", .int(4)), ("guidance", .double(0)), ("shift", .double(3.0))]),
               doc: "Sampling settings for the sample metrics (and x₀ of `velocity-mse` without dataset latents)."),
@@ -78,17 +93,33 @@ public struct ScoreStage: ExecutableStageKind {
     }
     public func defaultOutput(params: ParamValue) -> String { "scores" }
 
+    public func fileDependencies(params: ParamValue) -> [String] {
+        (params["scorer"]?["deps"]?.list ?? []).compactMap(\.string) + (params["import"]?["path"]?.string.map { [$0] } ?? [])
+    }
+
     public func check(params: ParamValue, node: YAMLNode, checker: inout SchemaChecker) {
         let metric = params["metric"]?.string ?? "sample-mse"
-        if metric == "external" && params["external"] == nil {
-            checker.error("'metric: external' needs 'external' (a command stage's JSON output)", node["metric"]?.mark ?? node.mark,
-                          hint: "add `external: <command stage>.scores.json`")
+        let sources = ["external", "scorer", "import"].filter { params[$0] != nil }
+        if metric == "external" && sources.isEmpty {
+            checker.error("'metric: external' needs 'scorer' (a program hprune runs per variant), 'external' (a command stage's JSON output) or 'import' (a scores file)",
+                          node["metric"]?.mark ?? node.mark, hint: "add `scorer: { run: [python3, Examples/scorers/hpsv2_score.py] }`")
         }
-        if metric != "external" && params["external"] != nil {
-            checker.error("'external' is only used with 'metric: external'", node["external"]?.mark ?? node.mark)
+        if metric == "external" && sources.count > 1 {
+            checker.error("give one of 'scorer', 'external', 'import', not \(sources.map { "'\($0)'" }.joined(separator: " and "))",
+                          node[sources[1]]?.mark ?? node.mark)
         }
-        if metric != "external" && params["data"] == nil {
-            checker.error("missing 'data' (the calibration dataset)", node.mark, hint: "add `data: <dataset>`")
+        for k in sources where metric != "external" {
+            checker.error("'\(k)' is only used with 'metric: external'", node[k]?.mark ?? node.mark, hint: "add `metric: external`")
+        }
+        if (metric != "external" || params["scorer"] != nil) && params["data"] == nil {
+            checker.error("missing 'data' (the calibration dataset\(metric == "external" ? " the scorer's samples are drawn for" : ""))", node.mark, hint: "add `data: <dataset>`")
+        }
+        if params["scorer"] != nil, let m = params["method"]?.string, m != "remove" {
+            checker.error("'scorer' scores removals; 'method: \(m)' has its own criterion", node["method"]?.mark ?? node.mark, hint: "remove 'method'")
+        }
+        if params["import"]?["format"]?.string == "hierarchicalprune", params["import"]?["baseline"] == nil {
+            checker.error("'import.format: hierarchicalprune' needs 'import.baseline' (P of the unpruned model; the official files do not hold it)",
+                          node["import"]?.mark ?? node.mark, hint: "e.g. `baseline: 30.29` (the paper's HPSv2 of SD3.5 Large Turbo)")
         }
         if let m = params["method"]?.string, m == "taylor" || m == "additive", metric != "sample-mse" && metric != "velocity-mse" {
             checker.error("'method: \(m)' has its own criterion; 'metric: \(metric)' does not apply", node["metric"]?.mark ?? node.mark,
@@ -118,7 +149,17 @@ public struct ScoreStage: ExecutableStageKind {
 
         var deltas: [ComponentAddress: Double] = [:]
         var baseline: Double?
-        if metric == "external" {
+        if metric == "external", p["scorer"] != nil {
+            let scorer = try ScorerCommand(p, ctx: ctx)
+            let be = try ctx.makeBackend()
+            let model = try ctx.openModel("model", backend: be)
+            try model.transformer.weights.prepareForInference()
+            let data = try ctx.openDataset("data", limit: p["samples"]?.int)
+            do { try data.check(against: m.structure.config) } catch let e as DatasetError { throw ctx.failure("\(e)") }
+            let run = try ScoreRun(ctx: ctx, model: model, data: data, metric: metric, method: "remove")
+            let r = try await run.scoreExternally(addresses, scorer: scorer, interruptAfter: interruptAfter)
+            (deltas, baseline) = (r.0, r.1)
+        } else if metric == "external" {
             (deltas, baseline) = try Self.external(ctx, structure: m.structure, wanted: Set(addresses))
         } else {
             let be = try ctx.makeBackend()
@@ -165,45 +206,51 @@ public struct ScoreStage: ExecutableStageKind {
         return out.sorted()
     }
 
-    /// ΔP from an external scorer's JSON (see the `external` field's doc).
+    /// ΔP from a scores JSON: a `command` stage's output (`external`) or a file (`import`).
     static func external(_ ctx: StageContext, structure: ModelStructure, wanted: Set<ComponentAddress>) throws -> ([ComponentAddress: Double], Double?) {
-        guard let ref = ctx.input("external") else { throw ctx.failure("'external' is not bound") }
-        let tree: Tree
-        do { tree = try ctx.store.readTree(ref.digest) } catch { throw ctx.failure("'external': cannot read the command's output: \(error)") }
-        let jsons = tree.entries.filter { $0.path.hasSuffix(".json") }
-        guard jsons.count == 1, let entry = jsons.first else {
-            throw ctx.failure("'external': expected exactly one .json file, found \(jsons.map(\.path))",
-                              log: "fix: reference one file as `stage.scores.json`")
+        let p = ctx.params
+        let data: Data, source: String
+        if let imp = p["import"], let path = imp["path"]?.string {
+            let url = path.hasPrefix("/") ? URL(fileURLWithPath: path) : ctx.recipeDirectory.appendingPathComponent(path)
+            guard let d = try? Data(contentsOf: url) else {
+                throw ctx.failure("'import.path': cannot read '\(path)' (\(url.path))", log: "fix: point `import.path` at the scores JSON, relative to the recipe")
+            }
+            (data, source) = (d, "import '\(path)'")
+        } else {
+            guard let ref = ctx.input("external") else { throw ctx.failure("'external' is not bound") }
+            let tree: Tree
+            do { tree = try ctx.store.readTree(ref.digest) } catch { throw ctx.failure("'external': cannot read the command's output: \(error)") }
+            let jsons = tree.entries.filter { $0.path.hasSuffix(".json") }
+            guard jsons.count == 1, let entry = jsons.first else {
+                throw ctx.failure("'external': expected exactly one .json file, found \(jsons.map(\.path))",
+                                  log: "fix: reference one file as `stage.scores.json`")
+            }
+            (data, source) = (try ctx.store.data(entry.digest), "external '\(entry.path)'")
         }
-        let source = "external '\(entry.path)'"
-        guard let obj = (try? JSONSerialization.jsonObject(with: try ctx.store.data(entry.digest))) as? [String: Any] else {
+        guard let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw ctx.failure("\(source): not a JSON object", log: "fix: write {\"baseline\": P, \"scores\": {\"blocks.3\": P, …}}")
         }
-        var out: [ComponentAddress: Double] = [:]
-        let baseline = (obj["baseline"] as? NSNumber)?.doubleValue
-        let table: [String: Any]
-        let isDelta: Bool
-        if let d = obj["delta_p"] as? [String: Any] {
-            (table, isDelta) = (d, true)
-        } else if let s = obj["scores"] as? [String: Any] {
-            guard baseline != nil else { throw ctx.failure("\(source): 'scores' needs a numeric 'baseline' (P of the unpruned model)") }
-            (table, isDelta) = (s, false)
-        } else {
-            throw ctx.failure("\(source): needs 'scores' (with 'baseline') or 'delta_p'", log: "fix: write {\"baseline\": P, \"scores\": {\"blocks.3\": P, …}}")
-        }
-        for (k, v) in table {
-            guard let x = (v as? NSNumber)?.doubleValue else { throw ctx.failure("\(source): '\(k)' is not a number") }
-            let a: ComponentAddress
-            do { a = try ComponentAddress(parsing: k); try structure.validate(a) } catch {
-                throw ctx.failure("\(source): '\(k)': \(error)")
+        let format = p["import"]?["format"]?.string ?? (obj["scores"] == nil && obj["delta_p"] == nil ? "hierarchicalprune" : "hprune")
+        var result: ([ComponentAddress: Double], Double?)
+        do {
+            if format == "hierarchicalprune" {
+                let base = p["import"]?["baseline"]?.double
+                let (o, skipped) = try ImportedScores.official(obj, baseline: base, structure: structure)
+                result = (o, base)
+                if !skipped.isEmpty {
+                    ctx.recorder.log("\(source): skipped \(skipped.count) entr\(skipped.count == 1 ? "y" : "ies") this model does not have: \(skipped.prefix(8).joined(separator: ", "))\n")
+                }
+            } else {
+                result = try ImportedScores.hprune(obj, structure: structure)
             }
-            out[a] = isDelta ? x : (baseline ?? 0) - x
+        } catch let e as ImportedScores.Problem {
+            throw ctx.failure("\(source): \(e.message)\(e.fix.map { "; \($0)" } ?? "")", log: e.fix.map { "fix: \($0)" })
         }
-        let missing = wanted.subtracting(out.keys)
+        let missing = wanted.subtracting(result.0.keys)
         if !missing.isEmpty {
             ctx.recorder.log("external scores lack \(missing.count) requested address(es), left unscored: \(missing.sorted().prefix(8).map(\.description).joined(separator: ", "))\n")
         }
-        return (out, baseline)
+        return result
     }
 }
 
@@ -220,6 +267,10 @@ struct ScoreRun {
     let batches: [Range<Int>]
     let sampleShape: [Int]
     let imgIds: [Float]?
+    /// CFG scale (SD3) or embedded guidance (FLUX) of the sampling.
+    let guide: SamplingGuidance
+    /// FLUX: the token grid (h, w) of the samples (for external scorers to unpack them).
+    let latentGrid: (height: Int, width: Int)
     let baseKey: String
     /// Forward passes this execution ran (reported as the metric `forward_passes`).
     let passes = Counter()
@@ -250,10 +301,8 @@ struct ScoreRun {
             sampleShape = Array(try data.latentShape(for: config, batch: 1, override: override).dropFirst())
         } catch let e as DatasetError { throw ctx.failure("\(e)") }
         imgIds = data.imageIds(for: config, override: override)
-        if case .sd3 = config, guidance > 1 {
-            throw ctx.failure("'sampling.guidance' \(guidance) > 1 would need classifier-free guidance, which needs negative-prompt embeddings the dataset does not hold",
-                              log: "fix: use `guidance: 0` (Turbo models) or 1")
-        }
+        latentGrid = override ?? data.latentSize ?? (16, 16)
+        guide = try SamplingGuidance(guidance, config: config, data: data, ctx: ctx)
         let settings = "hprune.score/1|model=\(model.digest.hex)|data=\(ctx.input("data")?.digest.hex ?? "")|n=\(data.count)|batch=\(p["batch"]?.int ?? 4)"
             + "|method=\(method)|metric=\(metric)|steps=\(steps)|guidance=\(guidance)|shift=\(shift)|sigmas=\(sigmas)|shape=\(sampleShape)"
             + "|seed=\(ctx.seed)|backend=\(ctx.backend)"
@@ -343,20 +392,14 @@ struct ScoreRun {
     /// x₀ of the velocity metric / cosine method for samples `range`: the dataset's latents, else the unpruned sample.
     func cleanLatents(_ be: any Backend, _ range: Range<Int>, _ noise: Tensor, _ cond: Conditioning) throws -> Tensor {
         if data.latents != nil { return try data.latents(range, backend: be) }
-        passes.add(steps)
-        return try sampler.sample(model.transformer, from: noise, cond: cond, imgIds: imgIds)
+        passes.add(steps * (guide.usesCFG ? 2 : 1))
+        return try sampler.sample(model.transformer, from: noise, cond: cond, uncond: guide.usesCFG ? try data.negativeConditioning(range, backend: be) : nil,
+                                  imgIds: imgIds)
     }
 
-    var sampler: FlowMatchEulerSampler {
-        var cfg = FlowMatchSchedulerConfig(shift: shift)
-        cfg.useDynamicShifting = false
-        return FlowMatchEulerSampler(schedule: FlowMatchSchedule(cfg), steps: steps, guidanceScale: 1)
-    }
+    var sampler: FlowMatchEulerSampler { guide.sampler(steps: steps, shift: shift) }
 
-    var fluxGuidance: Float? {
-        if case .flux(let c) = model.structure.config, c.guidanceEmbeds { return guidance }
-        return nil
-    }
+    var fluxGuidance: Float? { guide.fluxGuidance }
 
     /// Per-sample flattened outputs with `removing` extra removal: final latents, or velocities at every sigma.
     func runModel(_ be: any Backend, removing extra: Removal) throws -> [[Float]] {
@@ -364,11 +407,11 @@ struct ScoreRun {
         for range in batches {
             try Task.checkCancellation()
             let noise = try PromptDataset.noise(range, sampleShape: sampleShape, seed: ctx.noiseSeed, backend: be)
-            let cond = try data.conditioning(range, backend: be, guidance: fluxGuidance)
+            let (cond, uncond) = try guide.conditioning(data, range, backend: be)
             var parts: [[Float]] = []
             if isSampling {
-                passes.add(steps)
-                parts.append(try be.floats(try sampler.sample(model.transformer, from: noise, cond: cond, imgIds: imgIds, removing: extra)))
+                passes.add(steps * (uncond == nil ? 1 : 2))
+                parts.append(try be.floats(try sampler.sample(model.transformer, from: noise, cond: cond, uncond: uncond, imgIds: imgIds, removing: extra)))
             } else {
                 let x0 = try cleanLatents(be, range, noise, cond)
                 for s in sigmas {

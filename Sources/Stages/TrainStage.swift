@@ -88,7 +88,8 @@ public struct TrainStage: ExecutableStageKind {
         let data = try ctx.openDataset("data")
         do { try data.check(against: model.structure.config) } catch { throw ctx.failure("\(error)") }
         guard data.latents != nil else {
-            throw ctx.failure("the dataset has no 'latents' (training targets x0)", log: "fix: store `latents` [N, C, H, W] in the dataset file")
+            throw ctx.failure("the dataset \(data.source) has no 'latents' (training targets x0); write them with `python Examples/encode_dataset.py` (Docs/method.md, 'Datasets')",
+                              log: "fix: store `latents` [N, C, H, W] (SD3) or [N, h·w, C] (FLUX, packed) in the dataset file")
         }
         let trainable = TrainableParameters(structure: model.structure, loaded: Set(model.weights.names),
                                             frozenBlocks: frozenBlocks, frozenPrefixes: frozenPrefixes)

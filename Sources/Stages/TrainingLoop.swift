@@ -111,6 +111,8 @@ struct TrainingData {
     let syntheticSeed: UInt64?
     /// FLUX guidance (models with `guidance_embeds`).
     var guidance: Float = 1
+    /// Whether x0 comes from the dataset's `latents` when it has them (`distill`'s `x0: noise` turns this off).
+    var useLatents = true
 
     func indices(step: Int) -> [Int] { (0..<batchSize).map { (step * batchSize + $0) % dataset.count } }
 
@@ -122,7 +124,7 @@ struct TrainingData {
     func batch(step: Int) throws -> TrainingBatch {
         let idx = indices(step: step)
         let x0: Tensor
-        if let l = dataset.latents {
+        if useLatents, let l = dataset.latents {
             x0 = try rows(l, idx)
         } else {
             let shape = Array(try dataset.latentShape(for: config, batch: 1).dropFirst())

@@ -3,10 +3,13 @@
 Each model has the real architecture's layout (block counts, key names, qk-norm, guidance embedding or not)
 with tiny dimensions and random weights, so `hprune validate/plan recipes/paper/*.yaml` exercises the same
 structure users with the real weights get. Written as diffusers folders (`<name>/transformer/`), plus a
-calibration embeddings file per model in hprune's dataset format (encoder_hidden_states, pooled_projections,
-latent_height/latent_width metadata). Run once with diffusers installed; outputs are committed:
+calibration file per model in hprune's dataset format (Docs/method.md, 'Datasets'): encoder_hidden_states,
+pooled_projections, `latents` (random stand-ins for VAE latents, in the layout the model consumes: SD3
+[N, C, H, W], FLUX packed [N, h*w, C]; the paper recipes distil with `x0: latents`), one empty-prompt
+embedding (negative_encoder_hidden_states [1, L, J], negative_pooled_projections [1, P]) and the
+latent_height/latent_width metadata. Run once with diffusers installed; outputs are committed:
 
-    /tmp/ref/bin/python Tests/Fixtures/layouts/generate.py
+    /root/venv/bin/python Tests/Fixtures/layouts/generate.py
 """
 import json
 import os
@@ -26,7 +29,7 @@ def randomise(model, seed):
     return model
 
 
-def save(model, name, joint, pooled, latent_hw, tokens=6, count=2, seed=0):
+def save(model, name, joint, pooled, latent_hw, latent_shape, tokens=6, count=2, seed=0):
     folder = os.path.join(HERE, name, "transformer")
     model.to(torch.bfloat16).save_pretrained(folder)
     g = torch.Generator().manual_seed(seed + 1)
@@ -34,9 +37,13 @@ def save(model, name, joint, pooled, latent_hw, tokens=6, count=2, seed=0):
         "encoder_hidden_states": torch.randn(count, tokens, joint, generator=g),
         "pooled_projections": torch.randn(count, pooled, generator=g),
     }
+    # Drawn after the embeddings, so those stay what they were before latents were added.
+    embeds["latents"] = torch.randn(count, *latent_shape, generator=g)
+    embeds["negative_encoder_hidden_states"] = torch.randn(1, tokens, joint, generator=g)
+    embeds["negative_pooled_projections"] = torch.randn(1, pooled, generator=g)
     save_file(embeds, os.path.join(HERE, name, "calibration.safetensors"),
               metadata={"latent_height": str(latent_hw), "latent_width": str(latent_hw),
-                        "description": "random embeddings with the model's widths (layout checks only)"})
+                        "description": "random embeddings, latents and empty-prompt embedding with the model's widths (layout checks only)"})
 
 
 def main():
@@ -46,12 +53,12 @@ def main():
                                  num_attention_heads=2, joint_attention_dim=16, caption_projection_dim=8,
                                  pooled_projection_dim=8, out_channels=16, pos_embed_max_size=16,
                                  qk_norm="rms_norm", dual_attention_layers=())
-    save(randomise(sd35, 1), "sd35_large_turbo", joint=16, pooled=8, latent_hw=8)
+    save(randomise(sd35, 1), "sd35_large_turbo", joint=16, pooled=8, latent_hw=8, latent_shape=(16, 8, 8))
     # FLUX.1-schnell layout: 19 double + 38 single blocks, 3-axis RoPE, no guidance embedding.
     flux = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=19, num_single_layers=38,
                                   attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
                                   pooled_projection_dim=8, guidance_embeds=False, axes_dims_rope=(2, 2, 4))
-    save(randomise(flux, 2), "flux1_schnell", joint=16, pooled=8, latent_hw=8)
+    save(randomise(flux, 2), "flux1_schnell", joint=16, pooled=8, latent_hw=8, latent_shape=(8 * 8, 16))
     with open(os.path.join(HERE, "manifest.json"), "w") as f:
         json.dump({"sd35_large_turbo": "SD3Transformer2DModel, 38 layers", "flux1_schnell": "FluxTransformer2DModel, 19+38 blocks"},
                   f, indent=1, sort_keys=True)
