@@ -1,6 +1,7 @@
 // `hprune inspect`: a model's architecture, blocks, removable sub-components with parameter counts, and bytes by
 // dtype, from ModelSpec's inspect report. Malformed or hostile files are refused with a message and exit 2.
 import ArgumentParser
+import ArtifactStore
 import Checkpoint
 import Foundation
 import ModelSpec
@@ -34,7 +35,7 @@ struct Inspect: AsyncParsableCommand {
         } catch let e as ModelSpecError {
             Terminal.err(e.description); throw Exit.invalid
         } catch {
-            Terminal.err("error: \(model): \(error)"); throw Exit.failed
+            Terminal.err("error: \(model): \(PlainError.describe(error))"); throw Exit.failed
         }
         if json {
             let enc = JSONEncoder()

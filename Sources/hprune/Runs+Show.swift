@@ -28,17 +28,24 @@ struct Runs: AsyncParsableCommand {
         }
         if json { Terminal.printJSON(rows); return }
         if runs.isEmpty { print("no runs recorded in \(store.root.path)"); return }
-        print("RUN".padding(toLength: 24, withPad: " ", startingAt: 0) + "STARTED              STATUS     DURATION  STAGES                RECIPE")
+        var table = [["RUN", "STARTED", "STATUS", "DURATION", "STAGES", "RECIPE"]]
         for (r, row) in zip(runs, rows) {
             let started = ISO8601DateFormatter.string(from: r.startedAt, timeZone: .current, formatOptions: [.withFullDate, .withTime, .withColonSeparatorInTime, .withSpaceBetweenDateAndTime])
             let duration = (row["seconds"] as? Double).map { ProgressBar.duration($0) } ?? "-"
             let counts = (row["stages"] as? [String: Int] ?? [:]).sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
-            print(r.id.rawValue.padding(toLength: 24, withPad: " ", startingAt: 0)
-                  + started.padding(toLength: 21, withPad: " ", startingAt: 0)
-                  + r.status.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0)
-                  + duration.padding(toLength: 10, withPad: " ", startingAt: 0)
-                  + counts.padding(toLength: 22, withPad: " ", startingAt: 0)
-                  + r.start.recipeName)
+            table.append([r.id.rawValue, started, r.status.rawValue, duration, counts, r.start.recipeName])
+        }
+        for line in Self.columns(table) { print(line) }
+    }
+
+    /// Rows as aligned columns: each as wide as its widest cell, two spaces between, nothing ever cut.
+    static func columns(_ rows: [[String]]) -> [String] {
+        let n = rows.map(\.count).max() ?? 0
+        let widths = (0..<n).map { c in rows.map { c < $0.count ? $0[c].count : 0 }.max() ?? 0 }
+        return rows.map { row in
+            row.enumerated().map { c, cell in
+                c == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[c] - cell.count + 2)
+            }.joined()
         }
     }
 }
