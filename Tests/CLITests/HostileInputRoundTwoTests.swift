@@ -72,7 +72,8 @@ func hugeConfigDimensionsExitTwoNamingTheKey(_ c: HugeConfig) throws {
     let negative = try hostileModel(dir, "sd3_tiny", ["num_layers": "-3"])
     let r = try CLI.run(["inspect", negative, "--no-scan"])
     #expect(r.status == 2 && r.stderr.contains("expected a positive integer, got an integer -3"), "\(r.stderr)")
-    let text = try hostileModel(TemporaryDirectory(), "sd3_tiny", ["patch_size": "\"two\""])
+    let other = TemporaryDirectory()
+    let text = try hostileModel(other, "sd3_tiny", ["patch_size": "\"two\""])
     let t = try CLI.run(["inspect", text, "--no-scan"])
     #expect(t.status == 2 && t.stderr.contains("got a string \"two\""), "\(t.stderr)")
 }
@@ -309,6 +310,6 @@ private func stageFolders(_ store: String) -> [String] {
             #expect(u.count > s && u[s] != 32 && u[s - 1] == 32 && u[s - 2] == 32, "column at \(s) in\n\(header)\n\(line)")
         }
         #expect(line.hasSuffix("a-recipe-name-that-is-quite-long"))
-        #expect(line.contains("  1 failed, 2 ran  ") || line.contains("  2 cached, 1 failed  "), line)
+        #expect(line.contains("  1 failed, 2 ran  ") || line.contains("  2 cached, 1 failed  "), "\(line)")
     }
 }
