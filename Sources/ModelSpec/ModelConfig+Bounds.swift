@@ -35,12 +35,17 @@ extension ModelConfig {
             let present = blockIndexes(prefix).filter { $0 < count }
             let gone = removedBlocks.filter { $0 >= first && $0 - first < count && !present.contains($0 - first) }
             guard present.count + gone.count < count else { return }
-            let held = present.isEmpty ? "no \(prefix)N tensors" : "\(present.count) block(s) (\(prefix)\(present.min()!)…\(present.max()!))"
+            // The first block with neither tensors nor a removal record (found within present + gone + 1 steps).
+            var missing = 0
+            while present.contains(missing) || gone.contains(first + missing) { missing += 1 }
+            let shown = present.sorted().prefix(8).map(String.init).joined(separator: ", ") + (present.count > 8 ? ", …" : "")
             throw ModelSpecError(
                 source: file, subject: key,
-                message: "\(key) is \(count), but the weights hold \(held)"
-                    + (gone.isEmpty ? "" : " and \(removedComponentsConfigKey) lists \(gone.count) more removed"),
-                fix: "set \(key) to the number of blocks the checkpoint has, or use the weights this config belongs to")
+                message: "\(key) is \(count), but block \(prefix)\(missing) has no tensors in the weights and is not "
+                    + "listed in \(removedComponentsConfigKey) (the weights hold \(present.count) of these blocks"
+                    + (present.isEmpty ? "" : ": \(shown)") + ")",
+                fix: "set \(key) to the number of blocks the checkpoint has, record removed blocks under "
+                    + "\(removedComponentsConfigKey), or use the weights this config belongs to")
         }
 
         let floatShapes: [String: [Int]] = {
