@@ -169,22 +169,25 @@ public struct Scheduler: Sendable {
         }
         if Task.isCancelled { return result(.cancelled, key: key, error: "interrupted") }
         // One process at a time computes an action: another run (or stage) doing the same work is waited for,
-        // and its result then comes from the cache.
-        let actionLock: StoreLock
-        do {
-            actionLock = try await store.lockAction(key) {
-                output("  \(stage.name): waiting for another run computing the same action (\(key.prefix(12)))")
+        // and its result then comes from the cache. A forced stage runs now, whatever else is running.
+        var actionLock: StoreLock?
+        if !options.force.contains(stage.name) {
+            do {
+                actionLock = try await store.lockAction(key) {
+                    output("  \(stage.name): waiting for another run computing the same action (\(key.prefix(12)))")
+                }
+            } catch is CancellationError {
+                return result(.cancelled, key: key, error: "interrupted")
+            } catch {
+                return result(.failed, key: key, error: "cannot lock action \(key.prefix(12)) in the store: \(PlainError.describe(error))")
             }
-        } catch is CancellationError {
-            return result(.cancelled, key: key, error: "interrupted")
-        } catch {
-            return result(.failed, key: key, error: "cannot lock action \(key.prefix(12)) in the store: \(PlainError.describe(error))")
+            if let hit = store.action(for: key), Set(hit.outputs.keys).isSuperset(of: stage.outputs.map(\.name)),
+               verifyCachedOutputs(hit, stage: stage.name) {
+                actionLock?.release()
+                return result(.cached, key: key, outputs: hit.outputs)
+            }
         }
-        defer { actionLock.release() }
-        if !options.force.contains(stage.name), let hit = store.action(for: key),
-           Set(hit.outputs.keys).isSuperset(of: stage.outputs.map(\.name)), verifyCachedOutputs(hit, stage: stage.name) {
-            return result(.cached, key: key, outputs: hit.outputs)
-        }
+        defer { actionLock?.release() }
         events(.started(stage: stage.name, kind: stage.kind.name, index: index, total: total))
 
         let recorder = StageRecorder()

@@ -5,6 +5,7 @@ import ArtifactStore
 import Checkpoint
 import Foundation
 import ModelSpec
+import YAMLSupport
 
 struct Inspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -42,7 +43,8 @@ struct Inspect: AsyncParsableCommand {
             enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try enc.encode(report), as: UTF8.self))
         } else {
-            print(report.renderText(), terminator: "")
+            // Names and metadata come from the file: escape control and bidi characters (line breaks kept).
+            print(TerminalText.escape(report.renderText(), keepNewlines: true), terminator: "")
         }
         if !report.nonFiniteTensors.isEmpty {
             Terminal.err("warning: NaN or Inf in: " + report.nonFiniteTensors.joined(separator: ", "))

@@ -3,6 +3,7 @@ import ArgumentParser
 import ArtifactStore
 import Foundation
 import Scheduler
+import YAMLSupport
 
 struct Runs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -33,7 +34,7 @@ struct Runs: AsyncParsableCommand {
             let started = ISO8601DateFormatter.string(from: r.startedAt, timeZone: .current, formatOptions: [.withFullDate, .withTime, .withColonSeparatorInTime, .withSpaceBetweenDateAndTime])
             let duration = (row["seconds"] as? Double).map { ProgressBar.duration($0) } ?? "-"
             let counts = (row["stages"] as? [String: Int] ?? [:]).sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
-            table.append([r.id.rawValue, started, r.status.rawValue, duration, counts, r.start.recipeName])
+            table.append([r.id.rawValue, started, r.status.rawValue, duration, counts, TerminalText.escape(r.start.recipeName)])
         }
         for line in Self.columns(table) { print(line) }
     }
@@ -92,14 +93,14 @@ struct Show: AsyncParsableCommand {
             return
         }
         print("run      \(record.id)  (\(record.status.rawValue))")
-        print("recipe   \(record.start.recipeName)  \(record.start.recipePath)")
+        print("recipe   \(TerminalText.escape(record.start.recipeName))  \(TerminalText.escape(record.start.recipePath))")
         print("started  \(record.startedAt)" + (record.endedAt.map { "  took \(ProgressBar.duration($0.timeIntervalSince(record.startedAt)))" } ?? ""))
         print("backend  \(record.start.backend) on \(record.start.host), hprune \(record.start.version)")
         print("stages:")
         let w = max(5, stages.map(\.stage.count).max() ?? 0)
         for s in stages {
             print("  \(s.stage.padding(toLength: w, withPad: " ", startingAt: 0))  \(s.kind.padding(toLength: 10, withPad: " ", startingAt: 0))  \(s.status.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0))  \(ProgressBar.duration(s.seconds).padding(toLength: 8, withPad: " ", startingAt: 0))  \(String(s.key.prefix(12)))")
-            if let e = s.error { print("      \(e)") }
+            if let e = s.error { print("      " + TerminalText.escape(e, keepNewlines: true)) }
         }
         if !metrics.isEmpty {
             print("metrics:")
