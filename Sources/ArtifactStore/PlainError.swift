@@ -21,10 +21,27 @@ public enum PlainError {
         } else if let under = ns.userInfo[NSUnderlyingErrorKey] as? NSError, under.domain == NSPOSIXErrorDomain {
             reason = String(cString: strerror(Int32(under.code)))
         } else {
-            reason = cocoaReason(ns.code)
+            reason = cocoaReason(ns.code) ?? path.flatMap(pathProblem)
         }
         let text = reason ?? "file operation failed (code \(ns.code))"
         return path.map { "\($0): \(text)" } ?? text
+    }
+
+    /// Why `path` cannot be created, found by walking it: a regular file where a folder is needed, or a folder
+    /// that cannot be written (Foundation on Linux often reports only "code 512").
+    static func pathProblem(_ path: String) -> String? {
+        var prefix = ""
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+        for (i, part) in parts.enumerated() {
+            let parent = prefix.isEmpty ? "/" : prefix
+            prefix += "/" + part
+            var st = stat()
+            guard stat(prefix, &st) == 0 else {
+                return access(parent, W_OK) == 0 ? nil : "cannot write in \(parent) (permission denied)"
+            }
+            if (st.st_mode & S_IFMT) != S_IFDIR && i < parts.count - 1 { return "\(prefix) is a file, not a folder" }
+        }
+        return nil
     }
 
     private static func cocoaReason(_ code: Int) -> String? {
