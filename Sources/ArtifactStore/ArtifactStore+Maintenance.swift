@@ -40,6 +40,9 @@ public struct VerifyReport: Sendable, Codable, Equatable {
     public var brokenActions: [Problem] = []
     /// Temp files left by crashed writers (removed).
     public var staleTempFiles = 0
+    /// Stage scratch folders (`tmp/stage-<id>`) that no live process holds: left by a killed run. Reported,
+    /// not removed (`gc` removes them); they do not make the store unclean.
+    public var staleStageDirectories: [String] = []
     /// Problems SQLite's integrity check found in the ledger (not repaired).
     public var ledgerProblems: [String] = []
     public var isClean: Bool {
@@ -61,6 +64,8 @@ public struct GCReport: Sendable, Codable, Equatable {
     public var removedObjects: [Digest]
     public var removedBytes: Int64
     public var removedTempFiles: Int
+    /// Stage scratch folders left by killed runs (removed, or with `dryRun` found).
+    public var staleStageDirectories: [String] = []
 }
 
 extension ArtifactStore {
@@ -135,12 +140,13 @@ extension ArtifactStore {
             }
         }
         report.staleTempFiles = removeStaleTempFiles(olderThan: Self.staleTempAge).count
+        report.staleStageDirectories = staleStageDirectories(remove: false)
         report.ledgerProblems = try ledger.integrityProblems()
         return report
     }
 
     /// Removes every action record and object that neither the last `keepingRuns` runs (and runs still going)
-    /// nor a pin reach, plus stale temp files. With `dryRun`, only reports what it would remove.
+    /// nor a pin reach, plus stale temp files and the scratch folders of stages no live process runs. With `dryRun`, only reports what it would remove.
     ///
     /// - Throws: `StoreError.busy` if another store instance (another process, or another `ArtifactStore` in
     ///   this one) is open on the same directory — unless `dryRun`.
@@ -189,10 +195,12 @@ extension ArtifactStore {
             for key in removedActions { try POSIX.unlink(actionPath(key)) }
             for digest in removedObjects { try POSIX.unlink(objectPath(digest)) }
             removedTemp = removeStaleTempFiles(olderThan: Self.staleTempAge).count
+            removeStaleActionLocks()
         }
+        let stages = staleStageDirectories(remove: !dryRun)
         return GCReport(dryRun: dryRun, keptRuns: keptRuns, keptActions: keptActions, keptObjects: keptObjects,
                         keptBytes: keptBytes, removedActions: removedActions, removedObjects: removedObjects,
-                        removedBytes: removedBytes, removedTempFiles: removedTemp)
+                        removedBytes: removedBytes, removedTempFiles: removedTemp, staleStageDirectories: stages)
     }
 
     /// Every file under objects/: those named like objects (with their digest) and strays.

@@ -11,8 +11,9 @@ import Foundation
 /// A content-addressed artifact store rooted at a directory (by default `.hprune/` beside the recipe).
 ///
 /// Layout: `objects/sha256/ab/cdef…` (immutable, read-only files named by their SHA-256), `actions/ab/<key>.json`
-/// (action key → output digests), `tmp/` (writes in progress), `ledger.sqlite` (runs, stages, metrics),
-/// `lock` (held shared by every open store; `gc` needs it exclusively).
+/// (action key → output digests), `tmp/` (writes in progress, and `stage-<id>` scratch folders of running stages,
+/// each with a `stage-<id>.lock`), `locks/` (one lock per action being computed), `ledger.sqlite` (runs, stages,
+/// metrics), `lock` (held shared by every open store; `gc` needs it exclusively).
 ///
 ///     let store = try ArtifactStore(root: URL(fileURLWithPath: ".hprune"))
 ///     let d = try store.put(Data("hello".utf8))
@@ -199,6 +200,8 @@ public final class ArtifactStore: Sendable {
         let now = Date().timeIntervalSince1970
         var removed = (count: 0, bytes: Int64(0))
         for name in names {
+            // Stage scratch folders and their locks are judged by their locks, not their age (staleStageDirectories).
+            if name.hasPrefix("stage-") { continue }
             let path = tmpPath + "/" + name
             guard let st = POSIX.lstat(path), !POSIX.isDirectory(st) else { continue }
             let modified = Double(POSIX.mtimeNanoseconds(st)) / 1e9

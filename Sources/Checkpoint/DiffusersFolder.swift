@@ -177,10 +177,24 @@ public final class DiffusersFolder: @unchecked Sendable {
         try AtomicFile.write(config, to: path + "/" + configName)
     }
 
+    /// The most bytes config.json or the shard index may have (FLUX.1's index is ~100 KB); a larger file (or
+    /// /dev/zero behind a link) is refused after reading one byte past it.
+    public static let maxJSONBytes = 64 << 20
+
     private static func readJSONObject(_ p: String, kind: CheckpointError.Kind, what: String) throws -> [String: JSONValue] {
-        guard let data = FileManager.default.contents(atPath: p) else {
+        guard let handle = FileHandle(forReadingAtPath: p) else {
             throw CheckpointError(.missingFile, file: p, message: "\(what) is missing or unreadable",
                                   fix: "a diffusers folder needs config.json next to the weights")
+        }
+        defer { try? handle.close() }
+        var data = Data()
+        while data.count <= maxJSONBytes,
+              let chunk = try? handle.read(upToCount: min(1 << 20, maxJSONBytes + 1 - data.count)), !chunk.isEmpty {
+            data.append(chunk)
+        }
+        if data.count > maxJSONBytes {
+            throw CheckpointError(kind, file: p, message: "\(what) is larger than \(maxJSONBytes) bytes",
+                                  fix: "\(what) is a small JSON file; is this the right folder?")
         }
         switch JSONValue.parse(data) {
         case .failure(let why):

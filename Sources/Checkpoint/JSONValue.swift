@@ -78,6 +78,22 @@ public enum JSONValue: Sendable, Hashable, Codable {
         case .object: "an object"
         }
     }
+
+    /// The type and, for a scalar, the value itself (strings quoted and cut to 40 characters), for messages:
+    /// `an integer -3`, `a number 1e+300`, `a string "abc"`, `an array of 2 items`, `an object`, `null`.
+    public var valueDescription: String {
+        switch self {
+        case .null: return "null"
+        case .bool(let b): return "a boolean \(b)"
+        case .int(let i): return "an integer \(i)"
+        case .double(let d): return "a number \(d)"
+        case .string(let s):
+            let q = CompactJSON.string(s)
+            return "a string " + (q.count <= 42 ? q : String(q.prefix(40)) + "…\"")
+        case .array(let a): return "an array of \(a.count) item\(a.count == 1 ? "" : "s")"
+        case .object: return "an object"
+        }
+    }
 }
 
 /// The JSON parser's complaint, as text.

@@ -30,7 +30,6 @@ public struct ModelCheckpoint: @unchecked Sendable {
     public init(path: String) throws {
         folder = try DiffusersFolder(path: path)
         config = try ModelConfig.parse(folder.config, file: folder.configPath)
-        structure = ModelStructure(config)
         var removed: [String] = []
         if let v = folder.config[removedComponentsConfigKey], !v.isNull {
             guard let a = v.arrayValue, a.allSatisfy({ $0.stringValue != nil }) else {
@@ -39,6 +38,9 @@ public struct ModelCheckpoint: @unchecked Sendable {
             }
             removed = a.compactMap(\.stringValue)
         }
+        // Before the structure is built from the config: its size must be what the weights can back.
+        try config.checkDimensions(against: folder, removed: removed, file: folder.configPath)
+        structure = ModelStructure(config)
         do {
             removal = try Removal(parsing: removed, in: structure)
         } catch var e as ModelSpecError {

@@ -126,7 +126,7 @@ public enum ModelConfig: Sendable, Hashable, Codable {
         case Architecture.sd3.rawValue:
             var c = SD3Config()
             c.sampleSize = try r.int("sample_size", c.sampleSize)
-            c.patchSize = try r.int("patch_size", c.patchSize)
+            c.patchSize = try r.int("patch_size", c.patchSize, max: ConfigLimits.patch)
             c.inChannels = try r.int("in_channels", c.inChannels)
             c.numLayers = try r.int("num_layers", c.numLayers)
             c.attentionHeadDim = try r.int("attention_head_dim", c.attentionHeadDim)
@@ -135,7 +135,8 @@ public enum ModelConfig: Sendable, Hashable, Codable {
             c.captionProjectionDim = try r.int("caption_projection_dim", c.captionProjectionDim)
             c.pooledProjectionDim = try r.int("pooled_projection_dim", c.pooledProjectionDim)
             c.outChannels = try r.optionalInt("out_channels", 16) ?? c.inChannels
-            c.posEmbedMaxSize = try r.int("pos_embed_max_size", c.posEmbedMaxSize)
+            c.posEmbedMaxSize = try r.int("pos_embed_max_size", c.posEmbedMaxSize, max: ConfigLimits.posEmbed)
+            try r.bound("num_attention_heads", c.numAttentionHeads * c.attentionHeadDim, ConfigLimits.dimension)
             c.dualAttentionLayers = try r.intList("dual_attention_layers", [])
             c.qkNorm = try r.optionalString("qk_norm")
             if let q = c.qkNorm, q != "rms_norm" {
@@ -154,7 +155,7 @@ public enum ModelConfig: Sendable, Hashable, Codable {
             return .sd3(c)
         case Architecture.flux.rawValue:
             var c = FluxConfig()
-            c.patchSize = try r.int("patch_size", c.patchSize)
+            c.patchSize = try r.int("patch_size", c.patchSize, max: ConfigLimits.patch)
             c.inChannels = try r.int("in_channels", c.inChannels)
             c.outChannels = try r.optionalInt("out_channels", nil) ?? c.inChannels
             c.numLayers = try r.int("num_layers", c.numLayers)
@@ -163,6 +164,7 @@ public enum ModelConfig: Sendable, Hashable, Codable {
             c.numAttentionHeads = try r.int("num_attention_heads", c.numAttentionHeads)
             c.jointAttentionDim = try r.int("joint_attention_dim", c.jointAttentionDim)
             c.pooledProjectionDim = try r.int("pooled_projection_dim", c.pooledProjectionDim)
+            try r.bound("num_attention_heads", c.numAttentionHeads * c.attentionHeadDim, ConfigLimits.dimension)
             c.guidanceEmbeds = try r.bool("guidance_embeds", c.guidanceEmbeds)
             c.axesDimsRope = try r.intList("axes_dims_rope", c.axesDimsRope)
             if c.axesDimsRope.count != 3 || c.axesDimsRope.contains(where: { $0 <= 0 || $0 % 2 != 0 })
@@ -186,15 +188,16 @@ struct ConfigReader {
     let file: String
 
     func fail(_ key: String, _ v: JSONValue, _ want: String) -> ModelSpecError {
-        ModelSpecError(source: file, subject: key, message: "expected \(want), got \(v.typeName)",
+        ModelSpecError(source: file, subject: key, message: "expected \(want), got \(v.valueDescription)",
                        fix: "set '\(key)' to \(want) or remove it to use the default")
     }
 
-    mutating func int(_ key: String, _ def: Int, allowZero: Bool = false) throws -> Int {
+    mutating func int(_ key: String, _ def: Int, allowZero: Bool = false, max: Int = ConfigLimits.dimension) throws -> Int {
         guard let v = json[key], !v.isNull else { return def }
         guard let i = v.intValue, i > 0 || (allowZero && i == 0) else {
             throw fail(key, v, allowZero ? "a non-negative integer" : "a positive integer")
         }
+        try bound(key, i, max)
         return i
     }
 
@@ -202,7 +205,16 @@ struct ConfigReader {
         guard let v = json[key] else { return def }
         if v.isNull { return nil }
         guard let i = v.intValue, i > 0 else { throw fail(key, v, "a positive integer or null") }
+        try bound(key, i, ConfigLimits.dimension)
         return i
+    }
+
+    /// Values past `max` are refused before anything is sized by them (no real model comes near).
+    func bound(_ key: String, _ i: Int, _ max: Int) throws {
+        guard i > max else { return }
+        throw ModelSpecError(source: file, subject: key,
+                             message: "\(key) is \(i), larger than any model hprune can load (at most \(max))",
+                             fix: "set '\(key)' to the model's real value (see the checkpoint's original config.json)")
     }
 
     mutating func bool(_ key: String, _ def: Bool) throws -> Bool {
@@ -220,8 +232,10 @@ struct ConfigReader {
     mutating func intList(_ key: String, _ def: [Int]) throws -> [Int] {
         guard let v = json[key], !v.isNull else { return def }
         guard let a = v.arrayValue else { throw fail(key, v, "a list of integers") }
+        guard a.count <= ConfigLimits.dimension else { throw fail(key, v, "a list of at most \(ConfigLimits.dimension) integers") }
         return try a.map { e in
             guard let i = e.intValue else { throw fail(key, e, "a list of integers") }
+            guard abs(i) <= ConfigLimits.dimension else { throw fail(key, e, "a list of integers of magnitude at most \(ConfigLimits.dimension)") }
             return i
         }
     }

@@ -251,9 +251,9 @@ public enum ModelStore {
             try fm.removeItem(at: target)
         }
         let parent = target.deletingLastPathComponent()
-        try fm.createDirectory(at: parent, withIntermediateDirectories: true)
+        try OutputFolder.createParents(of: target)
         let tmp = parent.appendingPathComponent(".\(target.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
+        try OutputFolder.createFolder(tmp, for: target)
         do {
             try body(tmp)
             guard rename(tmp.path, target.path) == 0 else {

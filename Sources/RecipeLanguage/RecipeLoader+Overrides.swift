@@ -1,6 +1,7 @@
 // `--set dotted.path=value` overrides: the value is parsed as YAML and put at the path (mapping keys, or
 // numeric indexes into lists), after `extends` merging and before interpolation. Each argument becomes an
 // in-memory source `<--set N>` holding `--set ARG`, so marks and carets point into the argument itself.
+import Foundation
 import YAMLSupport
 
 extension LoadSession {
@@ -70,8 +71,54 @@ extension LoadSession {
                                       at: mark(valueColumn)))
             return
         }
+        if segments.count >= 2, segments[0].text == "vars" {
+            let defined = document["vars"]?.pairs?.compactMap(\.key.scalarText) ?? []
+            if !defined.contains(segments[1].text) {
+                newVariables.append((segments[1].text, segments[1].mark, label, defined))
+            }
+        }
         if let problem = Self.set(&document, segments[...], to: value, walked: [], label: label) {
             diagnostics.append(problem)
+        }
+    }
+
+    /// A `--set vars.NAME…` that creates a variable the recipe does not define is an error unless something in
+    /// the recipe (or another `--set` value) uses `${vars.NAME}`: otherwise it is almost surely a typo, and it
+    /// would change nothing.
+    mutating func checkNewVariables(in document: YAMLNode) {
+        guard !newVariables.isEmpty else { return }
+        var used = Set<String>()
+        Self.collectVariableUses(document, into: &used)
+        for v in newVariables where !used.contains(v.name) {
+            let hint = Suggest.hint(for: v.name, in: v.defined)
+                ?? (v.defined.isEmpty ? "the recipe defines no variables"
+                                      : "defined variables: " + v.defined.joined(separator: ", "))
+            diagnostics.append(.error("\(v.label): there is no variable '\(v.name)' in the recipe, and nothing uses "
+                                      + "${vars.\(v.name)}", at: v.mark, hint: hint))
+        }
+    }
+
+    /// Names of the variables used as `${vars.NAME…}` in any scalar under `node`.
+    static func collectVariableUses(_ node: YAMLNode, into used: inout Set<String>) {
+        var stack = [node]
+        while let n = stack.popLast() {
+            switch n.value {
+            case .scalar(let text, _):
+                guard Interpolator.hasReference(text) else { continue }
+                var rest = Substring(text)
+                while let open = rest.range(of: "${") {
+                    rest = rest[open.upperBound...]
+                    guard let close = rest.firstIndex(of: "}") else { break }
+                    let inner = rest[..<close].trimmingCharacters(in: .whitespaces)
+                    if inner.hasPrefix("vars."),
+                       let name = inner.dropFirst(5).split(separator: ".", omittingEmptySubsequences: false).first {
+                        used.insert(String(name))
+                    }
+                    rest = rest[close...]
+                }
+            case .sequence(let items): stack.append(contentsOf: items)
+            case .mapping(let pairs): stack.append(contentsOf: pairs.map(\.value))
+            }
         }
     }
 

@@ -39,6 +39,10 @@ public struct RecipeLoader: Sendable {
     public var limits: YAMLLimits
     /// The longest chain of `extends` followed before giving up.
     public var maxExtendsDepth = 32
+    /// Whether `extends` may name files outside the recipe's folder tree (`--allow-extends-outside`). By default
+    /// every extended file must lie, with symbolic links resolved, in the folder that holds the top-level recipe
+    /// (as its path is written, links resolved) or below it.
+    public var allowExtendsOutside = false
 
     public init(environment: [String: String] = ProcessInfo.processInfo.environment,
                 sources: SourceCache = SourceCache(), limits: YAMLLimits = .default) {
@@ -49,21 +53,34 @@ public struct RecipeLoader: Sendable {
 
     /// Loads the recipe at `path`. `overrides` are `--set` arguments without the flag: `dotted.path=value`.
     public func load(path: String, overrides: [String] = []) -> RecipeLoadResult {
-        var session = LoadSession(loader: self)
+        var session = LoadSession(loader: self, recipeFile: path)
         let document = session.loadFile(display: path, referencedAt: nil, chain: [])
         return session.finish(document, file: path, overrides: overrides)
     }
 
     /// Loads a recipe from bytes already in memory (`file` names it in marks; `extends` is relative to it).
     public func load(bytes: [UInt8], file: String, overrides: [String] = []) -> RecipeLoadResult {
-        var session = LoadSession(loader: self)
+        var session = LoadSession(loader: self, recipeFile: file)
         let document = session.loadBytes(bytes, display: file,
                                           chain: [ExtendsLink(absolute: Self.absolutePath(file), display: file)])
         return session.finish(document, file: file, overrides: overrides)
     }
 
+    /// The absolute path with symbolic links resolved; for a path that does not exist, its folder's.
     static func absolutePath(_ path: String) -> String {
-        URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path
+        if let real = realPath(path) { return real }
+        let url = URL(fileURLWithPath: path).standardizedFileURL
+        if let dir = realPath(url.deletingLastPathComponent().path) {
+            return (dir == "/" ? "" : dir) + "/" + url.lastPathComponent
+        }
+        return url.path
+    }
+
+    /// The canonical absolute path (every symbolic link resolved, as `realpath(3)`), or nil if it does not exist.
+    static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 }
 
@@ -78,14 +95,23 @@ struct LoadSession {
     let loader: RecipeLoader
     var diagnostics: [Diagnostic] = []
     var files: [String] = []
+    /// The folder tree `extends` is confined to: the top-level recipe's folder, symbolic links resolved.
+    let extendsRoot: String
+    /// Variables `--set` created that the file did not define, checked for a use once all overrides are in.
+    var newVariables: [(name: String, mark: SourceMark, label: String, defined: [String])] = []
 
-    init(loader: RecipeLoader) { self.loader = loader }
+    init(loader: RecipeLoader, recipeFile: String) {
+        self.loader = loader
+        let dir = (recipeFile as NSString).deletingLastPathComponent
+        extendsRoot = RecipeLoader.absolutePath(dir.isEmpty ? "." : dir)
+    }
 
     mutating func finish(_ document: YAMLNode?, file: String, overrides: [String]) -> RecipeLoadResult {
         guard var document else { return RecipeLoadResult(recipe: nil, diagnostics: diagnostics) }
         for (i, arg) in overrides.enumerated() {
             applyOverride(arg, index: i + 1, to: &document)
         }
+        checkNewVariables(in: document)
         var interpolator = Interpolator(environment: loader.environment, maxDepth: loader.limits.maxDepth,
                                         maxSubstitutedNodes: loader.limits.maxAliasNodes)
         interpolator.run(&document)
@@ -189,6 +215,20 @@ struct LoadSession {
             display = Self.tidy(dir.isEmpty ? target : (dir as NSString).appendingPathComponent(target))
         }
         let absolute = RecipeLoader.absolutePath(display)
+        // Confinement is checked before the file is even looked at, so nothing outside the tree is read or probed.
+        if !loader.allowExtendsOutside, absolute != extendsRoot, !absolute.hasPrefix(extendsRoot == "/" ? "/" : extendsRoot + "/") {
+            let resolved = absolute == display ? "" : " (it resolves to \(absolute))"
+            diagnostics.append(.error("extended file '\(display)' is outside the recipe's folder \(extendsRoot)\(resolved)",
+                                      at: mark, hint: "extends may name files in the recipe's folder and below; move "
+                                          + "the file there, or pass --allow-extends-outside"))
+            return nil
+        }
+        let ext = (display as NSString).pathExtension.lowercased()
+        guard ext == "yaml" || ext == "yml" else {
+            diagnostics.append(.error("extended file '\(display)' is not a recipe: its name does not end in .yaml or .yml",
+                                      at: mark, hint: "extends names other recipe files (YAML); the file was not read"))
+            return nil
+        }
         if let loopStart = chain.firstIndex(where: { $0.absolute == absolute }) {
             let names = chain[loopStart...].map(\.display) + [display]
             diagnostics.append(.error("extends loop: " + names.joined(separator: " → "), at: mark,

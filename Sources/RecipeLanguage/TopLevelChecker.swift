@@ -147,7 +147,7 @@ struct TopLevelChecker {
             guard let name = identifier(pair.key, what: singular) else { continue }
             guard pair.value.isMapping else {
                 diagnostics.append(.error("\(singular) '\(name)' must be a mapping of settings, got "
-                                          + pair.value.typeDescription, at: pair.value.mark,
+                                          + pair.value.valueDescription, at: pair.value.mark,
                                           hint: key == "models" ? "e.g. '\(name): { format: diffusers, path: … }'"
                                               : "e.g. '\(name): { embeddings: data/x.safetensors }'"))
                 continue
@@ -175,7 +175,7 @@ struct TopLevelChecker {
             guard let name = identifier(pair.key, what: "stage") else { continue }
             guard pair.value.isMapping else {
                 diagnostics.append(.error("stage '\(name)' must be a mapping with a 'kind', got "
-                                          + pair.value.typeDescription, at: pair.value.mark,
+                                          + pair.value.valueDescription, at: pair.value.mark,
                                           hint: "e.g. '\(name): { kind: command, run: [echo, hi] }'"))
                 continue
             }
@@ -187,7 +187,7 @@ struct TopLevelChecker {
                     kind = text
                 } else {
                     diagnostics.append(.error("stage '\(name)': 'kind' must be a string (the stage kind), got "
-                                              + kindNode.typeDescription, at: kindNode.mark))
+                                              + kindNode.valueDescription, at: kindNode.mark))
                 }
             } else {
                 diagnostics.append(.error("stage '\(name)' has no 'kind'", at: pair.key.mark,
@@ -239,7 +239,7 @@ struct TopLevelChecker {
     }
 
     private func expected(_ what: String, _ key: String, _ node: YAMLNode) -> Diagnostic {
-        .error("'\(key)': expected \(what), got \(node.typeDescription)", at: node.mark)
+        .error("'\(key)': expected \(what), got \(node.valueDescription)", at: node.mark)
     }
 }
 

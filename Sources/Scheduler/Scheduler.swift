@@ -168,13 +168,36 @@ public struct Scheduler: Sendable {
             return result(.cached, key: key, outputs: hit.outputs)
         }
         if Task.isCancelled { return result(.cancelled, key: key, error: "interrupted") }
+        // One process at a time computes an action: another run (or stage) doing the same work is waited for,
+        // and its result then comes from the cache. A forced stage runs now, whatever else is running.
+        var actionLock: StoreLock?
+        if !options.force.contains(stage.name) {
+            do {
+                actionLock = try await store.lockAction(key) {
+                    output("  \(stage.name): waiting for another run computing the same action (\(key.prefix(12)))")
+                }
+            } catch is CancellationError {
+                return result(.cancelled, key: key, error: "interrupted")
+            } catch {
+                return result(.failed, key: key, error: "cannot lock action \(key.prefix(12)) in the store: \(PlainError.describe(error))")
+            }
+            if let hit = store.action(for: key), Set(hit.outputs.keys).isSuperset(of: stage.outputs.map(\.name)),
+               verifyCachedOutputs(hit, stage: stage.name) {
+                actionLock?.release()
+                return result(.cached, key: key, outputs: hit.outputs)
+            }
+        }
+        defer { actionLock?.release() }
         events(.started(stage: stage.name, kind: stage.kind.name, index: index, total: total))
 
-        let work = store.root.appendingPathComponent("tmp").appendingPathComponent("stage-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: work) }
         let recorder = StageRecorder()
+        let scratch: StageDirectory
+        do { scratch = try store.makeStageDirectory() } catch {
+            return result(.failed, key: key, error: "cannot create a scratch folder in \(store.root.path)/tmp: \(PlainError.describe(error))")
+        }
+        defer { scratch.remove() }
+        let work = scratch.url
         do {
-            try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
             let ctx = StageContext(stage: stage, inputs: inputs, store: store, workDirectory: work,
                                    recipeDirectory: recipeDirectory, seed: context.seed, backend: backend,
                                    progress: ProgressSink(stage: stage.name, isTerminal: isTerminal, emit: output),
@@ -195,7 +218,7 @@ public struct Scheduler: Sendable {
         } catch let failure as StageFailure {
             return result(Task.isCancelled ? .cancelled : .failed, key: key, error: failure.message, log: failure.log.map { (recorder.logText.isEmpty ? "" : recorder.logText + "\n") + $0 }, recorder: recorder)
         } catch {
-            return result(Task.isCancelled ? .cancelled : .failed, key: key, error: "\(error)", recorder: recorder)
+            return result(Task.isCancelled ? .cancelled : .failed, key: key, error: PlainError.describe(error), recorder: recorder)
         }
     }
 

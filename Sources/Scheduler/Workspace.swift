@@ -14,9 +14,13 @@ public struct Workspace: Sendable {
 
     /// Loads and checks a recipe; throws every problem found.
     /// `sources` collects the text of every file read, for rendering diagnostics with source lines.
+    /// `allowExtendsOutside` lets `extends` name files outside the recipe's folder tree.
     public static func load(path: String, overrides: [String] = [], environment: [String: String],
-                            registry: StageRegistry, sources: SourceCache = SourceCache()) throws(DiagnosticError) -> Workspace {
-        let loaded = RecipeLoader(environment: environment, sources: sources).load(path: path, overrides: overrides)
+                            registry: StageRegistry, sources: SourceCache = SourceCache(),
+                            allowExtendsOutside: Bool = false) throws(DiagnosticError) -> Workspace {
+        var loader = RecipeLoader(environment: environment, sources: sources)
+        loader.allowExtendsOutside = allowExtendsOutside
+        let loaded = loader.load(path: path, overrides: overrides)
         var diagnostics = loaded.diagnostics
         var graph: Graph?
         if let recipe = loaded.recipe {

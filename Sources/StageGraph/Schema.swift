@@ -97,7 +97,7 @@ public struct SchemaChecker {
     public mutating func check(_ node: YAMLNode, _ schema: Schema, path: String = "",
                                ignoring: Set<String> = []) -> ParamValue {
         guard let pairs = node.pairs else {
-            error("\(label(path)) expected a mapping, got \(node.typeDescription)", node.mark)
+            error("\(label(path)) expected a mapping, got \(node.valueDescription)", node.mark)
             return .map([])
         }
         var out: [(String, ParamValue)] = []
@@ -149,7 +149,7 @@ public struct SchemaChecker {
         case .choice(let options):
             guard let s = node.string, node.isScalar else { return mismatch(node, type, path) }
             if !options.contains(s) {
-                error("\(label(path)) must be one of \(options.joined(separator: ", ")), got '\(s)'", node.mark,
+                error("\(label(path)) must be one of \(options.joined(separator: ", ")), got '\(TerminalText.quoted(s))'", node.mark,
                       hint: Suggest.hint(for: s, in: options))
             }
             return .string(s)
@@ -184,7 +184,7 @@ public struct SchemaChecker {
     }
 
     private mutating func mismatch(_ node: YAMLNode, _ type: ParamType, _ path: String) -> ParamValue {
-        error("\(label(path)) expected \(type.summary), got \(node.typeDescription)", node.mark)
+        error("\(label(path)) expected \(type.summary), got \(node.valueDescription)", node.mark)
         return .null
     }
 
@@ -195,7 +195,7 @@ public struct SchemaChecker {
         case .number(let lo, let hi, let ex): range = ParamType.bounds(lo, hi, ex)
         default: break
         }
-        error("\(label(path)) must be\(range), got \(text)", mark)
+        error("\(label(path)) must be\(range), got \(TerminalText.quoted(text))", mark)
     }
 
     private func label(_ path: String) -> String { path.isEmpty ? "value" : "'\(path)'" }

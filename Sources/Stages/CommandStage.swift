@@ -121,7 +121,7 @@ public struct CommandStage: ExecutableStageKind {
                 process.terminationHandler = { p in cont.resume(returning: p.terminationStatus) }
                 do { try process.run() } catch {
                     process.terminationHandler = nil
-                    cont.resume(throwing: StageFailure("could not start '\(program.path)': \(error.localizedDescription)"))
+                    cont.resume(throwing: StageFailure("could not start '\(program.path)': \(PlainError.describe(error))"))
                     return
                 }
                 if let timeout {

@@ -268,7 +268,7 @@ extension StageContext {
         } catch let e as DatasetError {
             throw failure("\(e)")
         } catch {
-            throw failure("cannot read the dataset '\(path)': \(error)")
+            throw failure("cannot read the dataset '\(path)': \(PlainError.describe(error))")
         }
     }
 

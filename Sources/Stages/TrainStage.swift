@@ -73,7 +73,7 @@ public struct TrainStage: ExecutableStageKind {
             } catch let e as ModelStoreError {
                 throw ctx.failure("'init.config': \(e.message)", log: "fix: \(e.fix)")
             } catch {
-                throw ctx.failure("'init.config': cannot read \(url.path) (\(error))", log: "fix: the path is relative to the recipe's folder")
+                throw ctx.failure("'init.config': cannot read \(url.path) (\(PlainError.describe(error)))", log: "fix: the path is relative to the recipe's folder")
             }
             let config: ModelConfig
             do { config = try ModelConfig.parse(json, file: url.path) } catch { throw ctx.failure("'init.config': \(error)") }

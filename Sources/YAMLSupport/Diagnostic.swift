@@ -25,13 +25,14 @@ public struct Diagnostic: Error, Sendable, Hashable, CustomStringConvertible {
         Diagnostic(.error, message, at: mark, hint: hint)
     }
 
-    /// One line: `file:line:col: error: message (hint)`.
+    /// One line: `file:line:col: error: message (hint)`, with control, bidi and other invisible characters
+    /// escaped (`TerminalText.escape`) so that input cannot break the line or rewrite the terminal.
     public var description: String {
         var s = ""
         if let mark { s += "\(mark): " }
         s += "\(severity.rawValue): \(message)"
         if let hint { s += " (\(hint))" }
-        return s
+        return TerminalText.escape(s)
     }
 }
 

@@ -35,20 +35,21 @@ public struct DiagnosticRenderer: Sendable {
     }
 
     private func append(_ d: Diagnostic, to out: inout String) {
-        // Header.
-        if let mark = d.mark { out += paint("\(mark): ", Self.bold) }
+        // Header. Everything that may come from the input is escaped (TerminalText), here and in the excerpt.
+        if let mark = d.mark { out += paint(TerminalText.escape("\(mark)") + ": ", Self.bold) }
         let severityColor: String
         switch d.severity {
         case .error: severityColor = Self.red
         case .warning: severityColor = Self.yellow
         case .note: severityColor = Self.cyan
         }
-        out += paint("\(d.severity.rawValue):", Self.bold + severityColor) + " " + paint(d.message, Self.bold)
-        if let hint = d.hint { out += " (\(hint))" }
+        out += paint("\(d.severity.rawValue):", Self.bold + severityColor) + " "
+            + paint(TerminalText.escape(d.message), Self.bold)
+        if let hint = d.hint { out += " (\(TerminalText.escape(hint)))" }
         out += "\n"
 
         // Source excerpt.
-        guard let mark = d.mark, mark.line > 0, let line = sources.line(mark.line, of: mark.file) else { return }
+        guard let mark = d.mark, mark.line > 0, let line = sources.lineBytes(mark.line, of: mark.file) else { return }
         let (shown, caretOffset) = excerpt(line, column: mark.column)
         let number = String(mark.line)
         let gutter = String(repeating: " ", count: number.count + 1)
@@ -57,32 +58,30 @@ public struct DiagnosticRenderer: Sendable {
             + paint("^", Self.bold + Self.green) + "\n"
     }
 
-    /// The displayed line and where the caret goes in it. Tabs become 4 spaces, control characters U+FFFD,
-    /// and lines wider than `maxLineWidth` are cut to a window around the column, marked with "...".
-    private func excerpt(_ line: String, column: Int) -> (String, Int) {
-        var cells: [String] = []   // one entry per source character (unicode scalar), as displayed
-        for u in line.unicodeScalars {
-            if u == "\t" {
-                cells.append("    ")
-            } else if u.value < 0x20 || u.value == 0x7F {
-                cells.append("\u{FFFD}")
-            } else {
-                cells.append(String(u))
-            }
-        }
+    /// The displayed line and the display column of the caret in it. Each character (or invalid UTF-8 byte) is
+    /// one cell: tabs become 4 spaces, control, bidi and other invisible characters and invalid bytes their
+    /// escapes (`\u{202E}`, `\xFF`), wide characters count two columns; lines wider than `maxLineWidth` are cut
+    /// to a window around the column, marked with "...".
+    private func excerpt(_ line: ArraySlice<UInt8>, column: Int) -> (String, Int) {
+        let cells = TerminalText.cells(line)
         let index = max(0, min(column - 1, cells.count))
         var from = 0, to = cells.count
         var prefix = "", suffix = ""
-        let width = cells.reduce(0) { $0 + ($1 == "    " ? 4 : 1) }
+        let width = cells.reduce(0) { $0 + $1.width }
         if width > maxLineWidth {
-            from = max(0, index - maxLineWidth / 3)
-            to = min(cells.count, from + maxLineWidth)
+            // Walk back from the column a third of the width, then forward up to the full width.
+            var w = 0
+            from = index
+            while from > 0 && w + cells[from - 1].width <= maxLineWidth / 3 { from -= 1; w += cells[from].width }
+            w = 0
+            to = from
+            while to < cells.count && w + cells[to].width <= maxLineWidth { w += cells[to].width; to += 1 }
+            to = max(to, min(index + 1, cells.count))
             if from > 0 { prefix = "..." }
             if to < cells.count { suffix = "..." }
         }
-        let before = cells[from..<index]
-        let caret = prefix.count + before.reduce(0) { $0 + ($1 == "    " ? 4 : 1) }
-        return (prefix + cells[from..<to].joined() + suffix, caret)
+        let caret = prefix.count + cells[from..<index].reduce(0) { $0 + $1.width }
+        return (prefix + cells[from..<to].map(\.text).joined() + suffix, caret)
     }
 
     private func paint(_ s: String, _ code: String) -> String {

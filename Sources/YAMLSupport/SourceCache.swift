@@ -37,6 +37,11 @@ public final class SourceCache: @unchecked Sendable {
     /// The 1-based line `number` of `file`, without its line break; nil if the file or line is not there.
     /// Invalid UTF-8 is shown as U+FFFD.
     public func line(_ number: Int, of file: String) -> String? {
+        lineBytes(number, of: file).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// The raw bytes of line `number` of `file`, without its line break (for escaping invalid UTF-8 visibly).
+    public func lineBytes(_ number: Int, of file: String) -> ArraySlice<UInt8>? {
         lock.lock()
         defer { lock.unlock() }
         if entries[file] == nil {
@@ -53,6 +58,6 @@ public final class SourceCache: @unchecked Sendable {
         let start = starts[number - 1]
         var end = number < starts.count ? starts[number] - 1 : entry.bytes.count
         if end > start, entry.bytes[end - 1] == 0x0D { end -= 1 }
-        return String(decoding: entry.bytes[start..<max(start, end)], as: UTF8.self)
+        return entry.bytes[start..<max(start, end)]
     }
 }

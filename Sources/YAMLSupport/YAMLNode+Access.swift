@@ -91,6 +91,28 @@ extension YAMLNode {
 }
 
 extension YAMLNode {
+    /// The type and, for a scalar, the value as written (escaped, cut to 40 characters), for "got …" in messages:
+    /// `an integer -3`, `.inf (infinity)`, `a string "yes please"`, `a list of 3 items`, `a mapping`, `null`.
+    public var valueDescription: String {
+        switch value {
+        case .mapping(let p): return p.isEmpty ? "an empty mapping" : "a mapping"
+        case .sequence(let i): return i.isEmpty ? "an empty list" : "a list of \(i.count) item\(i.count == 1 ? "" : "s")"
+        case .scalar(let text, _):
+            if isNull { return "null" }
+            let shown = TerminalText.quoted(text)
+            if bool != nil { return "a boolean \(shown)" }
+            if int != nil { return "an integer \(shown)" }
+            if let d = double {
+                if d.isNaN { return "\(shown) (not a number)" }
+                if d.isInfinite { return "\(shown) (\(d < 0 ? "minus " : "")infinity)" }
+                return "a number \(shown)"
+            }
+            return "a string \"\(shown)\""
+        }
+    }
+}
+
+extension YAMLNode {
     /// A plain string scalar (quoted on output when it would otherwise read as another type).
     public static func string(_ s: String, at mark: SourceMark) -> YAMLNode {
         YAMLNode(.scalar(s, .doubleQuoted), mark: mark)

@@ -60,13 +60,18 @@ struct Cache: AsyncParsableCommand {
                                     "corrupt_objects": r.corruptObjects.map { "\($0)" },
                                     "broken_actions": r.brokenActions.map { "\($0)" },
                                     "stray_files": r.strayFiles.map { "\($0)" },
-                                    "stale_temp_files": r.staleTempFiles, "ledger_problems": r.ledgerProblems])
+                                    "stale_temp_files": r.staleTempFiles, "ledger_problems": r.ledgerProblems,
+                                    "stale_stage_folders": r.staleStageDirectories])
             } else {
                 print("checked \(r.objectsChecked) objects (\(Cache.bytes(r.bytesChecked))) and \(r.actionsChecked) action records")
                 for p in r.corruptObjects { print("corrupt object (evicted): \(p)") }
                 for p in r.brokenActions { print("broken action record (evicted): \(p)") }
                 for p in r.strayFiles { print("stray file: \(p)") }
                 for p in r.ledgerProblems { print("ledger: \(p)") }
+                for p in r.staleStageDirectories { print("stale stage folder (left by a killed run): \(p)") }
+                if !r.staleStageDirectories.isEmpty {
+                    print("\(r.staleStageDirectories.count) stale stage folder(s); `hprune cache gc` removes them")
+                }
                 print(r.isClean ? "store is intact" : "problems were found and repaired; affected stages will re-run")
             }
             if !r.isClean { throw Exit.failed }
@@ -87,11 +92,15 @@ struct Cache: AsyncParsableCommand {
             if json {
                 Terminal.printJSON(["dry_run": r.dryRun, "kept_runs": r.keptRuns, "kept_objects": r.keptObjects,
                                     "kept_bytes": r.keptBytes, "removed_actions": r.removedActions,
-                                    "removed_objects": r.removedObjects.map(\.hex), "removed_bytes": r.removedBytes])
+                                    "removed_objects": r.removedObjects.map(\.hex), "removed_bytes": r.removedBytes,
+                                    "stale_stage_folders": r.staleStageDirectories])
                 return
             }
             let verb = dryRun ? "would remove" : "removed"
             print("\(verb) \(r.removedObjects.count) objects (\(Cache.bytes(r.removedBytes))) and \(r.removedActions.count) action records; kept \(r.keptObjects) objects used by \(r.keptRuns.count) runs")
+            if !r.staleStageDirectories.isEmpty {
+                print("\(verb) \(r.staleStageDirectories.count) stale stage folder(s) left by killed runs")
+            }
         }
     }
 

@@ -16,6 +16,10 @@ struct RecipeOptions: ParsableArguments {
             help: ArgumentHelp("Override a value: dotted.path=value, the value parsed as YAML (repeatable).",
                                valueName: "path=value"))
     var overrides: [String] = []
+
+    @Flag(name: .customLong("allow-extends-outside"),
+          help: "Let 'extends' name recipe files outside the recipe's folder tree (default: refused).")
+    var allowExtendsOutside = false
 }
 
 struct StoreOptions: ParsableArguments {
@@ -29,7 +33,9 @@ enum Terminal {
     static let stderrIsTTY = isatty(STDERR_FILENO) == 1
     static let environment = ProcessInfo.processInfo.environment
 
-    static func err(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+    /// One message on stderr. Control, bidi and other invisible characters are escaped (line breaks kept), so
+    /// names and values quoted from input files cannot rewrite the terminal.
+    static func err(_ s: String) { FileHandle.standardError.write(Data((TerminalText.escape(s, keepNewlines: true) + "\n").utf8)) }
     static func errRaw(_ s: String) { FileHandle.standardError.write(Data(s.utf8)) }
 
     /// Prints diagnostics like a compiler, with source lines and carets.
@@ -55,7 +61,8 @@ extension RecipeOptions {
         let sources = SourceCache()
         do {
             return try Workspace.load(path: recipe, overrides: overrides, environment: Terminal.environment,
-                                      registry: StageKinds.registry, sources: sources)
+                                      registry: StageKinds.registry, sources: sources,
+                                      allowExtendsOutside: allowExtendsOutside)
         } catch {
             Terminal.report(error.diagnostics, sources: sources)
             throw Exit.invalid
@@ -88,7 +95,7 @@ extension StoreOptions {
         do {
             return try ArtifactStore(root: url, onWarning: { Terminal.err("warning: \($0)") })
         } catch {
-            Terminal.err("error: cannot open the store at \(url.path): \(error)")
+            Terminal.err("error: cannot open the store at \(url.path): \(PlainError.describe(error))")
             throw Exit.failed
         }
     }

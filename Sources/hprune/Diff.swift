@@ -24,6 +24,8 @@ struct Diff: AsyncParsableCommand {
     @OptionGroup var storeOptions: StoreOptions
     @Option(name: .customLong("set"), parsing: .unconditionalSingleValue, help: "Override in B (repeatable).") var setB: [String] = []
     @Option(name: .customLong("set-a"), parsing: .unconditionalSingleValue, help: "Override in A (repeatable).") var setA: [String] = []
+    @Flag(name: .customLong("allow-extends-outside"), help: "Let 'extends' name files outside each recipe's folder tree.")
+    var allowExtendsOutside = false
     @Flag(help: "Print JSON: {\"params\": [{path, a, b}], \"rerun\": [stage, …], \"metrics\": […], \"stages\": {…}}.") var json = false
 
     struct Side {
@@ -42,7 +44,7 @@ struct Diff: AsyncParsableCommand {
         let sideA: Side, sideB: Side
         if isRecipe(a) || isRecipe(b) {
             let hint = isRecipe(a) ? a : b
-            let ws = try RecipeOptions(recipe: hint, overrides: isRecipe(a) ? setA : setB).workspace()
+            let ws = try RecipeOptions(recipe: hint, overrides: isRecipe(a) ? setA : setB, allowExtendsOutside: allowExtendsOutside).workspace()
             store = try storeOptions.open(for: ws)
         } else {
             store = try storeOptions.openStandalone()
@@ -110,7 +112,7 @@ struct Diff: AsyncParsableCommand {
 
     func side(_ ref: String, overrides: [String], store: ArtifactStore) throws -> Side {
         if isRecipe(ref) {
-            let ws = try RecipeOptions(recipe: ref, overrides: overrides).workspace()
+            let ws = try RecipeOptions(recipe: ref, overrides: overrides, allowExtendsOutside: allowExtendsOutside).workspace()
             let backendName = try BackendChoice.resolve(requested: ws.recipe.backend, recipe: ws.recipe)
             let plan: Plan
             do { plan = try ws.plan(store: store, backend: backendName) } catch {
@@ -163,9 +165,10 @@ struct Diff: AsyncParsableCommand {
 }
 
 extension RecipeOptions {
-    init(recipe: String, overrides: [String]) {
+    init(recipe: String, overrides: [String], allowExtendsOutside: Bool = false) {
         self.init()
         self.recipe = recipe
         self.overrides = overrides
+        self.allowExtendsOutside = allowExtendsOutside
     }
 }

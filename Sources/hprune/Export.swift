@@ -77,7 +77,7 @@ struct Export: AsyncParsableCommand {
                 try ModelStore.exportSafetensors(manifest, store: store, to: dir)
             }
         } catch {
-            Terminal.err("error: cannot export to \(dir.path): \(error)")
+            Terminal.err("error: cannot export to \(dir.path): \(PlainError.describe(error))")
             throw Exit.failed
         }
         let removed = manifest.structure.removed.isEmpty ? "" : ", \(manifest.structure.removed.count) removed"

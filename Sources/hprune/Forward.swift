@@ -1,6 +1,7 @@
 // `hprune forward`: one forward pass of a diffusers transformer folder on inputs from a safetensors file,
 // writing the prediction as tensor `sample`. Exit 0 ok, 2 bad input (model or inputs), 1 other failures.
 import ArgumentParser
+import ArtifactStore
 import CPUBackend
 import Checkpoint
 import Foundation
@@ -68,7 +69,7 @@ struct Forward: AsyncParsableCommand {
             Terminal.err(e.description)
             throw e.file == output ? Exit.failed : Exit.invalid
         } catch {
-            Terminal.err("error: \(error)"); throw Exit.failed
+            Terminal.err("error: \(PlainError.describe(error))"); throw Exit.failed
         }
     }
 }

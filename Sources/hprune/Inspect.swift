@@ -1,9 +1,11 @@
 // `hprune inspect`: a model's architecture, blocks, removable sub-components with parameter counts, and bytes by
 // dtype, from ModelSpec's inspect report. Malformed or hostile files are refused with a message and exit 2.
 import ArgumentParser
+import ArtifactStore
 import Checkpoint
 import Foundation
 import ModelSpec
+import YAMLSupport
 
 struct Inspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -34,14 +36,15 @@ struct Inspect: AsyncParsableCommand {
         } catch let e as ModelSpecError {
             Terminal.err(e.description); throw Exit.invalid
         } catch {
-            Terminal.err("error: \(model): \(error)"); throw Exit.failed
+            Terminal.err("error: \(model): \(PlainError.describe(error))"); throw Exit.failed
         }
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try enc.encode(report), as: UTF8.self))
         } else {
-            print(report.renderText(), terminator: "")
+            // Names and metadata come from the file: escape control and bidi characters (line breaks kept).
+            print(TerminalText.escape(report.renderText(), keepNewlines: true), terminator: "")
         }
         if !report.nonFiniteTensors.isEmpty {
             Terminal.err("warning: NaN or Inf in: " + report.nonFiniteTensors.joined(separator: ", "))

@@ -2,6 +2,7 @@
 // recipe. nf4/fp4 are bit-identical to bitsandbytes and written in its key layout with diffusers'
 // quantization_config, so `SD3Transformer2DModel.from_pretrained(DIR)` loads them with bitsandbytes.
 import ArgumentParser
+import ArtifactStore
 import Checkpoint
 import Compression
 import Foundation
@@ -126,7 +127,7 @@ struct Quantise: AsyncParsableCommand {
                 try AtomicFile.write(try ModelStore.configJSON(config), to: tmp.appendingPathComponent(DiffusersFolder.configName).path)
             }
         } catch {
-            Terminal.err("error: cannot write \(dir.path): \(error)")
+            Terminal.err("error: cannot write \(dir.path): \(PlainError.describe(error))")
             throw Exit.failed
         }
         if json {

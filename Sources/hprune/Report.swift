@@ -56,7 +56,7 @@ struct Report: AsyncParsableCommand {
     /// rows) is not copied again: its link points at the first copy.
     func copySamples(_ store: ArtifactStore, _ records: [RunRecord], _ runs: [ResultsTable.Run], into dir: URL) throws -> [ResultsTable.SampleRun] {
         do { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
-            Terminal.err("error: cannot create the images folder '\(dir.path)': \(error.localizedDescription)")
+            Terminal.err("error: cannot create the images folder '\(dir.path)': \(PlainError.describe(error))")
             throw ExitCode(1)
         }
         var used = Set<String>()

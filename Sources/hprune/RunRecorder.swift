@@ -31,7 +31,7 @@ final class RunRecorder: @unchecked Sendable {
         do {
             runID = try store.ledger.beginRun(start)
         } catch {
-            Terminal.err("error: cannot record the run in \(store.ledger.path): \(error)")
+            Terminal.err("error: cannot record the run in \(store.ledger.path): \(PlainError.describe(error))")
             throw Exit.failed
         }
         return runID

@@ -3,6 +3,7 @@ import ArgumentParser
 import ArtifactStore
 import Foundation
 import Scheduler
+import YAMLSupport
 
 struct Runs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -28,17 +29,24 @@ struct Runs: AsyncParsableCommand {
         }
         if json { Terminal.printJSON(rows); return }
         if runs.isEmpty { print("no runs recorded in \(store.root.path)"); return }
-        print("RUN".padding(toLength: 24, withPad: " ", startingAt: 0) + "STARTED              STATUS     DURATION  STAGES                RECIPE")
+        var table = [["RUN", "STARTED", "STATUS", "DURATION", "STAGES", "RECIPE"]]
         for (r, row) in zip(runs, rows) {
             let started = ISO8601DateFormatter.string(from: r.startedAt, timeZone: .current, formatOptions: [.withFullDate, .withTime, .withColonSeparatorInTime, .withSpaceBetweenDateAndTime])
             let duration = (row["seconds"] as? Double).map { ProgressBar.duration($0) } ?? "-"
             let counts = (row["stages"] as? [String: Int] ?? [:]).sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
-            print(r.id.rawValue.padding(toLength: 24, withPad: " ", startingAt: 0)
-                  + started.padding(toLength: 21, withPad: " ", startingAt: 0)
-                  + r.status.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0)
-                  + duration.padding(toLength: 10, withPad: " ", startingAt: 0)
-                  + counts.padding(toLength: 22, withPad: " ", startingAt: 0)
-                  + r.start.recipeName)
+            table.append([r.id.rawValue, started, r.status.rawValue, duration, counts, TerminalText.escape(r.start.recipeName)])
+        }
+        for line in Self.columns(table) { print(line) }
+    }
+
+    /// Rows as aligned columns: each as wide as its widest cell, two spaces between, nothing ever cut.
+    static func columns(_ rows: [[String]]) -> [String] {
+        let n = rows.map(\.count).max() ?? 0
+        let widths = (0..<n).map { c in rows.map { c < $0.count ? $0[c].count : 0 }.max() ?? 0 }
+        return rows.map { row in
+            row.enumerated().map { c, cell in
+                c == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[c] - cell.count + 2)
+            }.joined()
         }
     }
 }
@@ -85,14 +93,14 @@ struct Show: AsyncParsableCommand {
             return
         }
         print("run      \(record.id)  (\(record.status.rawValue))")
-        print("recipe   \(record.start.recipeName)  \(record.start.recipePath)")
+        print("recipe   \(TerminalText.escape(record.start.recipeName))  \(TerminalText.escape(record.start.recipePath))")
         print("started  \(record.startedAt)" + (record.endedAt.map { "  took \(ProgressBar.duration($0.timeIntervalSince(record.startedAt)))" } ?? ""))
         print("backend  \(record.start.backend) on \(record.start.host), hprune \(record.start.version)")
         print("stages:")
         let w = max(5, stages.map(\.stage.count).max() ?? 0)
         for s in stages {
             print("  \(s.stage.padding(toLength: w, withPad: " ", startingAt: 0))  \(s.kind.padding(toLength: 10, withPad: " ", startingAt: 0))  \(s.status.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0))  \(ProgressBar.duration(s.seconds).padding(toLength: 8, withPad: " ", startingAt: 0))  \(String(s.key.prefix(12)))")
-            if let e = s.error { print("      \(e)") }
+            if let e = s.error { print("      " + TerminalText.escape(e, keepNewlines: true)) }
         }
         if !metrics.isEmpty {
             print("metrics:")

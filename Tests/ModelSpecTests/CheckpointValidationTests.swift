@@ -40,10 +40,19 @@ func copyFixture(_ model: String, config edit: ((inout [String: Any]) -> Void)? 
             let i = ts.firstIndex { $0.name == "context_embedder.weight" }!
             ts[i] = TensorPayload(name: "context_embedder.weight", shape: [16, 23], floats: Array(repeating: 0, count: 16 * 23))
         })
-        let e = try #require(throws: CheckpointError.self) { try ModelCheckpoint(path: dir) }
-        #expect(e.kind == .shapeMismatch && e.tensor == "context_embedder.weight")
-        #expect(e.message.contains("[16, 23]") && e.message.contains("[16, 24]"))
-        #expect(e.offset != nil && e.file.hasSuffix(DiffusersFolder.weightsName))
+        // A tensor outside the blocks that holds a config dimension is checked first, naming the key.
+        let e = try #require(throws: ModelSpecError.self) { try ModelCheckpoint(path: dir) }
+        #expect(e.subject == "joint_attention_dim" && e.source.hasSuffix("config.json"))
+        #expect(e.message.contains("context_embedder.weight") && e.message.contains("[16, 23]") && e.message.contains("is 24"))
+        // Inside a block: the shape mismatch names the tensor, both shapes and the offset.
+        let inner = try copyFixture("sd3_tiny", tensors: { ts in
+            let i = ts.firstIndex { $0.name == "transformer_blocks.0.attn.to_q.weight" }!
+            ts[i] = TensorPayload(name: ts[i].name, shape: [16, 15], floats: Array(repeating: 0, count: 16 * 15))
+        })
+        let m = try #require(throws: CheckpointError.self) { try ModelCheckpoint(path: inner) }
+        #expect(m.kind == .shapeMismatch && m.tensor == "transformer_blocks.0.attn.to_q.weight")
+        #expect(m.message.contains("[16, 15]") && m.message.contains("[16, 16]"))
+        #expect(m.offset != nil && m.file.hasSuffix(DiffusersFolder.weightsName))
     }
 
     @Test func extraTensorsAreReportedNotFatal() throws {
@@ -64,9 +73,14 @@ func copyFixture(_ model: String, config edit: ((inout [String: Any]) -> Void)? 
         #expect(report.parameters < report.parametersFull)
         #expect(report.blocks[1].removed && report.blocks[0].components.first { $0.name == "ff" }!.removed)
 
-        // The same weights without the record: the first missing tensor is an error.
+        // The same weights without the record: the block with no tensors is an error naming num_layers.
         let bare = try copyFixture("sd35_tiny", tensors: { $0.removeAll { gone.contains($0.name) } })
-        #expect(throws: CheckpointError.self) { try ModelCheckpoint(path: bare) }
+        let n = try #require(throws: ModelSpecError.self) { try ModelCheckpoint(path: bare) }
+        #expect(n.subject == "num_layers" && n.message.contains("block transformer_blocks.1 has no tensors"), "\(n)")
+        // Only block 0's ff recorded: block 0 misses tensors the config needs.
+        let partial = try copyFixture("sd35_tiny", config: { $0["hprune_removed"] = ["blocks.1"] },
+                                      tensors: { $0.removeAll { gone.contains($0.name) } })
+        #expect(throws: CheckpointError.self) { try ModelCheckpoint(path: partial) }
         // A bad record names config.json.
         let bad = try copyFixture("sd35_tiny", config: { $0["hprune_removed"] = ["blocks.9"] })
         let e = try #require(throws: ModelSpecError.self) { try ModelCheckpoint(path: bad) }

@@ -1,5 +1,6 @@
 // `extends:`: paths relative to the extending file, deep merge (maps merge, lists replace, this file wins),
 // marks from the file each value came from, loops and missing files reported at the `extends` value.
+import Foundation
 import Testing
 import RecipeLanguage
 import YAMLSupport
@@ -24,7 +25,10 @@ import YAMLSupport
                   extra: { kind: command }
                 """,
         ])
-        let result = ws.load("recipes/r.yaml")
+        // ../base is outside recipes/, the folder tree extends is confined to: refused unless allowed.
+        #expect(ws.load("recipes/r.yaml").lines(relativeTo: ws).first?.hasPrefix(
+            "recipes/r.yaml:1:10: error: extended file 'base/common.yaml' is outside the recipe's folder ") == true)
+        let result = ws.load("recipes/r.yaml", allowExtendsOutside: true)
         #expect(result.diagnostics.isEmpty, "\(result.diagnostics)")
         let recipe = try #require(result.recipe)
         #expect(recipe.seed == 3)
@@ -43,6 +47,31 @@ import YAMLSupport
         #expect(recipe.models.first?.mark == SourceMark(file: base, line: 5, column: 3))
         #expect(recipe.files == [ws.path("recipes/r.yaml"), base])
         #expect(recipe.document["extends"] == nil)
+    }
+
+    @Test func confinementIsTheRecipesFolderWithLinksResolved() throws {
+        let ws = Workspace([
+            "top/r.yaml": "extends: [sub/a.yaml, ./b.yaml, sub/../c.yaml]\n" + minimalStages + "\nrecipe: 1\n",
+            "top/sub/a.yaml": "seed: 1\n",
+            "top/b.yaml": "seed: 2\n",
+            "top/c.yaml": "seed: 3\n",
+            "outside.yaml": "seed: 9\n",
+            "top/escape.yaml": "extends: sub/../../outside.yaml\nrecipe: 1\n" + minimalStages,
+            "top/viaLink.yaml": "extends: linked/x.yaml\nrecipe: 1\n" + minimalStages,
+            "elsewhere/x.yaml": "seed: 8\n",
+            "top/inner/lnk.yaml": "extends: ../b.yaml\nrecipe: 1\n" + minimalStages,
+        ])
+        #expect(ws.load("top/r.yaml").recipe?.seed == 3)
+        #expect(ws.load("top/escape.yaml").lines(relativeTo: ws).first?.contains("is outside the recipe's folder") == true)
+        // A link inside the tree to a folder outside it: the link's target is what counts.
+        symlink(ws.path("elsewhere"), ws.path("top/linked"))
+        let link = ws.load("top/viaLink.yaml").lines(relativeTo: ws)
+        #expect(link.first?.contains("is outside the recipe's folder") == true && link.first?.contains("resolves to") == true, "\(link)")
+        // The tree is that of the top-level recipe: a recipe in a subfolder may not reach up, even to its parent.
+        #expect(ws.load("top/inner/lnk.yaml").lines(relativeTo: ws).first?.contains("is outside") == true)
+        // A link to the tree's folder from elsewhere is resolved, so the same files are inside.
+        symlink(ws.path("top"), ws.path("alias"))
+        #expect(ws.load("alias/r.yaml").recipe?.seed == 3)
     }
 
     @Test func listOfBasesLaterWins() throws {

@@ -16,8 +16,10 @@ struct Workspace {
 
     func path(_ name: String) -> String { dir.path + "/" + name }
 
-    func load(_ name: String, overrides: [String] = []) -> RecipeLoadResult {
-        RecipeLoader(environment: environment).load(path: path(name), overrides: overrides)
+    func load(_ name: String, overrides: [String] = [], allowExtendsOutside: Bool = false) -> RecipeLoadResult {
+        var loader = RecipeLoader(environment: environment)
+        loader.allowExtendsOutside = allowExtendsOutside
+        return loader.load(path: path(name), overrides: overrides)
     }
 }
 

@@ -30,11 +30,27 @@ import YAMLSupport
     }
 
     @Test func createsMissingKeysAndNullIsEmpty() throws {
-        let ws = Workspace(["r.yaml": "recipe: 1\nvars:\n" + minimalStages])
+        let ws = Workspace(["r.yaml": "recipe: 1\nvars:\nname: \"n${vars.new.deep}\"\n" + minimalStages])
         let result = ws.load("r.yaml", overrides: ["vars.new.deep=1", "description="])
         #expect(result.diagnostics.isEmpty, "\(result.diagnostics)")
         #expect(result.recipe?.vars["new"]?["deep"]?.int == 1)
+        #expect(result.recipe?.name == "n1")
         #expect(result.recipe?.description == nil)
+    }
+
+    @Test func aNewVariableNothingUsesIsAnError() {
+        let ws = Workspace(["r.yaml": "recipe: 1\nvars: { budget: 0.2, steps: 3 }\n" + minimalStages])
+        #expect(ws.load("r.yaml", overrides: ["vars.budgte=0.3"]).lines(relativeTo: ws) == [
+            "<--set 1>:1:12: error: --set vars.budgte=0.3: there is no variable 'budgte' in the recipe, and nothing "
+                + "uses ${vars.budgte} (did you mean 'budget'?)",
+        ])
+        #expect(ws.load("r.yaml", overrides: ["vars.nope.deep=1"]).lines(relativeTo: ws) == [
+            "<--set 1>:1:12: error: --set vars.nope.deep=1: there is no variable 'nope' in the recipe, and nothing "
+                + "uses ${vars.nope} (defined variables: budget, steps)",
+        ])
+        // A use in another override counts; so does a use with spaces inside the braces.
+        #expect(ws.load("r.yaml", overrides: ["vars.x=1", "description=x${ vars.x }"]).diagnostics.isEmpty)
+        #expect(ws.load("r.yaml", overrides: ["vars.budget=0.5", "vars.steps=4"]).diagnostics.isEmpty)
     }
 
     @Test func unknownKeyFromOverrideIsCheckedLikeTheFile() {

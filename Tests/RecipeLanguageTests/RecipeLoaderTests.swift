@@ -81,17 +81,17 @@ import YAMLSupport
             """])
         let result = ws.load("r.yaml")
         #expect(result.lines(relativeTo: ws) == [
-            "r.yaml:1:9: error: 'recipe': expected an integer (the schema version, 1), got a string",
-            "r.yaml:2:7: error: 'name': expected a non-empty string, got a list",
+            "r.yaml:1:9: error: 'recipe': expected an integer (the schema version, 1), got a string \"1\"",
+            "r.yaml:2:7: error: 'name': expected a non-empty string, got a list of 1 item",
             "r.yaml:3:7: error: 'seed' must be ≥ 0, got -1",
             "r.yaml:4:10: error: unknown backend 'cdua' (did you mean 'cuda'?)",
-            "r.yaml:5:7: error: 'vars': expected a mapping of variable names to values, got a list",
-            "r.yaml:6:20: error: model 'teacher' must be a mapping of settings, got a string "
+            "r.yaml:5:7: error: 'vars': expected a mapping of variable names to values, got a list of 2 items",
+            "r.yaml:6:20: error: model 'teacher' must be a mapping of settings, got a string \"path/to/model\" "
                 + "(e.g. 'teacher: { format: diffusers, path: … }')",
-            "r.yaml:7:11: error: 'datasets': expected a mapping of dataset names to their settings, got an integer",
+            "r.yaml:7:11: error: 'datasets': expected a mapping of dataset names to their settings, got an integer 3",
             "r.yaml:9:3: error: stage 'a' has no 'kind' (add 'kind: <stage kind>', e.g. 'kind: command')",
-            "r.yaml:10:14: error: stage 'b': 'kind' must be a string (the stage kind), got an integer",
-            "r.yaml:11:6: error: stage 'c' must be a mapping with a 'kind', got a list "
+            "r.yaml:10:14: error: stage 'b': 'kind' must be a string (the stage kind), got an integer 12",
+            "r.yaml:11:6: error: stage 'c' must be a mapping with a 'kind', got an empty list "
                 + "(e.g. 'c: { kind: command, run: [echo, hi] }')",
         ])
         // A recipe is still built so stage-level checks can run too.

@@ -70,7 +70,7 @@ func build(_ text: String, file: String = "r.yaml") -> (Graph?, [Diagnostic]) {
     #expect(contains(diags, "r.yaml:4:", "unknown stage kind 'comand'", "did you mean 'command'?"))
     #expect(contains(diags, "r.yaml:5:", "unknown key 'ouputs'", "did you mean 'outputs'?"))
     #expect(contains(diags, "r.yaml:6:", "missing required key 'run'"))
-    #expect(contains(diags, "r.yaml:7:", "'run' expected list of string, got a string"))
+    #expect(contains(diags, "r.yaml:7:", "'run' expected list of string, got a string \"echo\""))
     #expect(contains(diags, "r.yaml:7:", "'timeout' must be > 0, got -1"))
     #expect(contains(diags, "r.yaml:8:", "refers to unknown 'bb'", "did you mean 'b'?"))
     #expect(contains(diags, "r.yaml:9:", "'model' expects a model, but 'e.files' is a files"))

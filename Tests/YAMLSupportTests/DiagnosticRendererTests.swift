@@ -93,6 +93,33 @@ import YAMLSupport
         #expect(colored.contains("\u{1B}[1m\u{1B}[32m^\u{1B}[0m"))
     }
 
+    @Test func controlBidiAndInvalidBytesAreEscapedAndTheCaretFollows() {
+        let sources = SourceCache()
+        // RLO, ESC, an invalid byte, a wide character, then the column the diagnostic points at ("X").
+        sources.register(bytes: Array("a\u{202E}b\u{1B}c".utf8) + [0xFF] + Array("漢X\n".utf8), for: "f\u{202E}.yaml")
+        let d = Diagnostic.error("bad \u{1B}[31mkey\u{2066}", at: SourceMark(file: "f\u{202E}.yaml", line: 1, column: 8),
+                                 hint: "h\u{200F}\n")
+        let out = DiagnosticRenderer(sources: sources).render(d)
+        // The caret: a (1) + \u{202E} (8) + b (1) + \u{1B} (6) + c (1) + \xFF (4) + 漢 (2 columns) = 23.
+        #expect(out == "f\\u{202E}.yaml:1:8: error: bad \\u{1B}[31mkey\\u{2066} (h\\u{200F}\\n)\n"
+                + " 1 | a\\u{202E}b\\u{1B}c\\xFF漢X\n"
+                + "   | " + String(repeating: " ", count: 23) + "^\n")
+        #expect(out.split(separator: "\n").first.map(String.init) == d.description)
+    }
+
+    @Test func valueDescriptionsQuoteTheValue() throws {
+        func node(_ text: String) throws -> YAMLNode { try #require(try YAMLParser.parse("v: " + text, file: "t")["v"]) }
+        #expect(try node("-3").valueDescription == "an integer -3")
+        #expect(try node(".inf").valueDescription == ".inf (infinity)")
+        #expect(try node("-.inf").valueDescription == "-.inf (minus infinity)")
+        #expect(try node(".nan").valueDescription == ".nan (not a number)")
+        #expect(try node("0.5").valueDescription == "a number 0.5")
+        #expect(try node("'3'").valueDescription == "a string \"3\"")
+        #expect(try node("[1, 2]").valueDescription == "a list of 2 items")
+        #expect(try node("~").valueDescription == "null")
+        #expect(try node(String(repeating: "x", count: 100)).valueDescription == "a string \"" + String(repeating: "x", count: 39) + "…\"")
+    }
+
     @Test func firstLineIsTheOneLineDescription() {
         let r = renderer(["f": "x\n"])
         let d = Diagnostic.error("m", at: SourceMark(file: "f", line: 1, column: 1), hint: "h")
