@@ -60,15 +60,18 @@ func hostileRecipeExitsTwoWithLocation(_ c: Hostile) throws {
     let dir = TemporaryDirectory()
     let path = c.make(dir)
     for command in ["validate", "plan", "run"] {
-        // The bound is on the best of three attempts: this machine's 2 cores are shared with the other tests.
+        // Bounded work, not a speed goal (speed lives in the benchmarks): an alias bomb or runaway nesting would run
+        // for minutes or exhaust memory, a bounded parse takes ~2 s even for 10 MB. The bound is generous and on the
+        // best of three attempts, because this machine's 2 cores are shared with the other tests.
+        let bound = 15.0
         var best = Double.infinity
-        for _ in 0..<3 where best >= 2.0 {
+        for _ in 0..<3 where best >= bound {
             let r = try CLI.run([command, path], timeout: 30)
             #expect(r.status == 2, "\(c.name) / \(command): status \(r.status)\n\(r.stderr.prefix(800))")
             #expect(hasLocatedError(r.stderr, path), "\(c.name) / \(command): no file:line:col in\n\(r.stderr.prefix(800))")
             best = min(best, r.seconds)
         }
-        #expect(best < 2.0, "\(c.name) / \(command) took \(best)s")
+        #expect(best < bound, "\(c.name) / \(command) took \(best)s")
     }
 }
 
