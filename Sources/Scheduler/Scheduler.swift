@@ -53,6 +53,9 @@ public struct Scheduler: Sendable {
     public var isTerminal: Bool
     public var events: @Sendable (SchedulerEvent) -> Void
     public var output: @Sendable (String) -> Void
+    /// Where stages that miss the cache run: nil runs them in this process; a `RemoteExecutor` (Slurm) submits
+    /// each as a job that runs exactly that action against this store.
+    public var remote: (any RemoteExecutor)?
 
     public init(graph: Graph, kinds: [String: any ExecutableStageKind], store: ArtifactStore, context: KeyContext,
                 sources: [String: ArtifactRef], fileDependencies: [String: [String: String]] = [:],
@@ -141,6 +144,23 @@ public struct Scheduler: Sendable {
         }
     }
 
+    /// Runs the one stage `name` whose upstream stages are already done (`upstream`: stage → port → digest),
+    /// as a job of a remote executor does. The result is not sent to `events` as `.finished`.
+    public func runSingle(_ name: String, upstream: [String: [String: Digest]]) async -> StageResult? {
+        guard let index = graph.stages.firstIndex(where: { $0.name == name }) else { return nil }
+        let stage = graph.stages[index]
+        var inputs: [String: ArtifactRef] = [:]
+        for b in stage.bindings {
+            switch b.source {
+            case .source(let n): inputs[b.path] = sources[n]
+            case .stage(let s, let port):
+                if let d = upstream[s]?[port] { inputs[b.path] = ArtifactRef(type: b.type, digest: d) }
+            }
+        }
+        return await execute(stage, inputs: inputs, inputDigests: inputs.mapValues(\.digest), index: index + 1,
+                             total: graph.stages.count)
+    }
+
     /// Runs one stage, or reuses its cached outputs.
     func execute(_ stage: StageNode, inputs: [String: ArtifactRef], inputDigests: [String: Digest],
                  index: Int, total: Int) async -> StageResult {
@@ -169,6 +189,44 @@ public struct Scheduler: Sendable {
         }
         if Task.isCancelled { return result(.cancelled, key: key, error: "interrupted") }
         events(.started(stage: stage.name, kind: stage.kind.name, index: index, total: total))
+        let progress = ProgressSink(stage: stage.name, isTerminal: isTerminal, emit: output)
+
+        if let remote {
+            let recorder = StageRecorder()
+            do {
+                let status = try await remote.run(stage: stage, key: key, forced: options.force.contains(stage.name),
+                                                  progress: progress, recorder: recorder)
+                guard let hit = store.action(for: key) else {
+                    return result(.failed, key: key, error: "the job for '\(stage.name)' ended without recording action \(key.prefix(12))",
+                                  recorder: recorder)
+                }
+                return result(status, key: key, outputs: hit.outputs, recorder: recorder)
+            } catch is CancellationError {
+                return result(.cancelled, key: key, error: "interrupted", recorder: recorder)
+            } catch let failure as StageFailure {
+                return result(Task.isCancelled ? .cancelled : .failed, key: key, error: failure.message,
+                              log: failure.log.map { (recorder.logText.isEmpty ? "" : recorder.logText + "\n") + $0 }, recorder: recorder)
+            } catch {
+                return result(Task.isCancelled ? .cancelled : .failed, key: key, error: "\(error)", recorder: recorder)
+            }
+        }
+
+        // One run per action key across processes and hosts: wait for whoever holds it, then look again.
+        let lock: ActionLock
+        do {
+            lock = try await store.lockAction(key, what: "stage '\(stage.name)'", onWait: { owner in
+                progress.log("waiting for \(owner), which is running the same action")
+            })
+        } catch is CancellationError {
+            return result(.cancelled, key: key, error: "interrupted")
+        } catch {
+            return result(.failed, key: key, error: "cannot lock action \(key.prefix(12)): \(error)")
+        }
+        defer { lock.release() }
+        if !options.force.contains(stage.name), let hit = store.action(for: key),
+           Set(hit.outputs.keys).isSuperset(of: stage.outputs.map(\.name)) {
+            return result(.cached, key: key, outputs: hit.outputs)
+        }
 
         let work = store.root.appendingPathComponent("tmp").appendingPathComponent("stage-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: work) }
@@ -177,8 +235,7 @@ public struct Scheduler: Sendable {
             try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
             let ctx = StageContext(stage: stage, inputs: inputs, store: store, workDirectory: work,
                                    recipeDirectory: recipeDirectory, seed: context.seed, backend: backend,
-                                   progress: ProgressSink(stage: stage.name, isTerminal: isTerminal, emit: output),
-                                   recorder: recorder, actionKey: key)
+                                   progress: progress, recorder: recorder, actionKey: key)
             let outs = try await kind.run(ctx)
             if Task.isCancelled { return result(.cancelled, key: key, error: "interrupted", recorder: recorder) }
             let missing = stage.outputs.map(\.name).filter { outs[$0] == nil }

@@ -46,6 +46,16 @@ public enum CommonStageKeys {
     public static let fields: [Field] = [
         Field("kind", .string, required: true, doc: "The stage kind (see the list of kinds)."),
         Field("description", .string, doc: "Free text for people; not part of the cache key."),
+        Field("slurm", .object(Schema([
+            Field("partition", .string, doc: "sbatch --partition."),
+            Field("time", .string, doc: "sbatch --time (\"HH:MM:SS\", \"D-HH:MM:SS\", minutes)."),
+            Field("cpus", .integer(min: 1), doc: "sbatch --cpus-per-task."),
+            Field("mem", .string, doc: "sbatch --mem (16G, 4000M)."),
+            Field("gres", .string, doc: "sbatch --gres (gpu:1)."),
+            Field("account", .string, doc: "sbatch --account."),
+            Field("retries", .integer(min: 0), doc: "Re-submissions of a job that died without a result (default 1)."),
+            Field("extra", .list(.string), doc: "More sbatch options, one `--opt=value` per item."),
+        ])), doc: "sbatch settings for this stage's job under `executor: slurm` (partition, time, cpus, mem, gres, account, retries, extra); not part of the cache key."),
     ]
     public static let names: Set<String> = Set(fields.map(\.name))
 }
