@@ -16,11 +16,13 @@ public struct SlurmSettings: Sendable, Hashable {
     public var account: String?
     /// How often a job that dies without a result (node lost, time limit, scancel) is submitted again.
     public var retries: Int?
+    /// Split a shardable stage (`score`) into a job array of this many tasks before its merge job.
+    public var shards: Int?
     /// More sbatch options, each one argument starting with `--` (`--qos=high`, `--constraint=a100`).
     public var extra: [String]
 
     public init(partition: String? = nil, time: String? = nil, cpus: Int? = nil, mem: String? = nil,
-                gres: String? = nil, account: String? = nil, retries: Int? = nil, extra: [String] = []) {
+                gres: String? = nil, account: String? = nil, retries: Int? = nil, shards: Int? = nil, extra: [String] = []) {
         self.partition = partition
         self.time = time
         self.cpus = cpus
@@ -28,6 +30,7 @@ public struct SlurmSettings: Sendable, Hashable {
         self.gres = gres
         self.account = account
         self.retries = retries
+        self.shards = shards
         self.extra = extra
     }
 
@@ -36,7 +39,7 @@ public struct SlurmSettings: Sendable, Hashable {
         guard let stage else { return self }
         return SlurmSettings(partition: stage.partition ?? partition, time: stage.time ?? time, cpus: stage.cpus ?? cpus,
                              mem: stage.mem ?? mem, gres: stage.gres ?? gres, account: stage.account ?? account,
-                             retries: stage.retries ?? retries, extra: extra + stage.extra)
+                             retries: stage.retries ?? retries, shards: stage.shards ?? shards, extra: extra + stage.extra)
     }
 
     /// The sbatch options these settings mean, one argument each (never a shell string).
@@ -51,7 +54,7 @@ public struct SlurmSettings: Sendable, Hashable {
         return args + extra
     }
 
-    public static let keys = ["partition", "time", "cpus", "mem", "gres", "account", "retries", "extra"]
+    public static let keys = ["partition", "time", "cpus", "mem", "gres", "account", "retries", "shards", "extra"]
     public static let executors = ["local", "slurm"]
 
     /// Checks a `slurm:` mapping; problems go to `diagnostics` with the mark of the offending value.
@@ -85,13 +88,17 @@ public struct SlurmSettings: Sendable, Hashable {
             case "time": s.time = text(isTime, "a Slurm time limit", hint: "write minutes (\"90\"), \"HH:MM:SS\" or \"D-HH:MM:SS\", quoted")
             case "mem": s.mem = text(isMemory, "a memory size", hint: "e.g. 16G, 4000M or 4000 (MiB)")
             case "gres": s.gres = text(isGres, "a generic resource", hint: "e.g. gpu:1 or gpu:a100:2")
-            case "cpus", "retries":
-                let minimum = key == "cpus" ? 1 : 0
+            case "cpus", "retries", "shards":
+                let minimum = key == "retries" ? 0 : 1
                 guard let n = v.int, n >= minimum, n <= 4096 else {
                     diagnostics.append(.error("'\(label)': expected an integer ≥ \(minimum), got \(v.scalarText ?? v.typeDescription)", at: v.mark))
                     continue
                 }
-                if key == "cpus" { s.cpus = n } else { s.retries = n }
+                switch key {
+                case "cpus": s.cpus = n
+                case "shards": s.shards = n
+                default: s.retries = n
+                }
             case "extra":
                 guard let items = v.items else {
                     diagnostics.append(.error("'\(label)': expected a list of sbatch options, got \(v.typeDescription)", at: v.mark,

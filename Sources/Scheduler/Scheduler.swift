@@ -161,6 +161,31 @@ public struct Scheduler: Sendable {
                              total: graph.stages.count)
     }
 
+    /// Runs shard `index` of `count` of stage `name` (a `ShardableStageKind`) whose upstream stages are done.
+    /// Nothing is recorded as the stage's action: the parts it keeps are found by the stage's own run later.
+    public func runShard(_ name: String, upstream: [String: [String: Digest]], index: Int, count: Int) async throws {
+        guard let stage = graph.stages.first(where: { $0.name == name }) else { throw StageFailure("no stage '\(name)'") }
+        guard let kind = kinds[stage.kind.name] as? any ShardableStageKind else {
+            throw StageFailure("stage kind '\(stage.kind.name)' cannot be split into shards")
+        }
+        var inputs: [String: ArtifactRef] = [:]
+        for b in stage.bindings {
+            switch b.source {
+            case .source(let n): inputs[b.path] = sources[n]
+            case .stage(let s, let port):
+                if let d = upstream[s]?[port] { inputs[b.path] = ArtifactRef(type: b.type, digest: d) }
+            }
+        }
+        let work = store.root.appendingPathComponent("tmp").appendingPathComponent("shard-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: work) }
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        let ctx = StageContext(stage: stage, inputs: inputs, store: store, workDirectory: work,
+                               recipeDirectory: recipeDirectory, seed: context.seed, backend: backend,
+                               progress: ProgressSink(stage: stage.name, isTerminal: isTerminal, emit: output),
+                               recorder: StageRecorder())
+        try await kind.runShard(ctx, index: index, count: count)
+    }
+
     /// Runs one stage, or reuses its cached outputs.
     func execute(_ stage: StageNode, inputs: [String: ArtifactRef], inputDigests: [String: Digest],
                  index: Int, total: Int) async -> StageResult {
@@ -195,7 +220,7 @@ public struct Scheduler: Sendable {
             let recorder = StageRecorder()
             do {
                 let status = try await remote.run(stage: stage, key: key, forced: options.force.contains(stage.name),
-                                                  progress: progress, recorder: recorder)
+                                                  shardable: kind is any ShardableStageKind, progress: progress, recorder: recorder)
                 guard let hit = store.action(for: key) else {
                     return result(.failed, key: key, error: "the job for '\(stage.name)' ended without recording action \(key.prefix(12))",
                                   recorder: recorder)

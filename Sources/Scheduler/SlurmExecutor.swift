@@ -11,7 +11,8 @@ import StageGraph
 public protocol RemoteExecutor: Sendable {
     /// Runs the action `key` of `stage` to completion; returns `.ran`, or `.cached` if someone else had already
     /// recorded it. Throws `StageFailure` (with job ids) or `CancellationError`.
-    func run(stage: StageNode, key: String, forced: Bool, progress: ProgressSink, recorder: StageRecorder) async throws -> StageStatus
+    func run(stage: StageNode, key: String, forced: Bool, shardable: Bool, progress: ProgressSink,
+             recorder: StageRecorder) async throws -> StageStatus
 }
 
 /// What `hprune _job` writes when it ends (atomically, at the path the driver chose).
@@ -80,13 +81,17 @@ public struct SlurmExecutor: RemoteExecutor {
         return path
     }
 
-    public func run(stage: StageNode, key: String, forced: Bool, progress: ProgressSink,
+    public func run(stage: StageNode, key: String, forced: Bool, shardable: Bool, progress: ProgressSink,
                     recorder: StageRecorder) async throws -> StageStatus {
         let script = try writeJobScript()
         let logs = directory.appendingPathComponent("logs"), results = directory.appendingPathComponent("results")
         try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(at: results, withIntermediateDirectories: true)
         let resources = settings(stage.name)
+        if shardable, let shards = resources.shards, shards > 1 {
+            try await runShards(stage: stage, key: key, count: shards, script: script, logs: logs, resources: resources,
+                                progress: progress, recorder: recorder)
+        }
         let retries = resources.retries ?? 1
         var attempt = 0
         while true {
@@ -145,29 +150,82 @@ public struct SlurmExecutor: RemoteExecutor {
         }
     }
 
+    /// Fans the stage out as a job array of `count` tasks (`_job --shards count`, task = SLURM_ARRAY_TASK_ID), each
+    /// keeping its parts in the store, and waits for all. A task that dies is only reported: the merge job that
+    /// follows computes whatever is missing, so the result is the same either way.
+    func runShards(stage: StageNode, key: String, count: Int, script: String, logs: URL, resources: SlurmSettings,
+                   progress: ProgressSink, recorder: StageRecorder) async throws {
+        let logPattern = logs.appendingPathComponent("\(stage.name)-%A_%a.log").path
+        var args = ["--parsable", "--array=0-\(count - 1)", "--job-name=hprune-\(stage.name)-shards",
+                    "--output=\(logPattern)", "--export=ALL"]
+        args += resources.sbatchArguments
+        args += [script] + jobCommand + ["--stage", stage.name, "--key", key, "--shards", String(count)]
+        let submitted = try await Slurm.command("sbatch", args)
+        let job = String(submitted.stdout.split(separator: ";").first ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        guard submitted.status == 0, !job.isEmpty, job.allSatisfy(\.isNumber) else {
+            throw StageFailure("sbatch refused the job array of stage '\(stage.name)' (exit \(submitted.status)): "
+                               + submitted.stderr.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        recorder.metric("slurm.array_job", Double(job) ?? 0, unit: "job")
+        recorder.metric("slurm.shards", Double(count))
+        recorder.log("slurm job array \(job) submitted: \(count) shards; logs \(logPattern)\n")
+        progress.log("submitted \(count) shards as Slurm job array \(job)")
+        let paths = (0..<count).map { logPattern.replacingOccurrences(of: "%A", with: job).replacingOccurrences(of: "%a", with: String($0)) }
+        let states: String
+        do {
+            states = try await wait(job: job, logPaths: paths, progress: progress)
+        } catch {
+            _ = try? await Slurm.command("scancel", [job])
+            progress.log("cancelled Slurm job array \(job)")
+            throw CancellationError()
+        }
+        recorder.log("slurm job array \(job): \(states)\n")
+        if states.split(separator: ",").contains(where: { $0 != "COMPLETED" }) {
+            warn("Slurm job array \(job) of stage '\(stage.name)' ended \(states); the merge job computes what the failed shards left")
+        }
+    }
+
     /// Polls until the job leaves the queue; streams new log lines. Returns its final state (`COMPLETED`, …).
     func wait(job: String, logPath: String, progress: ProgressSink) async throws -> String {
-        var offset: UInt64 = 0
-        var pending = Data()
+        try await wait(job: job, logPaths: [logPath], progress: progress)
+    }
+
+    /// Polls until the job (or every task of a job array) has ended, streaming each log; returns the final
+    /// state, or the tasks' states joined by commas.
+    func wait(job: String, logPaths: [String], progress: ProgressSink) async throws -> String {
+        var offsets = [UInt64](repeating: 0, count: logPaths.count)
+        var pendings = [Data](repeating: Data(), count: logPaths.count)
         func drain() {
-            guard let handle = FileHandle(forReadingAtPath: logPath) else { return }
-            defer { try? handle.close() }
-            try? handle.seek(toOffset: offset)
-            let data = handle.readDataToEndOfFile()
-            offset += UInt64(data.count)
-            pending.append(data)
-            while let nl = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                let line = String(decoding: pending[pending.startIndex..<nl], as: UTF8.self)
-                pending.removeSubrange(pending.startIndex...nl)
-                let shown = line.split(separator: "\r").last.map(String.init) ?? ""
-                if !shown.trimmingCharacters(in: .whitespaces).isEmpty { progress.log("[job \(job)] " + shown) }
+            for (i, logPath) in logPaths.enumerated() {
+                guard let handle = FileHandle(forReadingAtPath: logPath) else { continue }
+                defer { try? handle.close() }
+                try? handle.seek(toOffset: offsets[i])
+                let data = handle.readDataToEndOfFile()
+                offsets[i] += UInt64(data.count)
+                pendings[i].append(data)
+                let label = logPaths.count == 1 ? job : "\(job)_\(i)"
+                while let nl = pendings[i].firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = String(decoding: pendings[i][pendings[i].startIndex..<nl], as: UTF8.self)
+                    pendings[i].removeSubrange(pendings[i].startIndex...nl)
+                    let shown = line.split(separator: "\r").last.map(String.init) ?? ""
+                    if !shown.trimmingCharacters(in: .whitespaces).isEmpty { progress.log("[job \(label)] " + shown) }
+                }
             }
         }
         while true {
             try await Task.sleep(for: .seconds(pollInterval))
             drain()
             let q = try await Slurm.command("squeue", ["--noheader", "--states=all", "--jobs=" + job, "--format=%T"])
-            let state = q.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            let taskStates = q.stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            if logPaths.count > 1 {
+                if q.status != 0 || taskStates.isEmpty { return "UNKNOWN" }
+                if taskStates.allSatisfy(Slurm.terminalStates.contains) {
+                    drain()
+                    return taskStates.joined(separator: ",")
+                }
+                continue
+            }
+            let state = taskStates.count == 1 ? taskStates[0] : ""
             if q.status != 0 || state.isEmpty {
                 // Gone from the queue (older than MinJobAge): ask accounting, if the cluster keeps it.
                 let a = try? await Slurm.command("sacct", ["--noheader", "--allocations", "--parsable2", "--jobs=" + job, "--format=State"])

@@ -54,8 +54,9 @@ public enum CommonStageKeys {
             Field("gres", .string, doc: "sbatch --gres (gpu:1)."),
             Field("account", .string, doc: "sbatch --account."),
             Field("retries", .integer(min: 0), doc: "Re-submissions of a job that died without a result (default 1)."),
+            Field("shards", .integer(min: 1), doc: "`score`: run as a job array of this many tasks, then one merge job."),
             Field("extra", .list(.string), doc: "More sbatch options, one `--opt=value` per item."),
-        ])), doc: "sbatch settings for this stage's job under `executor: slurm` (partition, time, cpus, mem, gres, account, retries, extra); not part of the cache key."),
+        ])), doc: "sbatch settings for this stage's job under `executor: slurm` (partition, time, cpus, mem, gres, account, retries, shards, extra); not part of the cache key."),
     ]
     public static let names: Set<String> = Set(fields.map(\.name))
 }

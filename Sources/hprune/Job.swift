@@ -18,12 +18,17 @@ struct Job: AsyncParsableCommand {
     @Option(help: "The backend the driver resolved.") var backend: String
     @Option(help: "The stage to run.") var stage: String
     @Option(help: "The action key the driver planned for it.") var key: String
-    @Option(help: "Where to write the JobResult JSON.") var result: String
+    @Option(help: "Where to write the JobResult JSON.") var result: String = ""
     @Flag(help: "Run even if cached (the driver was given --force for this stage).") var force = false
+    @Option(help: "Run shard $SLURM_ARRAY_TASK_ID of this many (a job array task) instead of the whole stage.") var shards: Int?
 
     func run() async throws {
         let clock = ContinuousClock.now
         func finish(_ status: String, error: String? = nil, log: String? = nil, metrics: [JobMetric] = []) throws {
+            guard !result.isEmpty else {
+                Terminal.err("job: stage '\(stage)' \(status)" + (error.map { ": " + $0 } ?? ""))
+                return
+            }
             let d = ContinuousClock.now - clock
             let r = JobResult(status: status, seconds: Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18,
                               error: error, log: log, metrics: metrics)
@@ -77,6 +82,22 @@ struct Job: AsyncParsableCommand {
             output: { line in Terminal.err(line.hasPrefix("\r") ? String(line.dropFirst()) : line) })
         var outputs: [String: [String: Digest]] = [:]
         for e in plan.entries where e.cached { outputs[e.name] = e.outputs }
+
+        if let shards {
+            guard shards >= 1, let index = ProcessInfo.processInfo.environment["SLURM_ARRAY_TASK_ID"].flatMap({ Int($0) }),
+                  (0..<shards).contains(index) else {
+                try finish("failed", error: "--shards \(shards) needs SLURM_ARRAY_TASK_ID in 0..<\(shards) (run it as a job array task)")
+                throw Exit.invalid
+            }
+            do {
+                try await scheduler.runShard(stage, upstream: outputs, index: index, count: shards)
+            } catch {
+                try finish("failed", error: "shard \(index + 1)/\(shards): \(error)")
+                throw Exit.failed
+            }
+            try finish("ran")
+            return
+        }
 
         // scancel and the time limit send SIGTERM: cancel the stage so nothing half-written stays behind.
         let task = Task { await scheduler.runSingle(stage, upstream: outputs) }
