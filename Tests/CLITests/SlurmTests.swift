@@ -94,7 +94,6 @@ struct SlurmTests {
         #expect(statuses(slurm).values.allSatisfy { $0 == "ran" }, "\(slurm.stdout)")
         #expect(outputDigests(slurm) == outputDigests(local))
         #expect(!outputDigests(local).isEmpty)
-        #expect(slurm.stderr.contains("submitted as Slurm job"), "\(slurm.stderr)")
 
         // The ledger names each stage's job, and those are real jobs of this cluster with our job names.
         let run = try #require(jsonObject(slurm.stdout)?["run"] as? String)
@@ -114,14 +113,15 @@ struct SlurmTests {
         #expect(!again.stderr.contains("submitted"))
     }
 
-    /// The README's quickstart, shrunk (4 steps, 2 samples, no latency metric: wall time is not reproducible),
+    /// The README's quickstart, shrunk (4 steps, 2 samples; evaluate without `memory` and `latency`, which measure
+    /// the process and differ between two local runs too),
     /// locally and on Slurm with `score` fanned out over a 2-task job array: every artifact digest equal, and the
     /// merge job computed no component itself (both shards did, the merge only read them).
     @Test func quickstartOnSlurmWithScoreShardsGivesTheLocalDigests() throws {
         let dir = TemporaryDirectory()
         let recipe = repositoryRoot().appendingPathComponent("recipes/quickstart.yaml").path
         let small = ["--set", "vars.teacher_steps=4", "--set", "vars.distill_steps=4", "--set", "stages.score.samples=2",
-                     "--set", "stages.evaluate.samples=2", "--set", "stages.evaluate.metrics=[memory, fidelity, task]", "--json"]
+                     "--set", "stages.evaluate.samples=2", "--set", "stages.evaluate.metrics=[fidelity, task]", "--json"]
         let local = try CLI.run(["run", recipe, "--store", dir.path + "/local"] + small, environment: env, timeout: 300)
         #expect(local.status == 0, "\(local.stderr)")
         let slurm = try CLI.run(["run", recipe, "--executor", "slurm", "--store", dir.path + "/slurm",
