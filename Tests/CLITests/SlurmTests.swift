@@ -178,6 +178,39 @@ struct SlurmTests {
         #expect(locks.isEmpty, "\(locks)")
     }
 
+    @Test func ctrlCCancelsTheDriversJobs() throws {
+        let dir = TemporaryDirectory()
+        let recipe = countingRecipe(dir, tag: "int", sleep: 30)
+        let store = dir.path + "/s"
+        let driver = try CLI.start(["run", recipe, "--store", store], environment: env)
+        var job = ""
+        let deadline = Date().addingTimeInterval(60)
+        while (job.isEmpty || lines(dir.path + "/count-a") == 0) && Date() < deadline {
+            job = try LocalSlurm.tool("squeue", ["-h", "-n", "hprune-int_a", "-t", "RUNNING", "-o", "%i"]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            usleep(100_000)
+        }
+        try #require(!job.isEmpty, "the job of int_a never ran")
+        kill(driver.process.processIdentifier, SIGINT)
+        let end = Date().addingTimeInterval(60)
+        while driver.process.isRunning && Date() < end { usleep(100_000) }
+        if driver.process.isRunning { driver.process.terminate() }
+        driver.process.waitUntilExit()
+        let r = driver.result()
+        #expect(r.status == 130, "\(r.stderr)")
+        #expect(r.stderr.contains("cancelled Slurm job \(job)"), "\(r.stderr)")
+        // The job leaves the queue as CANCELLED well before its 30 s sleep would have ended.
+        var state = ""
+        for _ in 0..<100 {
+            state = try LocalSlurm.tool("squeue", ["-h", "--states=all", "-j", job, "-o", "%T"]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            if state == "CANCELLED" { break }
+            usleep(100_000)
+        }
+        #expect(state == "CANCELLED")
+        #expect(lines(dir.path + "/count-c") == 0)
+    }
+
     @Test func twoDriversOnOneStoreRunEveryActionOnce() throws {
         let dir = TemporaryDirectory()
         let recipe = countingRecipe(dir, tag: "two", sleep: 2)
