@@ -126,9 +126,10 @@ public final class ActionLock: @unchecked Sendable {
         let data = try JSONEncoder().encode(owner)
         let fd = try POSIX.open(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644)
         defer { try? POSIX.unlink(tmp) }
+        // No fsync: after a crash an empty or torn lock file reads as an unreadable owner and is broken after
+        // `staleAfter`; close(2) is enough for other NFS clients to see the content (close-to-open).
         do {
             try data.withUnsafeBytes { try POSIX.writeAll(fd, $0, path: tmp) }
-            try POSIX.fsync(fd, path: tmp)
         } catch {
             POSIX.close(fd)
             throw error

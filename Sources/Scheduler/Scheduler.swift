@@ -237,21 +237,25 @@ public struct Scheduler: Sendable {
         }
 
         // One run per action key across processes and hosts: wait for whoever holds it, then look again.
-        let lock: ActionLock
-        do {
-            lock = try await store.lockAction(key, what: "stage '\(stage.name)'", onWait: { owner in
-                progress.log("waiting for \(owner), which is running the same action")
-            })
-        } catch is CancellationError {
-            return result(.cancelled, key: key, error: "interrupted")
-        } catch {
-            return result(.failed, key: key, error: "cannot lock action \(key.prefix(12)): \(error)")
+        // A forced stage asked to run regardless, so it takes no lock (identical concurrent runs write identical,
+        // content-addressed objects by atomic rename, which is safe).
+        var lock: ActionLock?
+        if !options.force.contains(stage.name) {
+            do {
+                lock = try await store.lockAction(key, what: "stage '\(stage.name)'", onWait: { owner in
+                    progress.log("waiting for \(owner), which is running the same action")
+                })
+            } catch is CancellationError {
+                return result(.cancelled, key: key, error: "interrupted")
+            } catch {
+                return result(.failed, key: key, error: "cannot lock action \(key.prefix(12)): \(error)")
+            }
+            if let hit = store.action(for: key), Set(hit.outputs.keys).isSuperset(of: stage.outputs.map(\.name)) {
+                lock?.release()
+                return result(.cached, key: key, outputs: hit.outputs)
+            }
         }
-        defer { lock.release() }
-        if !options.force.contains(stage.name), let hit = store.action(for: key),
-           Set(hit.outputs.keys).isSuperset(of: stage.outputs.map(\.name)) {
-            return result(.cached, key: key, outputs: hit.outputs)
-        }
+        defer { lock?.release() }
 
         let work = store.root.appendingPathComponent("tmp").appendingPathComponent("stage-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: work) }

@@ -81,7 +81,8 @@ import Testing
         let start = ContinuousClock.now
         let lock = try await ActionLock.acquire(path: path, what: "me", staleAfter: 1.0, poll: 0.05)
         let waited = ContinuousClock.now - start
-        #expect(waited >= .seconds(1) && waited < .seconds(10), "\(waited)")
+        // Not broken early; the upper bound is loose because a loaded test run can starve the polling task.
+        #expect(waited >= .seconds(1) && waited < .seconds(120), "\(waited)")
         #expect(ActionLock.readOwner(path) == lock.owner)
         lock.release()
     }

@@ -233,3 +233,24 @@ struct SlurmTests {
         #expect(outputDigests(a) == outputDigests(b))
     }
 }
+
+/// The per-action lock without Slurm: two local drivers on one store run each action once (the second waits for
+/// the first, then finds it cached).
+@Test func twoLocalDriversOnOneStoreRunEveryActionOnce() throws {
+    let dir = TemporaryDirectory()
+    let recipe = countingRecipe(dir, tag: "loc", sleep: 1)
+    let store = dir.path + "/s"
+    let args = ["run", recipe, "--executor", "local", "--store", store, "--json"]
+    let first = try CLI.start(args), second = try CLI.start(args)
+    let end = Date().addingTimeInterval(120)
+    while (first.process.isRunning || second.process.isRunning) && Date() < end { usleep(50_000) }
+    for p in [first, second] where p.process.isRunning { p.process.terminate() }
+    first.process.waitUntilExit()
+    second.process.waitUntilExit()
+    let a = first.result(), b = second.result()
+    #expect(a.status == 0 && b.status == 0, "\(a.stderr)\n\(b.stderr)")
+    for f in ["count-a", "count-b", "count-c"] { #expect(lines(dir.path + "/" + f) == 1, "\(f)") }
+    for stage in ["loc_a", "loc_b", "loc_c"] {
+        #expect([statuses(a)[stage], statuses(b)[stage]].filter { $0 == "ran" }.count == 1, "\(stage)")
+    }
+}
