@@ -137,7 +137,7 @@ public struct SlurmExecutor: RemoteExecutor {
                 case "ran": return .ran
                 case "cached": return .cached
                 default:
-                    throw StageFailure((result.error ?? "the stage failed") + " (Slurm job \(job); log \(logPath))")
+                    throw StageFailure("Slurm job \(job) (log \(logPath)): " + (result.error ?? "the stage failed"))
                 }
             }
             let message = "Slurm job \(job) of stage '\(stage.name)' ended \(state) without a result (log \(logPath))"

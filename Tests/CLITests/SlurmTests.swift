@@ -178,6 +178,22 @@ struct SlurmTests {
         #expect(locks.isEmpty, "\(locks)")
     }
 
+    /// A stage that fails on its node is reported with the job id and is not re-submitted (it would fail again).
+    @Test func aFailingStageIsReportedWithItsJobAndNotResubmitted() throws {
+        let dir = TemporaryDirectory()
+        let recipe = dir.write("f.yaml", """
+            recipe: 1
+            executor: slurm
+            slurm: { retries: 3 }
+            stages:
+              bad: { kind: command, run: [sh, -c, 'echo broken >&2; exit 7'], outputs: [x.txt] }
+            """)
+        let r = try CLI.run(["run", recipe, "--store", dir.path + "/s"], environment: env, timeout: 120)
+        #expect(r.status == 1, "\(r.stderr)")
+        #expect(r.stderr.range(of: #"error: stage 'bad' failed: Slurm job \d+ \(log /.*/slurm/logs/bad-\d+\.log\): `sh -c echo broken"#, options: .regularExpression) != nil, "\(r.stderr)")
+        #expect(r.stderr.components(separatedBy: "submitted as Slurm job").count - 1 == 1, "\(r.stderr)")
+    }
+
     @Test func ctrlCCancelsTheDriversJobs() throws {
         let dir = TemporaryDirectory()
         let recipe = countingRecipe(dir, tag: "int", sleep: 30)
@@ -253,4 +269,14 @@ struct SlurmTests {
     for stage in ["loc_a", "loc_b", "loc_c"] {
         #expect([statuses(a)[stage], statuses(b)[stage]].filter { $0 == "ran" }.count == 1, "\(stage)")
     }
+}
+
+/// Without Slurm's client on PATH, `--executor slurm` is invalid input (exit 2) and says what to do.
+@Test func slurmExecutorWithoutSbatchExitsTwo() throws {
+    let dir = TemporaryDirectory()
+    let recipe = countingRecipe(dir, tag: "nopath", sleep: 0)
+    let r = try CLI.run(["run", recipe, "--store", dir.path + "/s"], environment: ["PATH": "/nonexistent"])
+    #expect(r.status == 2, "\(r.stderr)")
+    #expect(r.stderr.contains("executor slurm: 'sbatch' and 'squeue' must be on PATH"), "\(r.stderr)")
+    #expect(r.stderr.contains("--executor local"))
 }
