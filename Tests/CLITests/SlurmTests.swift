@@ -280,3 +280,25 @@ struct SlurmTests {
     #expect(r.stderr.contains("executor slurm: 'sbatch' and 'squeue' must be on PATH"), "\(r.stderr)")
     #expect(r.stderr.contains("--executor local"))
 }
+
+/// A job whose node derives a different action key than the driver planned refuses to run, naming both keys.
+@Test func jobRefusesAnActionKeyItDoesNotDerive() throws {
+    let dir = TemporaryDirectory()
+    let recipe = countingRecipe(dir, tag: "key", sleep: 0)
+    let result = dir.path + "/result.json"
+    let bogus = String(repeating: "ab", count: 32)
+    let r = try CLI.run(["_job", recipe, "--store", dir.path + "/s", "--backend", "cpu", "--stage", "key_b",
+                         "--key", bogus, "--result", result])
+    #expect(r.status == 1, "\(r.stderr)")
+    let outcome = try #require(jsonObject((try? String(contentsOfFile: result, encoding: .utf8)) ?? ""))
+    #expect(outcome["status"] as? String == "failed")
+    let error = outcome["error"] as? String ?? ""
+    #expect(error.contains("but the driver planned abababababab"), "\(error)")
+    #expect(lines(dir.path + "/count-b") == 0)
+    // An upstream stage that is not in the store is named too (the store must be shared by every node).
+    let c = try CLI.run(["_job", recipe, "--store", dir.path + "/s", "--backend", "cpu", "--stage", "key_c",
+                         "--key", bogus, "--result", result])
+    #expect(c.status == 1)
+    let upstream = try #require(jsonObject((try? String(contentsOfFile: result, encoding: .utf8)) ?? ""))
+    #expect((upstream["error"] as? String ?? "").contains("upstream stages key_a, key_b not in the store"), "\(upstream)")
+}
