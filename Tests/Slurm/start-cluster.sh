@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Starts a one-node Slurm cluster on localhost for the scale-out tests: munged, slurmctld and slurmd with a
 # config written here (2 CPUs, partition `debug`, no cgroups, no accounting), all state under $HPRUNE_SLURM_DIR.
-# Prints `export SLURM_CONF=…` on success; on failure prints a line starting `SKIP:` and exits 3.
+# Prints `export SLURM_CONF=…` on stdout on success; on failure prints a line starting `SKIP:` on stderr, exit 3.
 #
 #   eval "$(bash Tests/Slurm/start-cluster.sh)"      # then sbatch/squeue/srun use this cluster
 #   bash Tests/Slurm/stop-cluster.sh                  # stops the daemons it started
 set -uo pipefail
 
 dir=${HPRUNE_SLURM_DIR:-/tmp/hprune-slurm}
-skip() { echo "SKIP: local Slurm cluster unavailable: $*" >&2; echo "echo 'SKIP: local Slurm cluster unavailable: $*'"; exit 3; }
+skip() { echo "SKIP: local Slurm cluster unavailable: $*" >&2; exit 3; }
 
 for tool in munged slurmctld slurmd sinfo sbatch; do
   command -v "$tool" >/dev/null || skip "'$tool' is not installed (apt-get install slurm-wlm munge)"
