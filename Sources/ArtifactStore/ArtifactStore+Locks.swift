@@ -1,8 +1,7 @@
-// Cross-process locks in the store, all flock(2) locks that the kernel drops when the holder dies (kill -9 too):
-// - one per action key (`locks/<key>.lock`): two runs that reach the same action run it once; the second waits,
-//   then takes the result from the cache;
-// - one per stage scratch folder (`tmp/stage-<id>.lock` beside `tmp/stage-<id>`): `cache verify` and `cache gc`
-//   tell a running stage's folder (locked) from one a killed process left behind (lockable, so stale).
+// Stage scratch-folder locks: flock(2) locks that the kernel drops when the holder dies (kill -9 too), one per
+// stage scratch folder (`tmp/stage-<id>.lock` beside `tmp/stage-<id>`), so `cache verify` and `cache gc` tell a
+// running stage's folder (locked) from one a killed process left behind (lockable, so stale). (The lock that makes
+// an action run once, across processes and hosts, is `ActionLock`, in ActionLock.swift.)
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -52,8 +51,6 @@ public struct StageDirectory: Sendable {
 }
 
 extension ArtifactStore {
-    var locksPath: String { root.path + "/locks" }
-
     /// Takes the lock file at `path` (created if needed) without waiting; nil if another holder has it.
     func tryLock(path: String) throws -> StoreLock? {
         while true {
@@ -70,26 +67,6 @@ extension ArtifactStore {
                 return StoreLock(path: path, fd: fd)
             }
             POSIX.close(fd)
-        }
-    }
-
-    /// The lock of action `key`, or nil if another process (or stage) holds it now.
-    public func tryLockAction(_ key: String) throws -> StoreLock? {
-        guard Self.isValidKey(key) else { throw StoreError.invalidKey(key) }
-        try POSIX.mkdirs(locksPath)
-        return try tryLock(path: locksPath + "/" + key + ".lock")
-    }
-
-    /// The lock of action `key`, waiting for its holder; `onWait` is called once if it has to wait.
-    /// Polls (every 50 ms to 0.5 s) so waiting blocks no thread; throws `CancellationError` when the task is cancelled.
-    public func lockAction(_ key: String, onWait: () -> Void = {}) async throws -> StoreLock {
-        if let lock = try tryLockAction(key) { return lock }
-        onWait()
-        var pause: UInt64 = 50_000_000
-        while true {
-            try await Task.sleep(nanoseconds: pause)
-            if let lock = try tryLockAction(key) { return lock }
-            pause = min(pause * 2, 500_000_000)
         }
     }
 
@@ -133,13 +110,6 @@ extension ArtifactStore {
             if remove { lock.release() } else { lock.releaseKeepingFile() }
         }
         return stale
-    }
-
-    /// Lock files under locks/ that nobody holds (left by killed runs), removed.
-    func removeStaleActionLocks() {
-        for name in (try? POSIX.listDirectory(locksPath)) ?? [] where name.hasSuffix(".lock") {
-            (try? tryLock(path: locksPath + "/" + name))?.release()
-        }
     }
 }
 

@@ -195,7 +195,6 @@ extension ArtifactStore {
             for key in removedActions { try POSIX.unlink(actionPath(key)) }
             for digest in removedObjects { try POSIX.unlink(objectPath(digest)) }
             removedTemp = removeStaleTempFiles(olderThan: Self.staleTempAge).count
-            removeStaleActionLocks()
         }
         let stages = staleStageDirectories(remove: !dryRun)
         return GCReport(dryRun: dryRun, keptRuns: keptRuns, keptActions: keptActions, keptObjects: keptObjects,

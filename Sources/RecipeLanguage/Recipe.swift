@@ -27,13 +27,17 @@ public struct StageDeclaration: Sendable, Hashable {
     public var kindMark: SourceMark
     /// The whole stage mapping, interpolated (it includes `kind`).
     public var body: YAMLNode
+    /// The stage's `slurm:` overrides (see ExecutorSettings.swift); not part of its cache key.
+    public var slurm: SlurmSettings?
 
-    public init(name: String, mark: SourceMark, kind: String, kindMark: SourceMark, body: YAMLNode) {
+    public init(name: String, mark: SourceMark, kind: String, kindMark: SourceMark, body: YAMLNode,
+                slurm: SlurmSettings? = nil) {
         self.name = name
         self.mark = mark
         self.kind = kind
         self.kindMark = kindMark
         self.body = body
+        self.slurm = slurm
     }
 }
 
@@ -54,6 +58,15 @@ public struct Recipe: Sendable {
     public var document: YAMLNode
     /// Every file that went into the recipe (itself first, then what it extends), for digests and messages.
     public var files: [String]
+    /// `local` (default) or `slurm`: where stages run (`hprune run --executor` overrides it).
+    public var executor: String = "local"
+    /// The recipe-level `slurm:` block: defaults for every stage's job.
+    public var slurm = SlurmSettings()
+
+    /// A stage's Slurm settings: the recipe's defaults with the stage's own `slurm:` over them.
+    public func slurmSettings(forStage name: String) -> SlurmSettings {
+        slurm.overridden(by: stages.first { $0.name == name }?.slurm)
+    }
 
     public init(file: String, schemaVersion: Int, name: String, description: String?, seed: Int, backend: String,
                 vars: [String: YAMLNode], models: [Declaration], datasets: [Declaration],

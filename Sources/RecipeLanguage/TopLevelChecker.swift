@@ -10,7 +10,7 @@ struct TopLevelChecker {
     var diagnostics: [Diagnostic] = []
 
     static let keys = ["recipe", "name", "description", "extends", "vars", "seed", "backend", "models",
-                       "datasets", "stages"]
+                       "datasets", "stages", "executor", "slurm"]
     static let backends = ["cpu", "cuda", "auto"]
     static let schemaVersion = 1
 
@@ -48,10 +48,15 @@ struct TopLevelChecker {
         let datasets = declarations("datasets", singular: "dataset", in: document)
         let stages = checkStages(document)
         checkUniqueNames(models: models, datasets: datasets, stages: stages)
+        let executor = checkExecutor(document)
+        let slurm = document["slurm"].flatMap { SlurmSettings.parse($0, context: "slurm", diagnostics: &diagnostics) }
 
-        return Recipe(file: file, schemaVersion: schemaVersion, name: name, description: description, seed: seed,
-                      backend: backend, vars: vars, models: models, datasets: datasets, stages: stages,
-                      document: document, files: files)
+        var recipe = Recipe(file: file, schemaVersion: schemaVersion, name: name, description: description, seed: seed,
+                            backend: backend, vars: vars, models: models, datasets: datasets, stages: stages,
+                            document: document, files: files)
+        recipe.executor = executor
+        recipe.slurm = slurm ?? SlurmSettings()
+        return recipe
     }
 
     // MARK: Scalars
@@ -115,6 +120,17 @@ struct TopLevelChecker {
             diagnostics.append(.error("unknown backend '\(text)'", at: node.mark,
                                       hint: Suggest.hint(for: text, in: Self.backends) ?? "use cpu, cuda or auto"))
             return "auto"
+        }
+        return text
+    }
+
+    private mutating func checkExecutor(_ document: YAMLNode) -> String {
+        guard let node = document["executor"] else { return "local" }
+        guard node.isScalar, let text = node.string, SlurmSettings.executors.contains(text) else {
+            diagnostics.append(.error("'executor': expected local or slurm, got \(node.scalarText.map { "'\($0)'" } ?? node.typeDescription)",
+                                      at: node.mark, hint: Suggest.hint(for: node.scalarText ?? "", in: SlurmSettings.executors)
+                                          ?? "use 'executor: slurm' to submit each stage as a Slurm job"))
+            return "local"
         }
         return text
     }
@@ -193,8 +209,11 @@ struct TopLevelChecker {
                 diagnostics.append(.error("stage '\(name)' has no 'kind'", at: pair.key.mark,
                                           hint: "add 'kind: <stage kind>', e.g. 'kind: command'"))
             }
+            let slurm = pair.value["slurm"].flatMap {
+                SlurmSettings.parse($0, context: "stage '\(name)': slurm", diagnostics: &diagnostics)
+            }
             out.append(StageDeclaration(name: name, mark: pair.key.mark, kind: kind, kindMark: kindMark,
-                                        body: pair.value))
+                                        body: pair.value, slurm: slurm))
         }
         return out
     }

@@ -73,3 +73,11 @@ public protocol ExecutableStageKind: StageKindDescription {
     /// Must honour task cancellation (SIGINT) promptly and leave nothing half-written.
     func run(_ context: StageContext) async throws -> [String: Digest]
 }
+
+/// A kind whose work splits into independent shards that keep their partial results in the store (`score`: one
+/// ΔP per component). Shard tasks (a Slurm job array) fill the store; the stage's normal `run` then finds every
+/// part kept and assembles the same outputs as a single process would.
+public protocol ShardableStageKind: ExecutableStageKind {
+    /// Computes and keeps shard `index` of `count` (0 ≤ index < count); records no action.
+    func runShard(_ context: StageContext, index: Int, count: Int) async throws
+}

@@ -53,6 +53,9 @@ public struct Scheduler: Sendable {
     public var isTerminal: Bool
     public var events: @Sendable (SchedulerEvent) -> Void
     public var output: @Sendable (String) -> Void
+    /// Where stages that miss the cache run: nil runs them in this process; a `RemoteExecutor` (Slurm) submits
+    /// each as a job that runs exactly that action against this store.
+    public var remote: (any RemoteExecutor)?
 
     public init(graph: Graph, kinds: [String: any ExecutableStageKind], store: ArtifactStore, context: KeyContext,
                 sources: [String: ArtifactRef], fileDependencies: [String: [String: String]] = [:],
@@ -141,6 +144,48 @@ public struct Scheduler: Sendable {
         }
     }
 
+    /// Runs the one stage `name` whose upstream stages are already done (`upstream`: stage → port → digest),
+    /// as a job of a remote executor does. The result is not sent to `events` as `.finished`.
+    public func runSingle(_ name: String, upstream: [String: [String: Digest]]) async -> StageResult? {
+        guard let index = graph.stages.firstIndex(where: { $0.name == name }) else { return nil }
+        let stage = graph.stages[index]
+        var inputs: [String: ArtifactRef] = [:]
+        for b in stage.bindings {
+            switch b.source {
+            case .source(let n): inputs[b.path] = sources[n]
+            case .stage(let s, let port):
+                if let d = upstream[s]?[port] { inputs[b.path] = ArtifactRef(type: b.type, digest: d) }
+            }
+        }
+        return await execute(stage, inputs: inputs, inputDigests: inputs.mapValues(\.digest), index: index + 1,
+                             total: graph.stages.count)
+    }
+
+    /// Runs shard `index` of `count` of stage `name` (a `ShardableStageKind`) whose upstream stages are done.
+    /// Nothing is recorded as the stage's action: the parts it keeps are found by the stage's own run later.
+    public func runShard(_ name: String, upstream: [String: [String: Digest]], index: Int, count: Int) async throws {
+        guard let stage = graph.stages.first(where: { $0.name == name }) else { throw StageFailure("no stage '\(name)'") }
+        guard let kind = kinds[stage.kind.name] as? any ShardableStageKind else {
+            throw StageFailure("stage kind '\(stage.kind.name)' cannot be split into shards")
+        }
+        var inputs: [String: ArtifactRef] = [:]
+        for b in stage.bindings {
+            switch b.source {
+            case .source(let n): inputs[b.path] = sources[n]
+            case .stage(let s, let port):
+                if let d = upstream[s]?[port] { inputs[b.path] = ArtifactRef(type: b.type, digest: d) }
+            }
+        }
+        let work = store.root.appendingPathComponent("tmp").appendingPathComponent("shard-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: work) }
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        let ctx = StageContext(stage: stage, inputs: inputs, store: store, workDirectory: work,
+                               recipeDirectory: recipeDirectory, seed: context.seed, backend: backend,
+                               progress: ProgressSink(stage: stage.name, isTerminal: isTerminal, emit: output),
+                               recorder: StageRecorder())
+        try await kind.runShard(ctx, index: index, count: count)
+    }
+
     /// Runs one stage, or reuses its cached outputs.
     func execute(_ stage: StageNode, inputs: [String: ArtifactRef], inputDigests: [String: Digest],
                  index: Int, total: Int) async -> StageResult {
@@ -168,27 +213,49 @@ public struct Scheduler: Sendable {
             return result(.cached, key: key, outputs: hit.outputs)
         }
         if Task.isCancelled { return result(.cancelled, key: key, error: "interrupted") }
-        // One process at a time computes an action: another run (or stage) doing the same work is waited for,
-        // and its result then comes from the cache. A forced stage runs now, whatever else is running.
-        var actionLock: StoreLock?
+        events(.started(stage: stage.name, kind: stage.kind.name, index: index, total: total))
+        let progress = ProgressSink(stage: stage.name, isTerminal: isTerminal, emit: output)
+
+        if let remote {
+            let recorder = StageRecorder()
+            do {
+                let status = try await remote.run(stage: stage, key: key, forced: options.force.contains(stage.name),
+                                                  shardable: kind is any ShardableStageKind, progress: progress, recorder: recorder)
+                guard let hit = store.action(for: key) else {
+                    return result(.failed, key: key, error: "the job for '\(stage.name)' ended without recording action \(key.prefix(12))",
+                                  recorder: recorder)
+                }
+                return result(status, key: key, outputs: hit.outputs, recorder: recorder)
+            } catch is CancellationError {
+                return result(.cancelled, key: key, error: "interrupted", recorder: recorder)
+            } catch let failure as StageFailure {
+                return result(Task.isCancelled ? .cancelled : .failed, key: key, error: failure.message,
+                              log: failure.log.map { (recorder.logText.isEmpty ? "" : recorder.logText + "\n") + $0 }, recorder: recorder)
+            } catch {
+                return result(Task.isCancelled ? .cancelled : .failed, key: key, error: "\(error)", recorder: recorder)
+            }
+        }
+
+        // One run per action key across processes and hosts: wait for whoever holds it, then look again.
+        // A forced stage asked to run regardless, so it takes no lock (identical concurrent runs write identical,
+        // content-addressed objects by atomic rename, which is safe).
+        var lock: ActionLock?
         if !options.force.contains(stage.name) {
             do {
-                actionLock = try await store.lockAction(key) {
-                    output("  \(stage.name): waiting for another run computing the same action (\(key.prefix(12)))")
-                }
+                lock = try await store.lockAction(key, what: "stage '\(stage.name)'", onWait: { owner in
+                    progress.log("waiting for \(owner), which is running the same action")
+                })
             } catch is CancellationError {
                 return result(.cancelled, key: key, error: "interrupted")
             } catch {
-                return result(.failed, key: key, error: "cannot lock action \(key.prefix(12)) in the store: \(PlainError.describe(error))")
+                return result(.failed, key: key, error: "cannot lock action \(key.prefix(12)): \(error)")
             }
-            if let hit = store.action(for: key), Set(hit.outputs.keys).isSuperset(of: stage.outputs.map(\.name)),
-               verifyCachedOutputs(hit, stage: stage.name) {
-                actionLock?.release()
+            if let hit = store.action(for: key), Set(hit.outputs.keys).isSuperset(of: stage.outputs.map(\.name)) {
+                lock?.release()
                 return result(.cached, key: key, outputs: hit.outputs)
             }
         }
-        defer { actionLock?.release() }
-        events(.started(stage: stage.name, kind: stage.kind.name, index: index, total: total))
+        defer { lock?.release() }
 
         let recorder = StageRecorder()
         let scratch: StageDirectory
@@ -200,8 +267,7 @@ public struct Scheduler: Sendable {
         do {
             let ctx = StageContext(stage: stage, inputs: inputs, store: store, workDirectory: work,
                                    recipeDirectory: recipeDirectory, seed: context.seed, backend: backend,
-                                   progress: ProgressSink(stage: stage.name, isTerminal: isTerminal, emit: output),
-                                   recorder: recorder, actionKey: key)
+                                   progress: progress, recorder: recorder, actionKey: key)
             let outs = try await kind.run(ctx)
             if Task.isCancelled { return result(.cancelled, key: key, error: "interrupted", recorder: recorder) }
             let missing = stage.outputs.map(\.name).filter { outs[$0] == nil }

@@ -13,7 +13,7 @@ import StageGraph
 import TensorCore
 import YAMLSupport
 
-public struct ScoreStage: ExecutableStageKind {
+public struct ScoreStage: ShardableStageKind {
     /// Test hook: after this many freshly computed components the stage throws `CancellationError`, as an
     /// interrupted run would (the registered kind has nil).
     var interruptAfter: Int?
@@ -182,6 +182,30 @@ public struct ScoreStage: ExecutableStageKind {
         ctx.recorder.log(log)
         ctx.recorder.metric("components_scored", Double(deltas.count))
         return ["scores": try ctx.store.put(sens.encoded())]
+    }
+
+    /// Shard `index` of `count`: the reference outputs and every `count`-th address from `index` on, each kept in
+    /// the store exactly as `run` keeps it, so `run` afterwards reuses them and yields the same Sensitivity.
+    /// Only the `remove` method keeps per-component values; for the others a shard does nothing and `run` does all.
+    public func runShard(_ ctx: StageContext, index: Int, count: Int) async throws {
+        let p = ctx.params
+        let metric = p["metric"]?.string ?? "sample-mse"
+        let method = p["method"]?.string ?? "remove"
+        guard method == "remove" || method == "additive", metric != "external" else {
+            ctx.progress.log("shard \(index + 1)/\(count): method '\(method)' has no per-component parts; the merge computes it")
+            return
+        }
+        let m = try ctx.loadModel("model")
+        let all = try Self.addresses(p, model: m, ctx: ctx)
+        let mine = all.enumerated().filter { $0.offset % count == index }.map(\.element)
+        let be = try ctx.makeBackend()
+        let model = try ctx.openModel("model", backend: be)
+        try model.transformer.weights.prepareForInference()
+        let data = try ctx.openDataset("data", limit: p["samples"]?.int)
+        do { try data.check(against: m.structure.config) } catch let e as DatasetError { throw ctx.failure("\(e)") }
+        let run = try ScoreRun(ctx: ctx, model: model, data: data, metric: method == "additive" ? "velocity-mse" : metric, method: method)
+        ctx.progress.log("shard \(index + 1)/\(count): \(mine.count) of \(all.count) components")
+        _ = try await run.scoreAll(mine, interruptAfter: nil)
     }
 
     /// Every address to score: each requested component in each block that has it and where the model still has it.

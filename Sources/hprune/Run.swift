@@ -3,6 +3,7 @@
 import ArgumentParser
 import ArtifactStore
 import Foundation
+import RecipeLanguage
 import Scheduler
 import StageGraph
 import Stages
@@ -15,19 +16,24 @@ struct Run: AsyncParsableCommand {
               hprune run recipes/quickstart.yaml
               hprune run recipes/quickstart.yaml --set vars.budget=0.3 --jobs 1
               hprune run recipes/quickstart.yaml --force score --json
+              hprune run recipes/quickstart.yaml --executor slurm   # each stage as a Slurm job (Docs/scale-out.md)
             """)
 
     @OptionGroup var recipe: RecipeOptions
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: "cpu | cuda | auto (default: the recipe's `backend:`).") var backend: String?
-    @Option(help: "Stages to run at once (default: the number of cores).") var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Stages to run at once (default: the number of cores; 64 jobs in the queue with --executor slurm).") var jobs: Int?
+    @Option(help: "local | slurm: where stages run (default: the recipe's `executor:`, else local).") var executor: String?
     @Flag(help: "After a failure, keep running the stages that do not depend on it.") var keepGoing = false
     @Option(name: .customLong("force"), help: "Re-run STAGE even if cached (repeatable).") var force: [String] = []
     @Flag(help: "Print JSON: {\"run\", \"stages\": [{name, kind, status, key, seconds, outputs}]}.") var json = false
     @Flag(name: .shortAndLong, help: "Print only failures and the summary.") var quiet = false
 
     func validate() throws {
-        guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
+        if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
+        if let executor, !SlurmSettings.executors.contains(executor) {
+            throw ValidationError("--executor must be local or slurm, got '\(executor)'")
+        }
     }
 
     func run() async throws {
@@ -50,7 +56,12 @@ struct Run: AsyncParsableCommand {
         let quiet = self.quiet || json
         if !quiet { Terminal.err("run \(runID): recipe \(ws.recipe.name), \(ws.graph.stages.count) stages, backend \(backendName), store \(store.root.path)") }
 
-        let scheduler = Scheduler(
+        let executorName = executor ?? ws.recipe.executor
+        let remote = try executorName == "slurm" ? slurmExecutor(ws: ws, store: store, backend: backendName) : nil
+        let jobs = self.jobs ?? (remote == nil ? ProcessInfo.processInfo.activeProcessorCount : 64)
+        if !quiet && remote != nil { Terminal.err("executor slurm: each stage that is not cached runs as a Slurm job (logs in \(store.root.path)/slurm/logs)") }
+
+        var scheduler = Scheduler(
             graph: ws.graph, kinds: StageKinds.executables, store: store, context: ws.keyContext(backend: backendName),
             sources: sources, fileDependencies: deps, recipeDirectory: ws.recipeDirectory, backend: backendName,
             options: RunOptions(jobs: jobs, keepGoing: keepGoing, force: Set(force)), isTerminal: Terminal.stderrIsTTY,
@@ -62,6 +73,7 @@ struct Run: AsyncParsableCommand {
                 guard !quiet else { return }
                 if line.hasPrefix("\r") { Terminal.errRaw(line) } else { Terminal.err(line) }
             })
+        scheduler.remote = remote
 
         let task = Task { await scheduler.run() }
         let interrupt = Interrupt.onSIGINT {
@@ -97,6 +109,24 @@ struct Run: AsyncParsableCommand {
         case "failed": throw Exit.failed
         default: break
         }
+    }
+}
+
+extension Run {
+    /// The Slurm executor for this run: jobs run this same binary on the same recipe, overrides and store.
+    func slurmExecutor(ws: Workspace, store: ArtifactStore, backend: String) throws -> SlurmExecutor {
+        guard Slurm.available("sbatch"), Slurm.available("squeue") else {
+            Terminal.err("error: executor slurm: 'sbatch' and 'squeue' must be on PATH (install Slurm's client, or run with --executor local)")
+            throw Exit.invalid
+        }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let recipePath = URL(fileURLWithPath: recipe.recipe).standardizedFileURL.path
+        let command = [exe, "_job", recipePath] + recipe.overrides.flatMap { ["--set", $0] }
+            + ["--store", store.root.path, "--backend", backend]
+        let parsed = ws.recipe
+        var executor = SlurmExecutor(store: store, jobCommand: command, settings: { parsed.slurmSettings(forStage: $0) })
+        executor.warn = { Terminal.err("warning: " + $0) }
+        return executor
     }
 }
 

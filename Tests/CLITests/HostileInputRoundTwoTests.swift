@@ -281,7 +281,7 @@ private func stageFolders(_ store: String) -> [String] {
     #expect(r1.status == 0 && r2.status == 0, "\(r1.stderr)\n\(r2.stderr)")
     #expect(statuses(r1)["once"] == "ran")
     #expect(r2.stderr.contains("✓ once  cached"), "\(r2.stdout)\n\(r2.stderr)")
-    #expect(r2.stderr.contains("waiting for another run computing the same action"), "\(r2.stderr)")
+    #expect(r2.stderr.contains("which is running the same action"), "\(r2.stderr)")
     #expect(try String(contentsOfFile: counter, encoding: .utf8) == "ran\n")
 }
 
