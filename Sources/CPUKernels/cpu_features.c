@@ -231,6 +231,17 @@ static void tune(hp_dispatch *t) {
     t->bf16.mc = mc_for_l2(&t->bf16, g_info.l2);
 }
 
+static hp_gemm_kernel g_startup_f32[HP_ISA_COUNT], g_startup_bf16[HP_ISA_COUNT];   // blocking after tune()
+
+int hp_set_l2_blocking(hp_isa isa, long l2_bytes) {
+    hp_cpu_features();
+    if (isa <= HP_ISA_AUTO || isa >= HP_ISA_COUNT || !g_table_ok[isa]) return HP_EUNSUPPORTED;
+    hp_dispatch *t = &g_tables[isa];
+    t->f32.mc = l2_bytes > 0 ? mc_for_l2(&t->f32, l2_bytes) : g_startup_f32[isa].mc;
+    t->bf16.mc = l2_bytes > 0 ? mc_for_l2(&t->bf16, l2_bytes) : g_startup_bf16[isa].mc;
+    return HP_OK;
+}
+
 static const hp_dispatch *static_table(hp_isa isa) {
     switch (isa) {
 #if HP_X86
@@ -262,6 +273,7 @@ static void build_tables(void) {
         tune(&g_tables[HP_ISA_AMX]);
         g_table_ok[HP_ISA_AMX] = 1;
     }
+    for (int i = 0; i < HP_ISA_COUNT; i++) g_startup_f32[i] = g_tables[i].f32, g_startup_bf16[i] = g_tables[i].bf16;
 }
 
 static const hp_dispatch *table_for(hp_isa isa) {

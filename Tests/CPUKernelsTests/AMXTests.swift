@@ -159,6 +159,27 @@ extension CPUKernelSuites {
         }
     }
 
+    @Test func l2SizedBlockingDoesNotChangeResults() throws {
+        var rng = Rand(74)
+        let (m, n, k) = (700, 300, 900)
+        let a = rng.floats(m * k), b = rng.floats(k * n), ah = bf16(a), bh = bf16(b)
+        for isa in testedISAs() where isa != HP_ISA_AMX_EMU {   // (the emulated family is covered by its model test)
+            #expect(hp_set_isa_override(isa) == 0)
+            defer { _ = hp_set_isa_override(HP_ISA_AUTO); _ = hp_set_l2_blocking(isa, 0) }
+            func run() -> [Float] {
+                var c = [Float](repeating: 0, count: m * n), cb = c
+                _ = hp_gemm_f32(0, 0, m, n, k, 1, a, k, b, n, 0, &c, n, nil, HP_ACT_NONE)
+                _ = hp_gemm_bf16(0, 0, m, n, k, 1, ah, k, bh, n, 0, &cb, HP_F32, n, nil, HP_ACT_NONE)
+                return c + cb
+            }
+            let base = run()
+            for l2 in [2 << 20, 256 << 10, 32 << 20] {   // Sapphire Rapids' 2 MiB, a small and a huge L2
+                #expect(hp_set_l2_blocking(isa, l2) == 0)
+                #expect(bitsEqual(run(), base), "\(String(cString: hp_isa_name(isa))): L2 \(l2) blocking changed the result")
+            }
+        }
+    }
+
     @Test func dispatchReportsAndScores() {
         #expect(hp_isa_supported(HP_ISA_AMX_EMU) != 0)
         #expect(hp_isa_auto_eligible(HP_ISA_AMX) == 0 && hp_isa_auto_eligible(HP_ISA_AMX_EMU) == 0)

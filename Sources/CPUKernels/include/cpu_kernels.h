@@ -91,6 +91,11 @@ typedef struct hp_cpu_info {
 } hp_cpu_info;
 const hp_cpu_info *hp_cpu_info_get(void);
 
+/// Re-sizes `isa`'s GEMM m-blocks as the start-up tuning would for an L2 of `l2_bytes` (0: back to the start-up
+/// blocking). For tests (the Intel rule checked on any CPU: results must not change); not thread-safe against
+/// running kernels. HP_EUNSUPPORTED if this CPU cannot run `isa`.
+int hp_set_l2_blocking(hp_isa isa, long l2_bytes);
+
 /// Kernel entry points whose family `hprune backends` reports.
 typedef enum {
     HP_KOP_GEMM_F32 = 0, HP_KOP_GEMM_BF16, HP_KOP_ATTN_F32, HP_KOP_ATTN_BF16, HP_KOP_ATTN_BWD,
