@@ -1,5 +1,6 @@
-// CPU feature detection (cpuid + xgetbv, arch_prctl for AMX tile data) and the run-time choice of kernels:
-// the best ISA the CPU and OS support is chosen once at start-up; tests can force another.
+// CPU feature detection (cpuid + xgetbv, arch_prctl for AMX tile data), CPU identity and caches, and the run-time
+// choice of kernels: one table per family (copies with blocking sized to the caches), the best-scoring eligible
+// family chosen once at start-up (HPRUNE_ISA overrides; tests force one per thread); the per-op family report.
 #include "hp_internal.h"
 #include <stdatomic.h>
 #include <stdio.h>

@@ -259,7 +259,8 @@ with torch.inference_mode():
                 torch.manual_seed(0)
                 t = time.perf_counter()
                 if weights:
-                    m = SD3Transformer2DModel.from_pretrained(weights, torch_dtype=dt).eval()
+                    # torch_dtype keeps the load at the target size; .to(dt) also casts modules diffusers keeps in f32
+                    m = SD3Transformer2DModel.from_pretrained(weights, torch_dtype=dt).to(dt).eval()
                 else:
                     m = SD3Transformer2DModel(**cfg).to(dt).eval()
                 load = time.perf_counter() - t
