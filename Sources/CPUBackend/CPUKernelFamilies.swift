@@ -39,7 +39,8 @@ public struct CPUKernelReport: Sendable {
         let amxHW = hp_isa_supported(HP_ISA_AMX) != 0
         let fams = CPUBackend.Family.allCases.filter { $0 != .auto }.map { f -> FamilyInfo in
             let note: String? = switch f {
-            case .amx: amxHW ? "AMX tiles usable here; opt-in (HPRUNE_ISA=amx): checked against its emulation twin, never timed — unmeasured"
+            case .amx: amxHW ? "AMX tiles usable here; opt-in (HPRUNE_ISA=amx), never timed — unmeasured; real tdpbf16ps vs the emulation on a probe tile: "
+                               + (hp_amx_selfcheck() == 1 ? "bit-identical" : "DIFFERENT (see Docs/performance.md)")
                              : "not on this CPU (needs amx_tile + amx_bf16 + the OS tile permission); emulation-verified only (amx_emu), never timed — unmeasured"
             case .amxEmu: "emulation-verified AMX code path on a scalar tile model: for tests, slow, not a fast path"
             default: nil

@@ -242,6 +242,22 @@ int hp_amx_tdpbf16ps_probe(int real, int rows, int k_pairs, int n_pairs, float *
     return HP_OK;
 }
 
+int hp_amx_selfcheck(void) {
+    if (!hp_isa_supported(HP_ISA_AMX)) return -1;
+    static int result = -2;   // computed once (benign race: every thread computes the same value)
+    if (result != -2) return result;
+    enum { R = 16, KP = 16, NP = 16 };
+    uint16_t A[R * 2 * KP], B[KP * 2 * NP];
+    float c_emu[R * NP], c_real[R * NP];
+    uint32_t s = 12345;
+    for (int i = 0; i < R * 2 * KP; i++) s = s * 1664525u + 1013904223u, A[i] = (uint16_t)(0x3c00 + (s >> 20) % 0x800) ^ (uint16_t)((s & 1) << 15);
+    for (int i = 0; i < KP * 2 * NP; i++) s = s * 1664525u + 1013904223u, B[i] = (uint16_t)(0x3c00 + (s >> 20) % 0x800) ^ (uint16_t)((s & 2) << 14);
+    for (int i = 0; i < R * NP; i++) s = s * 1664525u + 1013904223u, c_emu[i] = c_real[i] = (float)((int)(s >> 16) - 32768) / 4096.0f;
+    if (hp_amx_tdpbf16ps_probe(0, R, KP, NP, c_emu, NP, A, 2 * KP, B, 2 * NP) != HP_OK) return result = 0;
+    if (hp_amx_tdpbf16ps_probe(1, R, KP, NP, c_real, NP, A, 2 * KP, B, 2 * NP) != HP_OK) return result = 0;
+    return result = memcmp(c_emu, c_real, sizeof c_emu) == 0 ? 1 : 0;
+}
+
 // ── packing for HP_PACK_AMX ──────────────────────────────────────────────────────────────────────────────
 static inline uint16_t amx_src_h(const hp_src *s, long i) {
     return s->dtype == HP_BF16 ? ((const uint16_t *)s->p)[i] : hp_f2bf(((const float *)s->p)[i]);

@@ -96,6 +96,7 @@ extension CPUKernelSuites {
                 #expect(bitsEqual(hw, got), "real tdpbf16ps rows \(rows) k-pairs \(kp) n-pairs \(np) differs from the emulation")
             }
         }
+        #expect(hp_amx_selfcheck() == (real ? 1 : -1), "real AMX start-up probe vs emulation")
         if !real {
             var c: [Float] = [0]
             #expect(Int(hp_amx_tdpbf16ps_probe(1, 1, 1, 1, &c, 1, [0, 0], 2, [0, 0], 2)) == HP_EUNSUPPORTED)

@@ -111,6 +111,9 @@ const char *hp_kernel_op_family(hp_isa isa, hp_kernel_op op);
 /// (palette 1: rows <= 16, k_pairs, n_pairs <= 16): loads C (f32, ldc), A (bf16 pairs, lda in elements) and B
 /// (bf16 pairs as [k_pairs][n_pairs][2], ldb in elements) into tiles 0, 1, 2, runs tdpbf16ps, stores C back.
 /// `real` != 0 runs the hardware instruction (HP_EUNSUPPORTED without AMX permission), else the emulation.
+/// On a CPU with usable AMX: one full 16×16×32 TDPBF16PS on fixed data, real against emulated; 1 = bit-identical,
+/// 0 = they differ, -1 = no usable AMX here. Computed once per process.
+int hp_amx_selfcheck(void);
 int hp_amx_tdpbf16ps_probe(int real, int rows, int k_pairs, int n_pairs, float *C, long ldc, const uint16_t *A,
                            long lda, const uint16_t *B, long ldb);
 
