@@ -22,13 +22,46 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         case scalarTwins
     }
 
+    /// Which ISA kernel family runs the GEMM / attention / W4A16 kernels: the automatic choice, or a forced one
+    /// (for tests and benchmarks; `HPRUNE_ISA` sets the process-wide choice instead).
+    public enum Family: String, Sendable, CaseIterable {
+        case auto, scalar, avx2, avx512
+        case avx512BF16 = "avx512_bf16"
+        /// AMX-BF16 tiles; opt-in, never timed on AMX hardware.
+        case amx
+        /// The AMX code path on emulated tiles (a scalar model of the instructions), on any CPU. Slow; for tests.
+        case amxEmu = "amx_emu"
+
+        /// The C kernels' id of this family.
+        var isa: hp_isa {
+            for i in 1..<HP_ISA_COUNT.rawValue where String(cString: hp_isa_name(hp_isa(i))) == rawValue { return hp_isa(i) }
+            return HP_ISA_AUTO
+        }
+        /// Whether this CPU can run the family.
+        public var isSupported: Bool { self == .auto || hp_isa_supported(isa) != 0 }
+    }
+
     public let name = "cpu"
     public let displayName = "CPU"
     public let supportedOps = Set(Op.allCases)
     public let kernels: Kernels
+    public let family: Family
 
-    public init(kernels: Kernels = .fast) {
+    public init(kernels: Kernels = .fast, family: Family = .auto) {
         self.kernels = kernels
+        self.family = family
+    }
+
+    /// Runs `body` with this backend's kernel family forced on the calling thread (restoring the previous choice).
+    private func onFamily<T>(_ op: Op, _ body: () throws -> T) throws -> T {
+        guard family != .auto else { return try body() }
+        let previous = hp_get_isa_override()
+        guard hp_set_isa_override(family.isa) == Int32(HP_OK) else {
+            throw BackendError.invalidArgument(op, "the \(family.rawValue) CPU kernel family cannot run on this CPU "
+                + "(features: \(CPUBackend.cpuFeatures.joined(separator: " "))); use the default family")
+        }
+        defer { _ = hp_set_isa_override(previous) }
+        return try body()
     }
 
     /// Sets the number of threads every CPU kernel uses (process-wide; `nil` or ≤ 0 = all cores).
@@ -395,6 +428,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         let lda = transposeA ? s.m : s.k, ldb = transposeB ? s.k : s.n
         let sa = s.m * s.k, sb = s.bBatched ? s.k * s.n : 0, sc = s.m * s.n
         let ta: Int32 = transposeA ? 1 : 0, tb: Int32 = transposeB ? 1 : 0
+        try onFamily(.matmul) {
         if a.dtype == .f32 {
             try check(hp_gemm_f32_batched(ta, tb, s.m, s.n, s.k, 1, pa.assumingMemoryBound(to: Float.self), lda, sa,
                                           pb.assumingMemoryBound(to: Float.self), ldb, sb, 0, o, s.n, sc, pbias,
@@ -404,6 +438,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
                                            pb.assumingMemoryBound(to: UInt16.self), ldb, sb, 0, o, HP_F32, s.n, sc,
                                            pbias, act(activation), s.batch), .matmul)
         }
+        }
         return out
     }
 
@@ -411,11 +446,12 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
     public func prepareLinearWeight(_ weight: Tensor) throws -> PreparedLinearWeight {
         try OpChecks.preparedWeight(weight)
         let n = weight.shape[0], k = weight.shape[1], dt: hp_dtype = weight.dtype == .f32 ? HP_F32 : HP_BF16
-        let bytes = hp_packed_weight_bytes(dt, n, k)
+        let bytes = try onFamily(.linearPrepared) { hp_packed_weight_bytes(dt, n, k) }
         guard bytes > 0 else { throw BackendError.invalidArgument(.linearPrepared, "no panel layout for \(weight.shape.shapeString) \(weight.dtype)") }
         let panels = try HostStorage(byteCount: bytes, zeroed: false)
         var packed = hp_packed_weight()
-        try check(hp_pack_weight(dt, try host(weight, .linearPrepared), n, k, panels.base, &packed), .linearPrepared)
+        let pw = try host(weight, .linearPrepared)
+        try onFamily(.linearPrepared) { try check(hp_pack_weight(dt, pw, n, k, panels.base, &packed), .linearPrepared) }
         return CPUPreparedWeight(shape: weight.shape, dtype: weight.dtype, panels: panels, packed: packed)
     }
 
@@ -433,8 +469,10 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         let out = try uninitialized(Array(x.shape.dropLast()) + [n], dtype: output)
         guard out.count > 0 else { return out }
         var packed = w.packed
-        let status = hp_gemm_packed(rows, px, k, &packed, try host(out, .linearPrepared), output == .f32 ? HP_F32 : HP_BF16,
-                                    n, pbias, act(activation))
+        let po = try host(out, .linearPrepared)
+        let status = try onFamily(.linearPrepared) {
+            hp_gemm_packed(rows, px, k, &packed, po, output == .f32 ? HP_F32 : HP_BF16, n, pbias, act(activation))
+        }
         if status == Int32(HP_EUNSUPPORTED) {
             let dense = try uninitialized(weight.shape, dtype: weight.dtype)
             try check(hp_unpack_weight(&packed, try host(dense, .linearPrepared)), .linearPrepared)
@@ -455,8 +493,10 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         let (out, o) = try newF32(Array(x.shape.dropLast()) + [n])
         guard out.count > 0 else { return out }
         var weight = hp_q4_weight(data: packed, scale: scale, zero: zero, code: code, n: n, k: k, block: w.blockSize)
-        try check(hp_gemm_w4a16(rows, px, x.dtype == .f32 ? HP_F32 : HP_BF16, k, &weight, pbias, act(activation),
-                                o, HP_F32, n), .matmulW4A16)
+        try onFamily(.matmulW4A16) {
+            try check(hp_gemm_w4a16(rows, px, x.dtype == .f32 ? HP_F32 : HP_BF16, k, &weight, pbias, act(activation),
+                                    o, HP_F32, n), .matmulW4A16)
+        }
         return out
     }
 
@@ -480,7 +520,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
         guard out.count > 0 else { return (out, lse) }
         var args = attentionArgs(s, scale: scale, dtype: q.dtype == .f32 ? HP_F32 : HP_BF16, q: pq, k: pk, v: pv,
                                  o: out.hostPointer!, lse: l)
-        try check(hp_attention_forward(&args), .attention)
+        try onFamily(.attention) { try check(hp_attention_forward(&args), .attention) }
         return (out, lse)
     }
 
@@ -500,7 +540,7 @@ public final class CPUBackend: HostBackend, @unchecked Sendable {
                                  lse: UnsafeMutablePointer(mutating: pl))
         (args.dout, args.dq, args.dk, args.dv) = (UnsafeRawPointer(g), UnsafeMutableRawPointer(pdq),
                                                   UnsafeMutableRawPointer(pdk), UnsafeMutableRawPointer(pdv))
-        try check(hp_attention_backward(&args), .attentionBackward)
+        try onFamily(.attentionBackward) { try check(hp_attention_backward(&args), .attentionBackward) }
         return (dq, dk, dv)
     }
 

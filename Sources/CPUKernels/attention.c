@@ -212,7 +212,9 @@ static void fwd_task(void *vctx, long t, int thread) {
             if (x->bf) {
                 x->dp->pack_p_pairs(Sj, nk, NR, (uint32_t *)Pp);
                 Pb = Pp;
-                kc = HP_ROUND_UP(nk, 2);
+                kc = HP_ROUND_UP(nk, hp_kstep(kr));   // AMX: whole 32-key tile steps, the tail pairs zeroed
+                long done = HP_CEIL_DIV(nk, 2);
+                if (kc / 2 > done) memset((uint32_t *)Pp + done * NR, 0, sizeof(uint32_t) * (size_t)((kc / 2 - done) * NR));
             }
             for (long ir = 0; ir < x->nvp; ir++)  // Oᵀ rows = d, += Vᵀ[d, keys] · Pᵀ[keys, queries]
                 kr->ukr(kc, Vp + (ir * x->lkp + k0) * MR * es, Pb, Oj + ir * MR * NR, NR, 1.0f, k0 > 0, MR, NR);
@@ -237,7 +239,7 @@ int hp_attention_forward(const hp_attn_args *args) {
     fwd_t x = {.a = *args};
     norm_strides(&x.a);
     x.dp = hp_dispatch_current();
-    x.bf = x.a.dtype == HP_BF16 && x.dp->bf16.fmt == HP_PACK_BF16PAIR && x.dp->pack_p_pairs;
+    x.bf = x.a.dtype == HP_BF16 && x.dp->bf16.fmt != HP_PACK_F32 && x.dp->pack_p_pairs;
     x.kr = x.bf ? &x.dp->bf16 : &x.dp->f32;
     const int MR = x.kr->mr, NR = x.kr->nr;
     const size_t es = hp_pack_esize(x.kr);

@@ -41,6 +41,10 @@ void hp_pack_a(const hp_dispatch *dp, const hp_gemm_kernel *kr, const hp_src *a,
                void *dst) {
     const int MR = kr->mr;
     if (dp->pack_a_fast && dp->pack_a_fast(kr, a, r0, rows, K, dst)) return;
+    if (kr->fmt == HP_PACK_AMX) {
+        hp_amx_pack_a(kr, a, r0, rows, K, dst);
+        return;
+    }
     if (kr->fmt == HP_PACK_F32) {
         float *d = dst;
         if (rows < MR) memset(d, 0, sizeof(float) * (size_t)K * MR);
@@ -94,8 +98,21 @@ void hp_pack_a(const hp_dispatch *dp, const hp_gemm_kernel *kr, const hp_src *a,
     }
 }
 
+static void pack_b_impl(const hp_dispatch *dp, const hp_gemm_kernel *kr, const hp_src *b, long c0, long cols,
+                        long K, void *dst);
+
 void hp_pack_b(const hp_dispatch *dp, const hp_gemm_kernel *kr, const hp_src *b, long c0, long cols, long K,
                void *dst) {
+    pack_b_impl(dp, kr, b, c0, cols, K, dst);
+    if (kr->fmt == HP_PACK_AMX) {  // the pair layout stops at ceil(K/2) pairs; AMX panels run to K rounded to 32
+        long from = HP_CEIL_DIV(K, 2), to = HP_ROUND_UP(K, 32) / 2;
+        if (to > from) memset((uint32_t *)dst + from * kr->nr, 0, sizeof(uint32_t) * (size_t)((to - from) * kr->nr));
+    }
+}
+
+// B panels: f32 [K][NR], or bf16 pairs [ceil(K/2)][NR][2] (BF16PAIR and AMX).
+static void pack_b_impl(const hp_dispatch *dp, const hp_gemm_kernel *kr, const hp_src *b, long c0, long cols,
+                        long K, void *dst) {
     const int NR = kr->nr;
     if (dp->pack_b_fast && dp->pack_b_fast(kr, b, c0, cols, K, dst)) return;
     if (b->q4) {
@@ -319,7 +336,7 @@ static int driver(const hp_dispatch *dp, const hp_gemm_kernel *kr, long M, long 
     // Chunks keep each packed operand under ~24 MiB.
     const size_t cap = (size_t)24 << 20;
     long mch = HP_MAX(kr->mc, (long)(cap / x.apanel) * kr->mr / kr->mc * kr->mc);
-    x.nt = 256 / kr->nr * kr->nr;
+    x.nt = (kr->nt > 0 ? kr->nt : 256) / kr->nr * kr->nr;
     long nch = HP_MAX(x.nt, (long)(cap / x.bpanel) * kr->nr / x.nt * x.nt);
     mch = HP_MIN(mch, HP_ROUND_UP(M, kr->mr));
     nch = HP_MIN(nch, HP_ROUND_UP(N, kr->nr));

@@ -11,6 +11,7 @@
 #define HP_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define HP_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
 #define HP_TARGET_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,fma")))
+#define HP_TARGET_AMX __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,fma,amx-tile,amx-bf16")))
 #else
 #define HP_X86 0
 #endif
@@ -55,13 +56,18 @@ static inline float hp_act_scalar(float x, hp_act act) {
 typedef void (*hp_ukr_fn)(long kc, const void *a, const void *b, float *c, long ldc, float alpha, int accum,
                           int mrv, int nrv);
 
-typedef enum { HP_PACK_F32 = 0, HP_PACK_BF16PAIR = 1 } hp_pack_fmt;
+/// HP_PACK_AMX (AMX tiles, kernels_amx.c): A panel [kp/32][MR][32] bf16 (one 16-row tile = 16 rows × 64 bytes
+/// per 32-wide k step), B panel [kp/2][NR][2] bf16 (the BF16PAIR layout, which is the VNNI layout a B tile wants),
+/// kp = K rounded up to 32 with zeros.
+typedef enum { HP_PACK_F32 = 0, HP_PACK_BF16PAIR = 1, HP_PACK_AMX = 2 } hp_pack_fmt;
 
 typedef struct hp_gemm_kernel {
     int mr, nr;
     hp_pack_fmt fmt;  // packed element format
     long kc, mc;      // k block, m block (multiple of mr)
     hp_ukr_fn ukr;
+    long nt;          // columns per driver task (multiple of nr); 0 = 256. mc and nt never change the arithmetic.
+    const char *desc; // "14x32 f32 fma" …, for `hprune backends`
 } hp_gemm_kernel;
 
 /// Applies bias + activation to rows×cols of C in place (vectorised per ISA).
@@ -84,6 +90,7 @@ typedef void (*hp_bwd_ds_fn)(float *S, float *dP, long rows, long ncol, float sc
 
 typedef struct hp_dispatch {
     hp_isa isa;
+    hp_isa base_isa;      // AMX tables: the family whose kernels they use for everything but bf16 GEMM; else 0
     hp_gemm_kernel f32;   // f32 GEMM (also bf16 inputs converted when packing if bf16 is absent)
     hp_gemm_kernel bf16;  // bf16 GEMM; fmt == HP_PACK_F32 means "convert to f32, use the f32 kernel"
     hp_epilogue_fn epilogue;
@@ -116,6 +123,15 @@ typedef struct hp_dispatch {
 /// The kernel table for the calling thread (its override, else the process-wide choice). A kernel call reads it
 /// once and hands it to its tasks, so pool threads use the caller's table.
 const hp_dispatch *hp_dispatch_current(void);
+
+/// The run-time copy of `isa`'s table (blocking tuned to this CPU's caches), or NULL if the CPU cannot run it.
+const hp_dispatch *hp_dispatch_for(hp_isa isa);
+
+/// Builds the AMX family tables on top of `base` (the best non-AMX table): the bf16 GEMM on AMX tiles, the rest
+/// from base. `emu` selects the emulated tile layer. Defined in kernels_amx.c.
+void hp_amx_make_table(hp_dispatch *out, const hp_dispatch *base, int emu);
+/// The HP_PACK_AMX A panel ([kp/32][mr][32] bf16, zero padded) of rows [r0, r0+rows) of op(A).
+void hp_amx_pack_a(const hp_gemm_kernel *kr, const struct hp_src *a, long r0, long rows, long K, void *dst);
 
 // Per-ISA tables (defined in the per-ISA files).
 extern const hp_dispatch hp_dispatch_scalar;
@@ -168,4 +184,4 @@ int hp_gemm_driver_bf16out(const hp_dispatch *dp, const hp_gemm_kernel *kr, long
                            const hp_src *b, float beta, uint16_t *C, long ldc, const float *bias, hp_act act);
 
 static inline size_t hp_pack_esize(const hp_gemm_kernel *kr) { return kr->fmt == HP_PACK_F32 ? 4 : 2; }
-static inline long hp_kstep(const hp_gemm_kernel *kr) { return kr->fmt == HP_PACK_F32 ? 1 : 2; }
+static inline long hp_kstep(const hp_gemm_kernel *kr) { return kr->fmt == HP_PACK_F32 ? 1 : kr->fmt == HP_PACK_AMX ? 32 : 2; }

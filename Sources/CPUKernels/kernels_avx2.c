@@ -254,8 +254,8 @@ HP_TARGET_AVX2 static int pack_b_q4_256(const hp_gemm_kernel *kr, const hp_q4_we
 
 const hp_dispatch hp_dispatch_avx2 = {
     .isa = HP_ISA_AVX2,
-    .f32 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = 256, .mc = MR * 24, .ukr = ukr_f32_6x16},
-    .bf16 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = 256, .mc = MR * 24, .ukr = ukr_f32_6x16},
+    .f32 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = 256, .mc = MR * 24, .ukr = ukr_f32_6x16, .desc = "f32 fma (avx2)"},
+    .bf16 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = 256, .mc = MR * 24, .ukr = ukr_f32_6x16, .desc = "f32 fma (avx2)"},
     .epilogue = epilogue256,
     .softmax_cols = softmax_cols256,
     .scale_cols = scale_cols256,

@@ -536,8 +536,8 @@ HP_TARGET_AVX512 static int pack_b_fast512(const hp_gemm_kernel *kr, const hp_sr
 
 const hp_dispatch hp_dispatch_avx512 = {
     .isa = HP_ISA_AVX512,
-    .f32 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = HP_KC_F32, .mc = MR * HP_MC_MUL, .ukr = ukr_f32_14x32},
-    .bf16 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = HP_KC_F32, .mc = MR * HP_MC_MUL, .ukr = ukr_f32_14x32},
+    .f32 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = HP_KC_F32, .mc = MR * HP_MC_MUL, .ukr = ukr_f32_14x32, .desc = "f32 fma (zmm)"},
+    .bf16 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = HP_KC_F32, .mc = MR * HP_MC_MUL, .ukr = ukr_f32_14x32, .desc = "f32 fma (zmm)"},
     .epilogue = epilogue512,
     .softmax_cols = softmax_cols512,
     .scale_cols = scale_cols512,
@@ -551,8 +551,8 @@ const hp_dispatch hp_dispatch_avx512 = {
 
 const hp_dispatch hp_dispatch_avx512bf16 = {
     .isa = HP_ISA_AVX512_BF16,
-    .f32 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = HP_KC_F32, .mc = MR * HP_MC_MUL, .ukr = ukr_f32_14x32},
-    .bf16 = {.mr = MR, .nr = NR, .fmt = HP_PACK_BF16PAIR, .kc = HP_KC_BF16, .mc = MR * HP_MC_MUL, .ukr = ukr_bf16_14x32},
+    .f32 = {.mr = MR, .nr = NR, .fmt = HP_PACK_F32, .kc = HP_KC_F32, .mc = MR * HP_MC_MUL, .ukr = ukr_f32_14x32, .desc = "f32 fma (zmm)"},
+    .bf16 = {.mr = MR, .nr = NR, .fmt = HP_PACK_BF16PAIR, .kc = HP_KC_BF16, .mc = MR * HP_MC_MUL, .ukr = ukr_bf16_14x32, .desc = "bf16 vdpbf16ps, f32 accumulate"},
     .epilogue = epilogue512,
     .softmax_cols = softmax_cols512,
     .scale_cols = scale_cols512,

@@ -62,8 +62,8 @@ void hp_bwd_ds_scalar(float *S, float *dP, long rows, long ncol, float scale, co
 
 const hp_dispatch hp_dispatch_scalar = {
     .isa = HP_ISA_SCALAR,
-    .f32 = {.mr = 4, .nr = 16, .fmt = HP_PACK_F32, .kc = 256, .mc = 64, .ukr = hp_ukr_f32_scalar_4x16},
-    .bf16 = {.mr = 4, .nr = 16, .fmt = HP_PACK_F32, .kc = 256, .mc = 64, .ukr = hp_ukr_f32_scalar_4x16},
+    .f32 = {.mr = 4, .nr = 16, .fmt = HP_PACK_F32, .kc = 256, .mc = 64, .ukr = hp_ukr_f32_scalar_4x16, .desc = "f32 scalar C"},
+    .bf16 = {.mr = 4, .nr = 16, .fmt = HP_PACK_F32, .kc = 256, .mc = 64, .ukr = hp_ukr_f32_scalar_4x16, .desc = "f32 scalar C"},
     .epilogue = hp_epilogue_scalar,
     .softmax_cols = hp_softmax_cols_scalar,
     .scale_cols = hp_scale_cols_scalar,

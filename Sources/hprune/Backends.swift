@@ -9,13 +9,17 @@ struct Backends: AsyncParsableCommand {
         abstract: "List the compute backends, their CPU/GPU features, and why one is unavailable.",
         discussion: "Example: hprune backends --json")
 
-    @Flag(help: "Print JSON: [{\"name\", \"available\", \"reason\", \"features\"}].") var json = false
+    @Flag(help: "Print JSON: [{\"name\", \"available\", \"reason\", \"features\"}] (the cpu entry adds \"kernels\").")
+    var json = false
 
     func run() async throws {
         let infos = Self.all()
+        let k = CPUKernelReport.current()
         if json {
             Terminal.printJSON(infos.map { i -> [String: Any] in
-                ["name": i.name, "available": i.available, "reason": i.reason ?? NSNull(), "features": i.features]
+                var d: [String: Any] = ["name": i.name, "available": i.available, "reason": i.reason ?? NSNull(), "features": i.features]
+                if i.name == "cpu" { d["kernels"] = Self.kernelsJSON(k) }
+                return d
             })
             return
         }
@@ -23,6 +27,27 @@ struct Backends: AsyncParsableCommand {
             print("\(i.name.padding(toLength: 10, withPad: " ", startingAt: 0)) \(i.available ? "available  " : "unavailable") "
                   + (i.available ? i.features.joined(separator: " ") : i.reason ?? ""))
         }
+        print("")
+        print("cpu kernels: family \(k.selected) (HPRUNE_ISA=scalar|avx2|avx512|avx512_bf16|amx|amx_emu forces one)")
+        print("  cpu: \(k.vendor.isEmpty ? "unknown vendor" : k.vendor) family \(k.cpuFamily) model \(k.model); "
+              + "L1d \(k.l1dBytes >> 10) KiB, L2 \(k.l2Bytes >> 10) KiB, L3 \(k.l3Bytes >> 20) MiB (\(k.cacheSource)); blocking: \(k.blocking)")
+        for (op, fam) in k.ops { print("  \(op.padding(toLength: 20, withPad: " ", startingAt: 0)) \(fam)") }
+        print("  families (score; * = eligible for the automatic choice):")
+        for f in k.families {
+            let state = f.supported ? "score \(f.score)\(f.autoEligible ? "*" : " ")" : "unavailable"
+            print("    \(f.name.padding(toLength: 12, withPad: " ", startingAt: 0)) \(state)" + (f.note.map { "  \($0)" } ?? ""))
+        }
+    }
+
+    static func kernelsJSON(_ k: CPUKernelReport) -> [String: Any] {
+        ["selected": k.selected,
+         "ops": Dictionary(uniqueKeysWithValues: k.ops.map { ($0.op, $0.family) }),
+         "families": k.families.map { f -> [String: Any] in
+             ["name": f.name, "supported": f.supported, "score": f.score, "auto_eligible": f.autoEligible,
+              "note": f.note ?? NSNull()]
+         },
+         "cpu": ["vendor": k.vendor, "family": k.cpuFamily, "model": k.model, "l1d_bytes": k.l1dBytes,
+                 "l2_bytes": k.l2Bytes, "l3_bytes": k.l3Bytes, "cache_source": k.cacheSource, "blocking": k.blocking]]
     }
 
     /// The standard registry (cpu, reference) plus the CUDA entry.

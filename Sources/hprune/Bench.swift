@@ -1,7 +1,9 @@
 // `hprune bench model`: forward latency and peak memory of an SD3-medium-width transformer (24 heads × 64,
-// 6 layers, qk rms_norm, 64×64×16 latent → 1024 image tokens, 154 text tokens of width 4096) in f32 and bf16,
-// optionally against diffusers on PyTorch in the same invocation with the same thread count, the two alternating
-// forward by forward so that a change in machine load hits both sides alike.
+// 6 layers, qk rms_norm, 64×64×16 latent → 1024 image tokens, 154 text tokens of width 4096) in f32 and bf16, or of
+// the SD3.5-Large shape (--preset sd35-large: 38 layers × 38 heads × 64, 32×32 latent, 77 text tokens), with random
+// weights or weights loaded from a diffusers folder (--weights), optionally against diffusers on PyTorch in the same
+// invocation with the same thread count, the two alternating forward by forward so that a change in machine load
+// hits both sides alike.
 import ArgumentParser
 import Benchmarks
 import CPUBackend
@@ -30,6 +32,12 @@ struct BenchModel: AsyncParsableCommand {
               hprune bench model
               hprune bench model --json --compare-torch /tmp/ref/bin/python --iterations 5
               hprune bench model --dtype f32 --layers 2
+              hprune bench model --preset sd35-large --weights /models/sd35-large/transformer --dtype bf16
+            --preset sd35-large is the 8B SD3.5-Large shape (38 layers, 38 heads × 64, joint width 4096, caption width
+            2432, pos-embed 192) on a 32×32 latent with 77 text tokens. Its random weights take ~32 GB in f32, so for
+            the real size pass --weights DIR: a diffusers transformer folder (config.json + safetensors) whose config
+            replaces the preset's (the preset then sets only the latent and text sizes); diffusers loads the same
+            folder with from_pretrained. Load times are reported as load_<dtype>_ms.
             """
     )
 
@@ -42,8 +50,15 @@ struct BenchModel: AsyncParsableCommand {
     @Option(help: "Timed forward passes per dtype and side (after one warm-up).")
     var iterations = 3
 
-    @Option(help: "Number of transformer layers.")
-    var layers = 6
+    @Option(help: "Model shape: sd3-medium-width (default) or sd35-large (the 8B SD3.5-Large shape).")
+    var preset = "sd3-medium-width"
+
+    @Option(help: ArgumentHelp("Load the transformer from this diffusers folder (config.json + safetensors) instead of random weights.",
+                               valueName: "dir"), completion: .directory)
+    var weights: String?
+
+    @Option(help: "Number of transformer layers (default: the preset's; ignored with --weights).")
+    var layers: Int?
 
     @Option(help: "Backend: cpu or reference.")
     var backend = "cpu"
@@ -56,49 +71,81 @@ struct BenchModel: AsyncParsableCommand {
 
     func validate() throws {
         guard iterations >= 1 else { throw ValidationError("--iterations must be ≥ 1") }
-        guard layers >= 1 else { throw ValidationError("--layers must be ≥ 1") }
+        if let layers, layers < 1 { throw ValidationError("--layers must be ≥ 1") }
+        guard BenchPreset(rawValue: preset) != nil else {
+            throw ValidationError("--preset must be one of \(BenchPreset.allCases.map(\.rawValue).joined(separator: ", ")), got '\(preset)'")
+        }
+        if let weights {
+            var dir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: weights, isDirectory: &dir), dir.boolValue,
+                  FileManager.default.fileExists(atPath: weights + "/config.json") else {
+                throw ValidationError("--weights \(weights): not a diffusers transformer folder (needs config.json and safetensors); "
+                                      + "save one with diffusers' save_pretrained or `hprune export --format diffusers`")
+            }
+        }
         for d in dtype where ComputeDType(rawValue: d) == nil {
             throw ValidationError("--dtype must be f32 or bf16, got '\(d)'")
         }
     }
 
-    /// The benchmarked config (diffusers keys), shared with the PyTorch script.
-    var configJSON: [String: Any] {
-        ["_class_name": "SD3Transformer2DModel", "sample_size": 64, "patch_size": 2, "in_channels": 16, "num_layers": layers,
-         "attention_head_dim": 64, "num_attention_heads": 24, "joint_attention_dim": 4096, "caption_projection_dim": 1536,
-         "pooled_projection_dim": 2048, "out_channels": 16, "pos_embed_max_size": 96, "qk_norm": "rms_norm",
-         "dual_attention_layers": [Int]()]
+    /// The benchmarked config (diffusers keys), shared with the PyTorch script: the preset's, or the folder's.
+    func configJSON() throws -> [String: Any] {
+        let p = BenchPreset(rawValue: preset) ?? .sd3MediumWidth
+        guard let weights else { return p.config(layers: layers) }
+        let path = weights + "/config.json"
+        guard let obj = try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any] else {
+            Terminal.err("error: \(path): not a JSON object; it must be a diffusers transformer config.json")
+            throw Exit.invalid
+        }
+        return obj
     }
 
     func run() async throws {
         let be = try BackendRegistry.standard.make(backend)
         let threads = CPUBackend.threadCount
-        let cfgData = try JSONSerialization.data(withJSONObject: configJSON, options: [.sortedKeys])
+        let cfg = try configJSON()
+        let cfgData = try JSONSerialization.data(withJSONObject: cfg, options: [.sortedKeys])
         guard case .success(let v) = JSONValue.parse(cfgData), let obj = v.objectValue else { throw Exit.failed }
-        let config = try ModelConfig.parse(obj, file: "<bench>")
+        let config = try ModelConfig.parse(obj, file: weights.map { $0 + "/config.json" } ?? "<bench>")
+        let p = BenchPreset(rawValue: preset) ?? .sd3MediumWidth
+        let inC = cfg["in_channels"] as? Int ?? 16, joint = cfg["joint_attention_dim"] as? Int ?? 4096
+        let pooled = cfg["pooled_projection_dim"] as? Int ?? 2048
+        let latent = weights == nil ? p.latent : min(p.latent, (cfg["sample_size"] as? Int ?? p.latent))
         let dtypes = dtype.isEmpty ? ComputeDType.allCases : dtype.compactMap(ComputeDType.init(rawValue:))
-        var results: [String: Any] = ["config": configJSON, "threads": threads, "backend": be.name, "iterations": iterations,
-                                      "prepared_weights": !noPrepare,
+        var results: [String: Any] = ["config": cfg, "threads": threads, "backend": be.name, "iterations": iterations,
+                                      "prepared_weights": !noPrepare, "preset": p.rawValue, "weights": weights ?? "random",
+                                      "latent": latent, "text_tokens": p.textTokens,
+                                      "cpu_kernels": CPUKernelReport.current().selected,
                                       "load_average": Self.loadAverage()]
         let torch: PythonServer?
         do {
             torch = try compareTorch.map {
                 try PythonServer(python: $0, script: modelTorchScript, name: "bench-model",
-                                 arguments: [String(threads), String(decoding: cfgData, as: UTF8.self)])
+                                 arguments: [String(threads), String(decoding: cfgData, as: UTF8.self), weights ?? "",
+                                             String(latent), String(p.textTokens)])
             }
         } catch { Terminal.err("error: \(error)"); throw Exit.invalid }
         if let torch { results["torch_version"] = torch.greeting["torch"] as? String ?? "" }
         for dt in dtypes {
             let d = dt.rawValue
-            let model = try randomTransformer(config, backend: be, compute: dt, seed: 0)
-            if !noPrepare { try model.weights.prepareForInference(eagerly: true) }   // as `evaluate` runs models
+            var model: (any DiffusionTransformer)?
+            let loadMs = try Self.milliseconds {
+                model = try weights.map { try loadTransformer(path: $0, backend: be, compute: dt) }
+                    ?? randomTransformer(config, backend: be, compute: dt, seed: 0)
+                if !noPrepare { try model!.weights.prepareForInference(eagerly: true) }   // as `evaluate` runs models
+            }
+            guard let model else { throw Exit.failed }
+            results["hprune_load_\(d)_ms"] = loadMs
             let inputs = TransformerInputs(
-                hiddenStates: try be.randomNormal([1, 16, 64, 64], seed: 1, offset: 0),
-                encoderHiddenStates: try be.randomNormal([1, 154, 4096], seed: 2, offset: 0),
-                pooledProjections: try be.randomNormal([1, 2048], seed: 3, offset: 0), timestep: [500])
+                hiddenStates: try be.randomNormal([1, inC, latent, latent], seed: 1, offset: 0),
+                encoderHiddenStates: try be.randomNormal([1, p.textTokens, joint], seed: 2, offset: 0),
+                pooledProjections: try be.randomNormal([1, pooled], seed: 3, offset: 0), timestep: [500])
             let forward = { _ = try be.floats(try model.forward(inputs)) }   // floats(): wait for the result
             try forward()   // warm-up
-            if let torch { _ = try reference { try torch.request(["op": "setup", "dtype": d]) } }
+            if let torch {
+                let r = try reference { try torch.request(["op": "setup", "dtype": d]) }
+                if let l = r["load_seconds"] as? Double { results["torch_load_\(d)_ms"] = l * 1000 }
+            }
             var ours: [Double] = [], theirs: [Double] = []
             for _ in 0..<iterations {
                 ours.append(try Self.milliseconds(forward))
@@ -163,6 +210,31 @@ struct BenchModel: AsyncParsableCommand {
     }
 }
 
+/// The model shapes `bench model` knows (diffusers config keys) and their input sizes.
+enum BenchPreset: String, CaseIterable {
+    case sd3MediumWidth = "sd3-medium-width"
+    case sd35Large = "sd35-large"
+
+    /// Latent height = width, and text tokens.
+    var latent: Int { self == .sd3MediumWidth ? 64 : 32 }
+    var textTokens: Int { self == .sd3MediumWidth ? 154 : 77 }
+
+    func config(layers: Int?) -> [String: Any] {
+        switch self {
+        case .sd3MediumWidth:
+            return ["_class_name": "SD3Transformer2DModel", "sample_size": 64, "patch_size": 2, "in_channels": 16,
+                    "num_layers": layers ?? 6, "attention_head_dim": 64, "num_attention_heads": 24, "joint_attention_dim": 4096,
+                    "caption_projection_dim": 1536, "pooled_projection_dim": 2048, "out_channels": 16, "pos_embed_max_size": 96,
+                    "qk_norm": "rms_norm", "dual_attention_layers": [Int]()]
+        case .sd35Large:   // stabilityai/stable-diffusion-3.5-large transformer/config.json
+            return ["_class_name": "SD3Transformer2DModel", "sample_size": 128, "patch_size": 2, "in_channels": 16,
+                    "num_layers": layers ?? 38, "attention_head_dim": 64, "num_attention_heads": 38, "joint_attention_dim": 4096,
+                    "caption_projection_dim": 2432, "pooled_projection_dim": 2048, "out_channels": 16, "pos_embed_max_size": 192,
+                    "qk_norm": "rms_norm", "dual_attention_layers": [Int]()]
+        }
+    }
+}
+
 /// diffusers' SD3Transformer2DModel with the same config, random weights and input sizes, served one JSON line per
 /// request (`PythonServer`) so that its forward passes can alternate with ours.
 private let modelTorchScript = #"""
@@ -172,7 +244,8 @@ import torch
 from diffusers import SD3Transformer2DModel
 
 torch.set_num_threads(int(sys.argv[1]))
-cfg = json.loads(sys.argv[2]); cfg.pop("_class_name")
+cfg = json.loads(sys.argv[2]); cfg = {k: v for k, v in cfg.items() if not k.startswith("_") and not k.startswith("hprune")}
+weights, latent, tokens = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 DT = {"f32": torch.float32, "bf16": torch.bfloat16}
 m = args = None
 with torch.inference_mode():
@@ -184,12 +257,19 @@ with torch.inference_mode():
                 dt = DT[r["dtype"]]
                 m = args = None
                 torch.manual_seed(0)
-                m = SD3Transformer2DModel(**cfg).to(dt).eval()
-                args = dict(hidden_states=torch.randn(1, 16, 64, 64, dtype=dt),
-                            encoder_hidden_states=torch.randn(1, 154, 4096, dtype=dt),
-                            pooled_projections=torch.randn(1, 2048, dtype=dt), timestep=torch.tensor([500.0]))
+                t = time.perf_counter()
+                if weights:
+                    # torch_dtype keeps the load at the target size; .to(dt) also casts modules diffusers keeps in f32
+                    m = SD3Transformer2DModel.from_pretrained(weights, torch_dtype=dt).to(dt).eval()
+                else:
+                    m = SD3Transformer2DModel(**cfg).to(dt).eval()
+                load = time.perf_counter() - t
+                args = dict(hidden_states=torch.randn(1, cfg["in_channels"], latent, latent, dtype=dt),
+                            encoder_hidden_states=torch.randn(1, tokens, cfg["joint_attention_dim"], dtype=dt),
+                            pooled_projections=torch.randn(1, cfg["pooled_projection_dim"], dtype=dt),
+                            timestep=torch.tensor([500.0]))
                 m(**args)  # warm-up
-                print(json.dumps({"ok": True}), flush=True)
+                print(json.dumps({"ok": True, "load_seconds": load}), flush=True)
             elif r["op"] == "time":
                 t = time.perf_counter(); m(**args); dt = time.perf_counter() - t
                 print(json.dumps({"seconds": dt}), flush=True)

@@ -72,3 +72,42 @@ struct BenchModelCLITests {
         #expect(r.stderr.contains("--iterations"), "\(r.stderr)")
     }
 }
+
+@Suite("hprune bench model --preset / --weights, hprune backends kernel report")
+struct BenchPresetAndBackendsCLITests {
+    let models = repositoryRoot().appendingPathComponent("Tests/Fixtures/models").path
+
+    @Test("bench model --weights DIR loads the folder and times it (sd3_tiny, f32, one iteration)")
+    func weightsFolder() throws {
+        let r = try CLI.run(["bench", "model", "--weights", models + "/sd3_tiny", "--preset", "sd35-large", "--dtype", "f32",
+                             "--iterations", "1", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+        #expect(obj?["weights"] as? String == models + "/sd3_tiny")
+        #expect(obj?["preset"] as? String == "sd35-large")
+        #expect(obj?["latent"] as? Int == 8)             // capped at the folder's sample_size
+        #expect(obj?["text_tokens"] as? Int == 77)
+        #expect((obj?["hprune_f32_ms"] as? Double ?? 0) > 0 && (obj?["hprune_load_f32_ms"] as? Double ?? 0) > 0)
+        #expect((obj?["config"] as? [String: Any])?["num_layers"] as? Int == 2)   // the folder's config, not the preset's
+    }
+
+    @Test("unknown preset and a folder without config.json are usage errors (exit 2) naming the option")
+    func badArguments() throws {
+        let p = try CLI.run(["bench", "model", "--preset", "sd4"])
+        #expect(p.status == 2 && p.stderr.contains("--preset"), "\(p.stderr)")
+        let w = try CLI.run(["bench", "model", "--weights", "/nonexistent/dir"])
+        #expect(w.status == 2 && w.stderr.contains("/nonexistent/dir"), "\(w.stderr)")
+    }
+
+    @Test("backends prints the kernel family per op and marks AMX as unmeasured or unavailable")
+    func backendsKernelReport() throws {
+        let r = try CLI.run(["backends"])
+        #expect(r.status == 0)
+        for op in ["gemm_f32", "gemm_bf16", "attention_bf16", "w4a16_m>16", "amx_emu"] { #expect(r.stdout.contains(op), "\(op): \(r.stdout)") }
+        #expect(r.stdout.contains("unmeasured") || r.stdout.contains("amx          unavailable"), "\(r.stdout)")
+        let forced = try CLI.run(["backends"], environment: ["HPRUNE_ISA": "amx_emu"])
+        #expect(forced.stdout.contains("cpu kernels: family amx_emu"), "\(forced.stdout)")
+        let bad = try CLI.run(["backends"], environment: ["HPRUNE_ISA": "avx9000"])
+        #expect(bad.status == 0 && bad.stderr.contains("HPRUNE_ISA=avx9000"), "\(bad.stderr)")
+    }
+}

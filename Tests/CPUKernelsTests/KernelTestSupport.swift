@@ -23,10 +23,26 @@ func availableISAs() -> [hp_isa] {
     [HP_ISA_SCALAR, HP_ISA_AVX2, HP_ISA_AVX512, HP_ISA_AVX512_BF16].filter { hp_isa_supported($0) != 0 }
 }
 
-/// Runs `body` once per available ISA (forced), then restores automatic selection.
+/// The kernel families the tests run: the plain ones, the AMX family through its emulation twin (any CPU), and
+/// the real AMX family where the CPU has it and the OS granted the tile permission.
+func testedISAs() -> [hp_isa] {
+    availableISAs() + [HP_ISA_AMX_EMU, HP_ISA_AMX].filter { hp_isa_supported($0) != 0 }
+}
+
+/// Which AMX variants this run exercises, for the test log.
+let amxRunNote: String = {
+    let note = hp_isa_supported(HP_ISA_AMX) != 0
+        ? "AMX: real tiles (amx) and the emulation twin (amx_emu) both run"
+        : "AMX: emulation twin only (amx_emu); this CPU has no usable AMX (features: \(String(cString: hp_cpu_features_string())))"
+    print("[CPUKernelsTests] \(note)")
+    return note
+}()
+
+/// Runs `body` once per tested ISA (forced), then restores automatic selection.
 func forEachISA(_ body: (String) throws -> Void) rethrows {
+    _ = amxRunNote
     defer { _ = hp_set_isa_override(HP_ISA_AUTO) }
-    for isa in availableISAs() {
+    for isa in testedISAs() {
         #expect(hp_set_isa_override(isa) == 0)
         try body(String(cString: hp_isa_name(isa)))
     }

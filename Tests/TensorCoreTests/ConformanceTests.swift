@@ -4,8 +4,14 @@ import CPUBackend
 import Testing
 import TensorCore
 
-/// The backends under test besides the reference (the CUDA backend adds itself here when available).
-let backendsUnderTest: [any Backend] = [CPUBackend(), CPUBackend(kernels: .scalarTwins)]
+/// The backends under test besides the reference (the CUDA backend adds itself here when available). The AMX kernel
+/// family runs through its emulation twin on every CPU, and on real tiles where the CPU has AMX.
+let backendsUnderTest: [any Backend] = {
+    let amx = CPUBackend.Family.amx.isSupported
+    print("[ConformanceTests] AMX family: emulation twin (amx_emu)" + (amx ? " and real tiles (amx)" : "; no usable AMX on this CPU"))
+    return [CPUBackend(), CPUBackend(kernels: .scalarTwins), CPUBackend(family: .amxEmu)]
+        + (amx ? [CPUBackend(family: .amx)] : [])
+}()
 
 /// Sizes every case runs at.
 let conformanceSizes = [1, 7, 63, 65, 1000].map { CaseSize(n: $0, rows: 3) } + [CaseSize(n: 17, rows: 1)]
@@ -56,7 +62,7 @@ struct ConformanceTests {
             for be in backendsUnderTest where be.supports(c.op) {
                 let got = try c.run(be, size)
                 let problem = mismatch(got, want, c.tolerance, perOutput: c.perOutput)
-                #expect(problem == nil, "\(be.name)/\(be is CPUBackend ? (be as! CPUBackend).kernels.rawValue : "") \(c.label) at \(size): \(problem ?? "")")
+                #expect(problem == nil, "\(be.name)/\(be is CPUBackend ? (be as! CPUBackend).kernels.rawValue + "/" + (be as! CPUBackend).family.rawValue : "") \(c.label) at \(size): \(problem ?? "")")
             }
         }
     }

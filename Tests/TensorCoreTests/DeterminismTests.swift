@@ -6,9 +6,14 @@ import TensorCore
 
 @Suite("Determinism across thread counts", .serialized)
 struct DeterminismTests {
-    @Test("every op: 1 thread, 2 threads and a repeat are bit-identical")
+    @Test("every op: 1 thread, 2 threads and a repeat are bit-identical (default family, AMX emulated and real)")
     func threadsBitIdentical() throws {
-        let cpu = CPUBackend()
+        for family in [CPUBackend.Family.auto, .amxEmu, .amx] where family.isSupported {
+            try threadsBitIdentical(CPUBackend(family: family))
+        }
+    }
+
+    func threadsBitIdentical(_ cpu: CPUBackend) throws {
         let size = CaseSize(n: 4099, rows: 9)
         defer { CPUBackend.setThreadCount(nil) }
         CPUBackend.setThreadCount(2)
@@ -19,8 +24,8 @@ struct DeterminismTests {
             CPUBackend.setThreadCount(2)
             let two = try c.run(cpu, size)
             let again = try c.run(cpu, size)
-            #expect(mismatch(two, one, .exact) == nil, "\(c.label): \(mismatch(two, one, .exact) ?? "")")
-            #expect(mismatch(again, two, .exact) == nil, "\(c.label) repeat: \(mismatch(again, two, .exact) ?? "")")
+            #expect(mismatch(two, one, .exact) == nil, "\(cpu.family) \(c.label): \(mismatch(two, one, .exact) ?? "")")
+            #expect(mismatch(again, two, .exact) == nil, "\(cpu.family) \(c.label) repeat: \(mismatch(again, two, .exact) ?? "")")
         }
     }
 }

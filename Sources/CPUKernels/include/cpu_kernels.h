@@ -47,6 +47,12 @@ typedef enum {
     HP_ISA_AVX512 = 3,       // AVX-512F/BW/DQ/VL, 14x32 f32 microkernel (bf16 converted to f32 when packing)
     HP_ISA_AVX512_BF16 = 4,  // AVX-512 + vdpbf16ps: bf16 GEMM/attention in bf16 with f32 accumulation
     HP_ISA_NEON = 5,         // reserved: no NEON kernels yet (arm64 runs the scalar family)
+    HP_ISA_AMX = 6,          // AMX-BF16 tiles (tdpbf16ps, 32x32) for bf16 GEMM / attention / W4A16 (M > 16), the
+                             // rest from avx512_bf16. Needs amx_bf16 + the OS tile permission. Opt-in only
+                             // (HPRUNE_ISA=amx): verified through its emulation twin, never timed on AMX hardware.
+    HP_ISA_AMX_EMU = 7,      // the same AMX code path on an emulated tile layer (scalar model of the tile
+                             // registers and tdpbf16ps), on any CPU; the rest from the best family. For tests.
+    HP_ISA_COUNT = 8,
 } hp_isa;
 
 uint32_t hp_cpu_features(void);
@@ -62,8 +68,54 @@ int hp_isa_supported(hp_isa isa);
 /// Forces an ISA for kernels called from the calling thread (tests, benchmarks); HP_ISA_AUTO removes the
 /// override. Returns HP_EUNSUPPORTED if the CPU lacks it. Other threads are not affected (the pool threads
 /// working for this thread's call use its choice). The environment variable
-/// HPRUNE_ISA=scalar|avx2|avx512|avx512_bf16 sets the process-wide start-up choice.
+/// HPRUNE_ISA=scalar|avx2|avx512|avx512_bf16|amx|amx_emu sets the process-wide start-up choice (an unknown or
+/// unsupported name is reported on stderr once and ignored).
 int hp_set_isa_override(hp_isa isa);
+/// The calling thread's override (HP_ISA_AUTO when none), so callers can restore it.
+hp_isa hp_get_isa_override(void);
+/// Feature score of `isa` on this CPU (0: cannot run; the automatic choice is the highest-scoring family that
+/// is eligible for it; amx and amx_emu never are).
+int hp_isa_score(hp_isa isa);
+/// Whether the automatic choice may pick `isa` (0 for amx, which is unmeasured, and amx_emu).
+int hp_isa_auto_eligible(hp_isa isa);
+
+/// CPU identity and caches read once at start-up (sysfs, else cpuid leaf 4 / 0x8000001D). Sizes in bytes, 0 if
+/// unknown. The GEMM m/n blocking of each family is sized from l2 on Intel (never the k blocking, so results do
+/// not depend on it); AMD and unknown CPUs keep the blocking measured on Zen 4.
+typedef struct hp_cpu_info {
+    char vendor[16];     // "GenuineIntel", "AuthenticAMD", ""
+    int family, model;   // display family / model (cpuid leaf 1)
+    long l1d, l2, l3;    // per-core L1d and L2, L3 as reported
+    const char *cache_source;  // "sysfs", "cpuid", "none"
+    const char *blocking;      // "zen4-measured (defaults)" or "intel-l2 (sized from L2, unmeasured)" …
+} hp_cpu_info;
+const hp_cpu_info *hp_cpu_info_get(void);
+
+/// Re-sizes `isa`'s GEMM m-blocks as the start-up tuning would for an L2 of `l2_bytes` (0: back to the start-up
+/// blocking). For tests (the Intel rule checked on any CPU: results must not change); not thread-safe against
+/// running kernels. HP_EUNSUPPORTED if this CPU cannot run `isa`.
+int hp_set_l2_blocking(hp_isa isa, long l2_bytes);
+
+/// Kernel entry points whose family `hprune backends` reports.
+typedef enum {
+    HP_KOP_GEMM_F32 = 0, HP_KOP_GEMM_BF16, HP_KOP_ATTN_F32, HP_KOP_ATTN_BF16, HP_KOP_ATTN_BWD,
+    HP_KOP_W4A16_SMALL_M, HP_KOP_W4A16, HP_KOP_COUNT
+} hp_kernel_op;
+const char *hp_kernel_op_name(hp_kernel_op op);
+/// The family and microkernel that run `op` under `isa`, e.g. "avx512_bf16 14x32 vdpbf16ps (kc 1024, mc 168)";
+/// NULL if this CPU cannot run `isa`.
+const char *hp_kernel_op_family(hp_isa isa, hp_kernel_op op);
+
+// ── AMX tile emulation (the twin the AMX family runs on without AMX hardware) ──────────────────────────────
+/// One TDPBF16PS on tiles configured as C rows×(n_pairs*4 bytes), A rows×(k_pairs*4), B k_pairs×(n_pairs*4)
+/// (palette 1: rows <= 16, k_pairs, n_pairs <= 16): loads C (f32, ldc), A (bf16 pairs, lda in elements) and B
+/// (bf16 pairs as [k_pairs][n_pairs][2], ldb in elements) into tiles 0, 1, 2, runs tdpbf16ps, stores C back.
+/// `real` != 0 runs the hardware instruction (HP_EUNSUPPORTED without AMX permission), else the emulation.
+/// On a CPU with usable AMX: one full 16×16×32 TDPBF16PS on fixed data, real against emulated; 1 = bit-identical,
+/// 0 = they differ, -1 = no usable AMX here. Computed once per process.
+int hp_amx_selfcheck(void);
+int hp_amx_tdpbf16ps_probe(int real, int rows, int k_pairs, int n_pairs, float *C, long ldc, const uint16_t *A,
+                           long lda, const uint16_t *B, long ldb);
 
 // ── thread pool ──────────────────────────────────────────────────────────────────────────────────────────
 /// (Re)starts the persistent pool with `n` threads in all (the caller counts as one); n <= 0 means one per
@@ -95,6 +147,9 @@ void hp_bf16_to_f32_array(const uint16_t *src, float *dst, size_t n);
 //   op(B): trans_b == 0 → B stored [K,N] (ldb >= N); trans_b != 0 → B stored [N,K] (ldb >= K).
 //   C stored [M,N] (ldc >= N). beta == 0 ignores C's old contents (NaN included). bias may be NULL.
 // Reduction order: K is summed in fixed blocks in increasing order, independent of the thread count.
+
+/// The k block of `isa`'s GEMM for `dtype` inputs (the unit of its summation order), 0 if unavailable.
+long hp_gemm_kblock(hp_isa isa, hp_dtype dtype);
 
 int hp_gemm_f32(int trans_a, int trans_b, long M, long N, long K, float alpha,
                 const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc,

@@ -1,0 +1,60 @@
+// What the CPU kernels chose on this machine: the kernel family per op (from the one dispatch table picked at
+// start-up by feature score, or HPRUNE_ISA), each family's score, the caches the blocking was sized from, and
+// the AMX status. `hprune backends` prints it.
+import CPUKernels
+
+/// A snapshot of the CPU kernel dispatch for reports.
+public struct CPUKernelReport: Sendable {
+    /// One kernel family and whether/why it can run here.
+    public struct FamilyInfo: Sendable {
+        public let name: String
+        public let supported: Bool
+        /// Feature score (0 when this CPU cannot run it); the automatic choice is the best eligible one.
+        public let score: Int
+        public let autoEligible: Bool
+        /// What the family is on this machine, for families that need saying (AMX).
+        public let note: String?
+    }
+
+    /// The family the process dispatches to now (automatic, or HPRUNE_ISA).
+    public let selected: String
+    /// (op, family + microkernel) for the selected family.
+    public let ops: [(op: String, family: String)]
+    public let families: [FamilyInfo]
+    public let vendor: String
+    public let cpuFamily: Int, model: Int
+    public let l1dBytes: Int, l2Bytes: Int, l3Bytes: Int
+    public let cacheSource: String
+    public let blocking: String
+
+    /// The report for `family` (default: the selected one).
+    public static func current(family: CPUBackend.Family = .auto) -> CPUKernelReport {
+        let isa = family == .auto ? hp_selected_isa_id() : family.isa
+        var ops: [(String, String)] = []
+        for i in 0..<HP_KOP_COUNT.rawValue {
+            let op = hp_kernel_op(i)
+            guard let f = hp_kernel_op_family(isa, op) else { continue }
+            ops.append((String(cString: hp_kernel_op_name(op)), String(cString: f)))
+        }
+        let amxHW = hp_isa_supported(HP_ISA_AMX) != 0
+        let fams = CPUBackend.Family.allCases.filter { $0 != .auto }.map { f -> FamilyInfo in
+            let note: String? = switch f {
+            case .amx: amxHW ? "AMX tiles usable here; opt-in (HPRUNE_ISA=amx), never timed — unmeasured; real tdpbf16ps vs the emulation on a probe tile: "
+                               + (hp_amx_selfcheck() == 1 ? "bit-identical" : "DIFFERENT (see Docs/performance.md)")
+                             : "not on this CPU (needs amx_tile + amx_bf16 + the OS tile permission); emulation-verified only (amx_emu), never timed — unmeasured"
+            case .amxEmu: "emulation-verified AMX code path on a scalar tile model: for tests, slow, not a fast path"
+            default: nil
+            }
+            return FamilyInfo(name: f.rawValue, supported: f.isSupported, score: Int(hp_isa_score(f.isa)),
+                              autoEligible: hp_isa_auto_eligible(f.isa) != 0, note: note)
+        }
+        let info = hp_cpu_info_get()!.pointee
+        let vendor = withUnsafeBytes(of: info.vendor) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        return CPUKernelReport(selected: String(cString: hp_isa_name(isa)), ops: ops, families: fams, vendor: vendor,
+                               cpuFamily: Int(info.family), model: Int(info.model), l1dBytes: info.l1d, l2Bytes: info.l2,
+                               l3Bytes: info.l3, cacheSource: String(cString: info.cache_source),
+                               blocking: String(cString: info.blocking))
+    }
+}
