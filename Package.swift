@@ -63,14 +63,15 @@ let package = Package(
         .target(
             name: "Stages",
             dependencies: ["StageGraph", "Scheduler", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
-                           "TensorCore", "CPUBackend", "Models", "ModelStore", "Compression", "ModelSpec", "Checkpoint",
-                           "Training", "Classifier", "PNGSupport"]
+                           "TensorCore", "CPUBackend", "CUDABackend", "Models", "ModelStore", "Compression", "ModelSpec",
+                           "Checkpoint", "Training", "Classifier", "PNGSupport"]
         ),
         .executableTarget(
             name: "hprune",
             dependencies: [
                 "Stages", "Scheduler", "StageGraph", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
                 "TensorCore", "CPUBackend", "Models", "ModelStore", "Compression", "ModelSpec", "Checkpoint", "Benchmarks", "PNGSupport",
+                "CUDABackend", "BackendConformance",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -9,6 +9,7 @@ import Checkpoint
 import Foundation
 import ModelSpec
 import Models
+import Stages
 import TensorCore
 
 struct Bench: AsyncParsableCommand {
@@ -45,7 +46,7 @@ struct BenchModel: AsyncParsableCommand {
     @Option(help: "Number of transformer layers.")
     var layers = 6
 
-    @Option(help: "Backend: cpu or reference.")
+    @Option(help: "Backend: cpu, cuda (diffusers then runs on the GPU too) or reference.")
     var backend = "cpu"
 
     @Option(help: ArgumentHelp("Compute dtypes to time (repeatable): f32, bf16. Default: both.", valueName: "dtype"))
@@ -71,7 +72,7 @@ struct BenchModel: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let be = try BackendRegistry.standard.make(backend)
+        let be = try BackendRegistry.all.make(backend)
         let threads = CPUBackend.threadCount
         let cfgData = try JSONSerialization.data(withJSONObject: configJSON, options: [.sortedKeys])
         guard case .success(let v) = JSONValue.parse(cfgData), let obj = v.objectValue else { throw Exit.failed }
@@ -84,7 +85,8 @@ struct BenchModel: AsyncParsableCommand {
         do {
             torch = try compareTorch.map {
                 try PythonServer(python: $0, script: modelTorchScript, name: "bench-model",
-                                 arguments: [String(threads), String(decoding: cfgData, as: UTF8.self)])
+                                 arguments: [String(threads), String(decoding: cfgData, as: UTF8.self),
+                                             be.name == "cuda" ? "cuda" : "cpu"])
             }
         } catch { Terminal.err("error: \(error)"); throw Exit.invalid }
         if let torch { results["torch_version"] = torch.greeting["torch"] as? String ?? "" }
@@ -173,6 +175,8 @@ from diffusers import SD3Transformer2DModel
 
 torch.set_num_threads(int(sys.argv[1]))
 cfg = json.loads(sys.argv[2]); cfg.pop("_class_name")
+dev = sys.argv[3] if len(sys.argv) > 3 else "cpu"      # "cuda" when hprune times its CUDA backend
+sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
 DT = {"f32": torch.float32, "bf16": torch.bfloat16}
 m = args = None
 with torch.inference_mode():
@@ -184,14 +188,15 @@ with torch.inference_mode():
                 dt = DT[r["dtype"]]
                 m = args = None
                 torch.manual_seed(0)
-                m = SD3Transformer2DModel(**cfg).to(dt).eval()
-                args = dict(hidden_states=torch.randn(1, 16, 64, 64, dtype=dt),
-                            encoder_hidden_states=torch.randn(1, 154, 4096, dtype=dt),
-                            pooled_projections=torch.randn(1, 2048, dtype=dt), timestep=torch.tensor([500.0]))
-                m(**args)  # warm-up
+                m = SD3Transformer2DModel(**cfg).to(dt).to(dev).eval()
+                args = dict(hidden_states=torch.randn(1, 16, 64, 64, dtype=dt, device=dev),
+                            encoder_hidden_states=torch.randn(1, 154, 4096, dtype=dt, device=dev),
+                            pooled_projections=torch.randn(1, 2048, dtype=dt, device=dev),
+                            timestep=torch.tensor([500.0], device=dev))
+                m(**args); sync()  # warm-up
                 print(json.dumps({"ok": True}), flush=True)
             elif r["op"] == "time":
-                t = time.perf_counter(); m(**args); dt = time.perf_counter() - t
+                sync(); t = time.perf_counter(); m(**args); sync(); dt = time.perf_counter() - t
                 print(json.dumps({"seconds": dt}), flush=True)
             elif r["op"] == "quit":
                 print(json.dumps({"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}), flush=True)
