@@ -24,6 +24,12 @@ public final class CUDABackend: Backend, @unchecked Sendable {
 
     init(context: CUDAContext) { self.context = context }
 
+    /// The GPU's name ("NVIDIA H200").
+    public var deviceName: String { context.deviceName }
+
+    /// Waits until every queued kernel has finished (for timing; results read back with `floats` wait anyway).
+    public func synchronize() throws { try context.synchronize() }
+
     /// Removes the ops the self-check failed from `supportedOps`.
     func disable(_ failed: [Op: String]) {
         failures = failed

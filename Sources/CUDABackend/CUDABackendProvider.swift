@@ -38,7 +38,7 @@ public enum CUDARuntime {
     }
 
     /// Why the backend is unavailable, phrased for `hprune backends`.
-    static func reason(_ error: Error) -> String {
+    public static func reason(_ error: Error) -> String {
         var why = "\(error)"
         if case CUDAError.libraryMissing(let name, _, _)? = error as? CUDAError, name == "libcuda.so.1" {
             why = "no NVIDIA driver: libcuda.so.1 was not found"

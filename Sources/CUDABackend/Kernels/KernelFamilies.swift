@@ -6,6 +6,8 @@ public struct KernelFamily: Sendable {
     public let name: String
     /// Full CUDA C source as compiled (prelude included).
     public let source: String
+    /// The family's own source, without the prelude (the Philox host check compiles it with a host shim).
+    public let body: String
     /// The `extern "C"` kernels it defines.
     public let kernels: [String]
     /// Options besides the architecture (e.g. -fmad=false for Philox).
@@ -14,6 +16,7 @@ public struct KernelFamily: Sendable {
     init(_ name: String, _ body: String, _ kernels: [String], options: [String] = []) {
         self.name = name
         self.source = KernelPrelude.source + body
+        self.body = body
         self.kernels = kernels
         self.options = options
     }
