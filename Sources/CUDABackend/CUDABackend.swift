@@ -133,7 +133,10 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         case (let a, let b) where a == b:
             guard a.bitsPerElement >= 8 else { throw BackendError.unsupportedDType(.cast, a, backend: displayName) }
             let y = try empty(x.shape, dtype)
-            if x.byteCount > 0 { try context.driver.check(context.driver.cuMemcpyDtoD(ptr(y), src, x.byteCount), "cuMemcpyDtoD") }
+            if x.byteCount > 0 {
+                try context.makeCurrent()
+                try context.driver.check(context.driver.cuMemcpyDtoD(ptr(y), src, x.byteCount), "cuMemcpyDtoD")
+            }
             return y
         case (.f32, .bf16): return try run("hp_cast_f32_bf16", .bf16)
         case (.f32, .f16): return try run("hp_cast_f32_f16", .f16)

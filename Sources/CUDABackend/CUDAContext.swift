@@ -14,13 +14,18 @@ public final class CUDAStorage: TensorStorage, @unchecked Sendable {
 
     init(context: CUDAContext, byteCount: Int) throws {
         var p: UInt64 = 0
-        try context.driver.check(context.driver.cuMemAlloc(&p, max(byteCount, 1)), "cuMemAlloc(\(byteCount) bytes)")
+        try context.makeCurrent()                          // the driver's current context is per thread
+        try context.driver.check(context.driver.cuMemAlloc(&p, max(byteCount, 1)),
+                                 "cuMemAlloc(\(byteCount) bytes; \(context.totalMemory >> 20) MiB on the device)")
         self.pointer = p
         self.byteCount = byteCount
         self.context = context
     }
 
-    deinit { _ = context.driver.cuMemFree(pointer) }
+    deinit {
+        try? context.makeCurrent()
+        _ = context.driver.cuMemFree(pointer)
+    }
 }
 
 /// One kernel argument, passed by value as the kernel's C parameter type.

@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let family = try #require(KernelFamily.all.first { $0.name == "philox" })
-        let src = Self.shim + family.body.replacingOccurrences(of: "extern \"C\" ", with: "") + Self.main
+        let src = Self.shim + "\n" + family.body.replacingOccurrences(of: "extern \"C\" ", with: "") + "\n" + Self.main
         try src.write(toFile: "\(dir)/randn.cpp", atomically: true, encoding: .utf8)
         let cc = Process()
         cc.executableURL = URL(fileURLWithPath: hostCXX!)

@@ -6,14 +6,19 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 dir="${1:-$root/.whl}"
 pip="${PIP:-pip}"
+if [ -f "$dir/lib/libnvrtc.so.12" ] && [ -f "$dir/lib/libnvJitLink.so.12" ] && [ -f "$dir/include/cuda.h" ] \
+   && { [ -f "$dir/include/cublasLt.h" ] || [ "${HPRUNE_SKIP_CUBLAS:-0}" = 1 ]; }; then
+    echo "export HPRUNE_NVRTC=$dir/lib HPRUNE_CUDA_INCLUDE=$dir/include"   # already fetched
+    exit 0
+fi
 mkdir -p "$dir/lib" "$dir/include" "$dir/download"
 # CUDA 12.x wheels: libnvrtc.so.12 + libnvrtc-builtins, libnvJitLink.so.12, cuda.h (runtime wheel), cublasLt.h.
 "$pip" download --quiet --no-deps -d "$dir/download" \
     "nvidia-cuda-nvrtc-cu12>=12.4" "nvidia-nvjitlink-cu12>=12.4" "nvidia-cuda-runtime-cu12>=12.4"
-for w in "$dir"/download/nvidia_cuda_nvrtc_cu12-*.whl "$dir"/download/nvidia_nvjitlink_cu12-*.whl; do
-    unzip -q -o -j "$w" 'nvidia/*/lib/*' -x '*.alt.so*' -d "$dir/lib"
-    unzip -q -o -j "$w" 'nvidia/*/include/*' -d "$dir/include"
-done
+unzip -q -o -j "$dir"/download/nvidia_cuda_nvrtc_cu12-*.whl 'nvidia/cuda_nvrtc/lib/libnvrtc.so.*' \
+    'nvidia/cuda_nvrtc/lib/libnvrtc-builtins.so.*' 'nvidia/cuda_nvrtc/include/nvrtc.h' -d "$dir/lib"
+unzip -q -o -j "$dir"/download/nvidia_nvjitlink_cu12-*.whl 'nvidia/nvjitlink/lib/*' 'nvidia/nvjitlink/include/*' -d "$dir/lib"
+mv "$dir"/lib/*.h "$dir/include/"
 unzip -q -o -j "$dir"/download/nvidia_cuda_runtime_cu12-*.whl 'nvidia/cuda_runtime/include/cuda.h' \
     'nvidia/cuda_runtime/include/library_types.h' \
     -d "$dir/include"
