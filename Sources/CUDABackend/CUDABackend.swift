@@ -21,6 +21,9 @@ public final class CUDABackend: Backend, @unchecked Sendable {
     public private(set) var failures: [Op: String] = [:]
     let context: CUDAContext
     private let host = ReferenceBackend()
+    /// The GELU-epilogue probe's answer (`fusedGELU`), nil until the first GELU matmul.
+    var geluDecided: Bool?
+    let geluLock = NSLock()
 
     init(context: CUDAContext) { self.context = context }
 

@@ -330,13 +330,17 @@ enum CublasLtAPI {
     static let batchCount = c(h, "CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT", 5)
     static let stridedBatchOffset = c(h, "CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET", 6)
     static let maxWorkspace = c(h, "CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES", 1)
+    static let minAlignA = c(h, "CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES", 5)
+    static let minAlignB = c(h, "CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES", 6)
+    static let minAlignC = c(h, "CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES", 7)
+    static let minAlignD = c(h, "CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES", 8)
     static let opN = c("cublas_api.h", "CUBLAS_OP_N", 0)
     static let opT = c("cublas_api.h", "CUBLAS_OP_T", 1)
     static let compute32F = c("cublas_api.h", "CUBLAS_COMPUTE_32F", 68)
     static let r32F = c("library_types.h", "CUDA_R_32F", 0)
     static let r16BF = c("library_types.h", "CUDA_R_16BF", 14)
     static let constants = [transA, transB, epilogue, biasPointer, epilogueDefault, epilogueBias, epilogueGelu, batchCount,
-                            stridedBatchOffset, maxWorkspace, opN, opT, compute32F, r32F, r16BF]
+                            stridedBatchOffset, maxWorkspace, minAlignA, minAlignB, minAlignC, minAlignD, opN, opT, compute32F, r32F, r16BF]
     /// sizeof(cublasLtMatmulHeuristicResult_t): algo (8 × uint64), size_t workspaceSize, status, float, int[4].
     static let heuristicResultBytes = 96
 }

@@ -4,6 +4,7 @@
 //
 // Row-major C (M,N) = op(A)·op(B) is computed as the column-major Cᵀ (N,M) = op(B)ᵀ·op(A)ᵀ: cuBLASLt's "A" is our
 // b and its "B" our a, so no data moves; the bias runs along cuBLASLt's rows, i.e. our N.
+import Foundation
 import TensorCore
 
 extension CUDABackend {
@@ -22,13 +23,37 @@ extension CUDABackend {
             let z = try linearEpilogueOnly(out, bias: bias, activation: activation)
             return z
         }
+        let fuse = activation == .geluTanh && (try fusedGELU())
         try gemm(a: pa, b: pb, out: ptr(out), s: s, transposeA: transposeA, transposeB: transposeB, dtype: a.dtype,
-                 bias: pbias, gelu: activation == .geluTanh)
-        if activation == .silu {                                       // no SiLU epilogue in cuBLASLt: one pass after
+                 bias: pbias, gelu: fuse)
+        if activation != .none && !fuse {            // SiLU (no cuBLASLt epilogue), or GELU when the probe said no
             try context.launch("hp_activate", grid: (context.blocks(out.count), 1, 1), block: 256,
-                               [.ptr(ptr(out)), .i32(Self.actCode(.silu)), .i64(out.count)])
+                               [.ptr(ptr(out)), .i32(Self.actCode(activation)), .i64(out.count)])
         }
         return out
+    }
+
+    /// Whether cuBLASLt's GELU epilogue is the tanh approximation our ops define: decided once per process by
+    /// running a small GEMM with the fused epilogue and with our own GELU pass and comparing (within 1e-5); when
+    /// it differs (an erf GELU), every GELU matmul takes the separate pass.
+    func fusedGELU() throws -> Bool {
+        try geluLock.withLock {
+            if let d = geluDecided { return d }
+            let m = 7, n = 9, k = 65
+            let a = try tensor((0..<(m * k)).map { Float($0 % 13) / 3 - 2 }, shape: [m, k], dtype: .f32)
+            let b = try tensor((0..<(k * n)).map { Float($0 % 7) / 20 - 0.15 }, shape: [k, n], dtype: .f32)
+            let s = try OpChecks.matmul(a, b, transposeA: false, transposeB: false, bias: nil)
+            let fused = try empty(s.outShape, .f32), plain = try empty(s.outShape, .f32)
+            try gemm(a: ptr(a), b: ptr(b), out: ptr(fused), s: s, transposeA: false, transposeB: false, dtype: .f32,
+                     bias: nil, gelu: true)
+            try gemm(a: ptr(a), b: ptr(b), out: ptr(plain), s: s, transposeA: false, transposeB: false, dtype: .f32,
+                     bias: nil, gelu: false)
+            try context.launch("hp_activate", grid: (1, 1, 1), block: 256, [.ptr(ptr(plain)), .i32(Self.actCode(.geluTanh)), .i64(m * n)])
+            let f = try floats(fused), p = try floats(plain)
+            let same = zip(f, p).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($1)) }
+            geluDecided = same
+            return same
+        }
     }
 
     /// act(0 + bias) broadcast over the rows (a K = 0 matmul).
@@ -89,6 +114,13 @@ extension CUDABackend {
         defer { _ = lt.prefDestroy(pref) }
         var wsBytes = UInt64(context.workspace.byteCount)
         try lt.check(lt.prefSet(pref, CublasLtAPI.maxWorkspace.value, &wsBytes, 8), "setting the workspace size")
+        // The heuristic assumes 256-byte aligned operands unless told otherwise; views (`rows`) may be less aligned.
+        func alignment(_ p: UInt64) -> UInt32 { UInt32(min(256, p == 0 ? 256 : 1 << p.trailingZeroBitCount)) }
+        for (attr, p) in [(CublasLtAPI.minAlignA, b), (CublasLtAPI.minAlignB, a), (CublasLtAPI.minAlignC, out),
+                          (CublasLtAPI.minAlignD, out)] {
+            var v = alignment(p)
+            try lt.check(lt.prefSet(pref, attr.value, &v, 4), "setting \(attr.name)")
+        }
         var result = [UInt8](repeating: 0, count: CublasLtAPI.heuristicResultBytes)
         var found: Int32 = 0
         try lt.check(result.withUnsafeMutableBytes {
