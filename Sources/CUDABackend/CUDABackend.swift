@@ -160,6 +160,13 @@ public final class CUDABackend: Backend, @unchecked Sendable {
             + strides + Array(repeating: 0, count: 8 - strides.count)
     }
 
+    /// Dims of a permute: the output shape and, per output axis, the stride of the input axis it reads.
+    static func permuteDims(_ shape: [Int], _ perm: [Int]) -> [Int] {
+        var inStrides = Array(repeating: 1, count: shape.count)
+        for i in stride(from: shape.count - 2, through: 0, by: -1) { inStrides[i] = inStrides[i + 1] * shape[i + 1] }
+        return dims(perm.map { shape[$0] }, perm.map { inStrides[$0] })
+    }
+
     public func transpose(_ x: Tensor, _ perm: [Int]) throws -> Tensor {
         try enter(.transpose)
         let shape = try OpChecks.transpose(x, perm)
@@ -173,9 +180,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         let src = try dev(x, &keep)
         let y = try empty(shape, x.dtype)
         guard x.count > 0 else { return y }
-        var inStrides = Array(repeating: 1, count: x.rank)
-        for i in stride(from: x.rank - 2, through: 0, by: -1) { inStrides[i] = inStrides[i + 1] * x.shape[i + 1] }
-        let d = Self.dims(shape, perm.map { inStrides[$0] })
+        let d = Self.permuteDims(x.shape, perm)
         try context.launch("hp_permute_\(es)", grid: (context.blocks(x.count), 1, 1), block: 256,
                            [.ptr(src), .ptr(ptr(y)), .i64(x.count), .dims(d)])
         return y

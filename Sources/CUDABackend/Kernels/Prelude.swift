@@ -1,6 +1,8 @@
 // CUDA C shared by every kernel family: types, bf16/f16 conversions (PTX cvt, round-to-nearest-even), the
 // matmul-epilogue activations, a double-precision block reduction. Prepended to each family's source.
-// No #include: NVRTC's built-in device functions are enough, so compiling needs no CUDA headers.
+// No #include: NVRTC's built-in device functions are enough, so compiling needs no CUDA headers. The parts that
+// only exist on a GPU are inside `#ifdef __CUDACC_RTC__`, so the grid-stride kernels also build for the host
+// (CUDAHostKernelTests runs them there against the reference backend).
 
 enum KernelPrelude {
     static let source = #"""
@@ -9,13 +11,21 @@ typedef unsigned long long u64;
 typedef unsigned short u16;
 typedef unsigned char u8;
 
-/* Shapes and strides passed by value: v[0] = rank, v[1..8] = output shape, v[9..16] = input strides (elements). */
+/* Shapes and strides passed by value: v[0] = rank, v[1..8] = output shape, v[9..16] = input strides (elements).
+   (The host build passes them by reference: a plain pointer in the C ABI.) */
+#ifdef __CUDACC_RTC__
 struct Dims { i64 v[17]; };
+#else
+struct DimsS { i64 v[17]; };
+typedef const DimsS &Dims;
+#endif
 
+#ifdef __CUDACC_RTC__
 __device__ __forceinline__ float bf16_to_f32(u16 h) { return __uint_as_float(((unsigned)h) << 16); }
 __device__ __forceinline__ u16 f32_to_bf16(float f) { u16 r; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(f)); return r; }
 __device__ __forceinline__ u16 f32_to_f16(float f) { u16 r; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(f)); return r; }
 __device__ __forceinline__ float f16_to_f32(u16 h) { float r; asm("cvt.f32.f16 %0, %1;" : "=f"(r) : "h"(h)); return r; }
+#endif
 
 /* Activation codes shared with the Swift side: 0 none, 1 GELU (tanh approximation), 2 SiLU. */
 #define HP_GELU_C 0.7978845608028654
@@ -25,6 +35,7 @@ __device__ __forceinline__ double act_apply(double v, int act) {
     return v;
 }
 
+#ifdef __CUDACC_RTC__
 /* Sum of v over the block (blockDim.x a multiple of 32, at most 1024); sh holds 32 doubles. Every thread gets it. */
 __device__ double block_sum(double v, double *sh) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -56,6 +67,7 @@ __device__ float block_max(float v, float *sh) {
     __syncthreads();
     return r;
 }
+#endif
 
 /* out[i] = x[Σ_k idx_k(i) · stride_k]: d.v[1..rank] the output shape, d.v[9..] the input stride of each output axis. */
 __device__ __forceinline__ i64 permuted_index(const Dims &d, i64 i) {
