@@ -23,7 +23,7 @@ extension CUDABackend {
             let z = try linearEpilogueOnly(out, bias: bias, activation: activation)
             return z
         }
-        let fuse = activation == .geluTanh && (try fusedGELU())
+        let fuse = try activation == .geluTanh && fusedGELU()
         try gemm(a: pa, b: pb, out: ptr(out), s: s, transposeA: transposeA, transposeB: transposeB, dtype: a.dtype,
                  bias: pbias, gelu: fuse)
         if activation != .none && !fuse {            // SiLU (no cuBLASLt epilogue), or GELU when the probe said no

@@ -5,6 +5,7 @@
 # through: the start-up self-check (hprune backends), the conformance suite (hprune selftest --full), the kernel
 # benchmark and the model benchmark against PyTorch, each under a time limit, all inside 8 minutes.
 # Output: $OUT/device-check/*.txt|json, and $OUT/device-check/summary.txt with one line per step.
+# Prepare .bin/ with Tests/GPU/prepare-bin.sh (it also copies the non-glibc shared libraries into .bin/lib).
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 bin="${HPRUNE_BIN:-$root/.bin/hprune}"
@@ -27,6 +28,7 @@ PY
 )"
 export HPRUNE_CUDA_LIBS="${HPRUNE_CUDA_LIBS:-}:/usr/local/cuda/lib64:$extra"
 export HPRUNE_KERNEL_CACHE="$out/kernel-cache"
+export LD_LIBRARY_PATH="$(dirname "$bin")/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 step() {   # step NAME SECONDS COMMAND... : runs it, keeps stdout/stderr, records rc and time
     local name="$1" limit="$2"; shift 2
@@ -43,6 +45,7 @@ step() {   # step NAME SECONDS COMMAND... : runs it, keeps stdout/stderr, record
     nvcc --version 2>&1 | tail -1
     "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))" 2>&1
     echo "HPRUNE_CUDA_LIBS=$HPRUNE_CUDA_LIBS"
+    ldd "$bin" 2>&1
 } > "$out/machine.txt" 2>&1
 
 [ -x "$bin" ] || { echo "missing $bin: build it with swift build -c release --static-swift-stdlib" | tee -a "$summary"; exit 1; }
