@@ -49,8 +49,8 @@ step() {   # step NAME SECONDS COMMAND... : runs it, keeps stdout/stderr, record
 } > "$out/machine.txt" 2>&1
 
 [ -x "$bin" ] || { echo "missing $bin: build it with swift build -c release --static-swift-stdlib" | tee -a "$summary"; exit 1; }
-step backends        150 "$bin" backends --json              # opens the GPU, compiles the kernels, start-up self-check
-step selftest-full   150 "$bin" selftest --backend cuda --full --json
+step backends        120 "$bin" backends --json              # opens the GPU, compiles the kernels, start-up self-check
+step selftest-full   120 "$bin" selftest --backend cuda --full --json
 step bench-kernels    90 "$bin" bench kernels --backend cuda --json --compare-torch "$py"
 step bench-model     120 "$bin" bench model --backend cuda --json --compare-torch "$py" --iterations 3 --layers 6
 echo "total seconds=$(( $(date +%s) - start ))" | tee -a "$summary"
