@@ -9,6 +9,10 @@
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 bin="${HPRUNE_BIN:-$root/.bin/hprune}"
+if [ ! -x "$bin" ] && [ -f "$root/.bin/hprune.gz" ]; then   # prepare-bin.sh carries it gzipped
+    bin="${TMPDIR:-/tmp}/hprune-device-check"
+    gunzip -c "$root/.bin/hprune.gz" > "$bin" && chmod +x "$bin"
+fi
 out="${OUT:-$root/.device-check}/device-check"
 py="${PYTHON:-python3}"
 mkdir -p "$out"
@@ -28,7 +32,7 @@ PY
 )"
 export HPRUNE_CUDA_LIBS="${HPRUNE_CUDA_LIBS:-}:/usr/local/cuda/lib64:$extra"
 export HPRUNE_KERNEL_CACHE="$out/kernel-cache"
-export LD_LIBRARY_PATH="$(dirname "$bin")/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$root/.bin/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 step() {   # step NAME SECONDS COMMAND... : runs it, keeps stdout/stderr, records rc and time
     local name="$1" limit="$2"; shift 2
@@ -48,7 +52,7 @@ step() {   # step NAME SECONDS COMMAND... : runs it, keeps stdout/stderr, record
     ldd "$bin" 2>&1
 } > "$out/machine.txt" 2>&1
 
-[ -x "$bin" ] || { echo "missing $bin: build it with swift build -c release --static-swift-stdlib" | tee -a "$summary"; exit 1; }
+[ -x "$bin" ] || { echo "missing $bin: prepare it with Tests/GPU/prepare-bin.sh where Swift is" | tee -a "$summary"; exit 1; }
 step backends        120 "$bin" backends --json              # opens the GPU, compiles the kernels, start-up self-check
 step selftest-full   120 "$bin" selftest --backend cuda --full --json
 step bench-kernels    90 "$bin" bench kernels --backend cuda --json --compare-torch "$py"
