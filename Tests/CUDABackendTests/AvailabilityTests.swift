@@ -52,3 +52,13 @@ struct AvailabilityTests {
         #expect(report.passed == [.scale])
     }
 }
+
+@Suite("CUDA on a GPU: the conformance suite (runs only where the driver loads)")
+struct CUDADeviceTests {
+    @Test("every op matches the reference at the full conformance sizes", .enabled(if: !noDriver))
+    func conformance() throws {
+        let be = try CUDABackendProvider().make()
+        let report = SelfCheck.run(be, sizes: SelfCheck.fullSizes)
+        #expect(report.failures.isEmpty, "\(report.failedOps.map { "\($0): \(report.failures[$0]!)" }.joined(separator: "\n"))")
+    }
+}
