@@ -46,6 +46,10 @@ let package = Package(
         .target(name: "Benchmarks", dependencies: ["CPUKernels"]),
         .target(name: "TensorCore"),
         .target(name: "CPUBackend", dependencies: ["TensorCore", "CPUKernels"]),
+        // The op conformance table and the start-up self-check, shared by tests, `hprune selftest` and CUDA.
+        .target(name: "BackendConformance", dependencies: ["TensorCore"]),
+        // CUDA over dlopen'ed libcuda / NVRTC / nvJitLink / cuBLASLt: builds and reports "unavailable" without them.
+        .target(name: "CUDABackend", dependencies: ["TensorCore", "BackendConformance"]),
         .target(name: "Checkpoint"),
         .target(name: "ModelSpec", dependencies: ["Checkpoint"]),
         .target(name: "Models", dependencies: ["TensorCore", "Checkpoint", "ModelSpec"]),
@@ -59,14 +63,15 @@ let package = Package(
         .target(
             name: "Stages",
             dependencies: ["StageGraph", "Scheduler", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
-                           "TensorCore", "CPUBackend", "Models", "ModelStore", "Compression", "ModelSpec", "Checkpoint",
-                           "Training", "Classifier", "PNGSupport"]
+                           "TensorCore", "CPUBackend", "CUDABackend", "Models", "ModelStore", "Compression", "ModelSpec",
+                           "Checkpoint", "Training", "Classifier", "PNGSupport"]
         ),
         .executableTarget(
             name: "hprune",
             dependencies: [
                 "Stages", "Scheduler", "StageGraph", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
                 "TensorCore", "CPUBackend", "Models", "ModelStore", "Compression", "ModelSpec", "Checkpoint", "Benchmarks", "PNGSupport",
+                "CUDABackend", "BackendConformance",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -80,7 +85,8 @@ let package = Package(
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Stages", "StageGraph", "ArtifactStore", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["hprune", "TestSupport", "Checkpoint", "ModelStore", "ArtifactStore", "PNGSupport"]),
         .testTarget(name: "CPUKernelsTests", dependencies: ["CPUKernels"]),
-        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "CPUBackend", "TestSupport"]),
+        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "CPUBackend", "BackendConformance", "TestSupport"]),
+        .testTarget(name: "CUDABackendTests", dependencies: ["CUDABackend", "BackendConformance", "TensorCore", "CPUBackend"]),
         .testTarget(name: "QuantTests", dependencies: ["TensorCore"]),
         .testTarget(name: "ClassifierTests", dependencies: ["Classifier", "Checkpoint"]),
         .testTarget(name: "PNGSupportTests", dependencies: ["PNGSupport"]),

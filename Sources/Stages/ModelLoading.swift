@@ -275,7 +275,7 @@ enum ModelLoading {
 extension StageContext {
     /// The backend this run computes on (`ctx.backend`: `cpu`, `reference`, `auto`, …).
     func makeBackend() throws -> any Backend {
-        do { return try BackendRegistry.standard.make(backend) } catch { throw failure("\(error)") }
+        do { return try BackendRegistry.all.make(backend) } catch { throw failure("\(error)") }
     }
 
     /// Opens the `Model` bound at `path` on `backend` (importing a source folder on first use), honouring the

@@ -1,7 +1,9 @@
-// `hprune backends`: the compute backends this build has, whether each can run here, and why not.
+// `hprune backends`: the compute backends this build has, whether each can run here, and why not. On a GPU
+// machine listing CUDA opens the GPU and runs its start-up self-check; ops it disabled are listed under it.
 import ArgumentParser
-import CPUBackend
+import CUDABackend
 import Foundation
+import Stages
 import TensorCore
 
 struct Backends: AsyncParsableCommand {
@@ -9,16 +11,18 @@ struct Backends: AsyncParsableCommand {
         abstract: "List the compute backends, their CPU/GPU features, and why one is unavailable.",
         discussion: "Example: hprune backends --json")
 
-    @Flag(help: "Print JSON: [{\"name\", \"available\", \"reason\", \"features\"}] (the cpu entry adds \"kernels\").")
+    @Flag(help: "Print JSON: [{\"name\", \"available\", \"reason\", \"features\"}] (cpu adds \"kernels\", cuda \"disabled_ops\").")
     var json = false
 
     func run() async throws {
         let infos = Self.all()
         let k = CPUKernelReport.current()
+        let disabled = Self.cudaDisabledOps()
         if json {
             Terminal.printJSON(infos.map { i -> [String: Any] in
                 var d: [String: Any] = ["name": i.name, "available": i.available, "reason": i.reason ?? NSNull(), "features": i.features]
                 if i.name == "cpu" { d["kernels"] = Self.kernelsJSON(k) }
+                if i.name == "cuda" { d["disabled_ops"] = disabled }
                 return d
             })
             return
@@ -26,6 +30,9 @@ struct Backends: AsyncParsableCommand {
         for i in infos {
             print("\(i.name.padding(toLength: 10, withPad: " ", startingAt: 0)) \(i.available ? "available  " : "unavailable") "
                   + (i.available ? i.features.joined(separator: " ") : i.reason ?? ""))
+            if i.name == "cuda" {
+                for (op, why) in disabled.sorted(by: { $0.key < $1.key }) { print("           disabled \(op): \(why)") }
+            }
         }
         print("")
         print("cpu kernels: family \(k.selected) (HPRUNE_ISA=scalar|avx2|avx512|avx512_bf16|amx|amx_emu forces one)")
@@ -50,22 +57,12 @@ struct Backends: AsyncParsableCommand {
                  "l2_bytes": k.l2Bytes, "l3_bytes": k.l3Bytes, "cache_source": k.cacheSource, "blocking": k.blocking]]
     }
 
-    /// The standard registry (cpu, reference) plus the CUDA entry.
-    static func all() -> [BackendInfo] {
-        BackendRegistry.available() + [CUDAProbe.info()]
-    }
-}
+    /// Every backend of the build: cuda, cpu, reference.
+    static func all() -> [BackendInfo] { BackendRegistry.all.infos() }
 
-/// Looks for the NVIDIA driver without linking it. This build has no CUDA kernels, so the entry is never
-/// available; the reason says what a user would have to change.
-enum CUDAProbe {
-    static func info() -> BackendInfo {
-        guard let handle = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL) else {
-            return BackendInfo(name: "cuda", available: false,
-                               reason: "no NVIDIA driver: libcuda.so.1 was not found (and this build has no CUDA kernels yet)")
-        }
-        defer { dlclose(handle) }
-        return BackendInfo(name: "cuda", available: false,
-                           reason: "the NVIDIA driver is present, but this build of hprune has no CUDA backend yet; use `cpu`")
+    /// Ops the CUDA start-up self-check disabled, with the reason (empty where CUDA did not open).
+    static func cudaDisabledOps() -> [String: String] {
+        guard case .success(let o) = CUDARuntime.open() else { return [:] }
+        return Dictionary(uniqueKeysWithValues: o.report.failedOps.map { ($0.rawValue, o.report.failures[$0]!) })
     }
 }

@@ -11,6 +11,7 @@ import Checkpoint
 import Foundation
 import ModelSpec
 import Models
+import Stages
 import TensorCore
 
 struct Bench: AsyncParsableCommand {
@@ -60,7 +61,7 @@ struct BenchModel: AsyncParsableCommand {
     @Option(help: "Number of transformer layers (default: the preset's; ignored with --weights).")
     var layers: Int?
 
-    @Option(help: "Backend: cpu or reference.")
+    @Option(help: "Backend: cpu, cuda (diffusers then runs on the GPU too) or reference.")
     var backend = "cpu"
 
     @Option(help: ArgumentHelp("Compute dtypes to time (repeatable): f32, bf16. Default: both.", valueName: "dtype"))
@@ -101,7 +102,7 @@ struct BenchModel: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let be = try BackendRegistry.standard.make(backend)
+        let be = try BackendRegistry.all.make(backend)
         let threads = CPUBackend.threadCount
         let cfg = try configJSON()
         let cfgData = try JSONSerialization.data(withJSONObject: cfg, options: [.sortedKeys])
@@ -122,7 +123,7 @@ struct BenchModel: AsyncParsableCommand {
             torch = try compareTorch.map {
                 try PythonServer(python: $0, script: modelTorchScript, name: "bench-model",
                                  arguments: [String(threads), String(decoding: cfgData, as: UTF8.self), weights ?? "",
-                                             String(latent), String(p.textTokens)])
+                                             String(latent), String(p.textTokens), be.name == "cuda" ? "cuda" : "cpu"])
             }
         } catch { Terminal.err("error: \(error)"); throw Exit.invalid }
         if let torch { results["torch_version"] = torch.greeting["torch"] as? String ?? "" }
@@ -246,6 +247,8 @@ from diffusers import SD3Transformer2DModel
 torch.set_num_threads(int(sys.argv[1]))
 cfg = json.loads(sys.argv[2]); cfg = {k: v for k, v in cfg.items() if not k.startswith("_") and not k.startswith("hprune")}
 weights, latent, tokens = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+dev = sys.argv[6] if len(sys.argv) > 6 else "cpu"      # "cuda" when hprune times its CUDA backend
+sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
 DT = {"f32": torch.float32, "bf16": torch.bfloat16}
 m = args = None
 with torch.inference_mode():
@@ -260,18 +263,18 @@ with torch.inference_mode():
                 t = time.perf_counter()
                 if weights:
                     # torch_dtype keeps the load at the target size; .to(dt) also casts modules diffusers keeps in f32
-                    m = SD3Transformer2DModel.from_pretrained(weights, torch_dtype=dt).to(dt).eval()
+                    m = SD3Transformer2DModel.from_pretrained(weights, torch_dtype=dt).to(dt).to(dev).eval()
                 else:
-                    m = SD3Transformer2DModel(**cfg).to(dt).eval()
+                    m = SD3Transformer2DModel(**cfg).to(dt).to(dev).eval()
                 load = time.perf_counter() - t
-                args = dict(hidden_states=torch.randn(1, cfg["in_channels"], latent, latent, dtype=dt),
-                            encoder_hidden_states=torch.randn(1, tokens, cfg["joint_attention_dim"], dtype=dt),
-                            pooled_projections=torch.randn(1, cfg["pooled_projection_dim"], dtype=dt),
-                            timestep=torch.tensor([500.0]))
-                m(**args)  # warm-up
+                args = dict(hidden_states=torch.randn(1, cfg["in_channels"], latent, latent, dtype=dt, device=dev),
+                            encoder_hidden_states=torch.randn(1, tokens, cfg["joint_attention_dim"], dtype=dt, device=dev),
+                            pooled_projections=torch.randn(1, cfg["pooled_projection_dim"], dtype=dt, device=dev),
+                            timestep=torch.tensor([500.0], device=dev))
+                m(**args); sync()  # warm-up
                 print(json.dumps({"ok": True, "load_seconds": load}), flush=True)
             elif r["op"] == "time":
-                t = time.perf_counter(); m(**args); dt = time.perf_counter() - t
+                sync(); t = time.perf_counter(); m(**args); sync(); dt = time.perf_counter() - t
                 print(json.dumps({"seconds": dt}), flush=True)
             elif r["op"] == "quit":
                 print(json.dumps({"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}), flush=True)

@@ -21,6 +21,8 @@ struct BenchKernels: AsyncParsableCommand {
     @Option(help: "Threads (0 = one per core).") var threads = 0
     @Option(help: "Timed repetitions per case (the median is reported).") var repetitions = 7
     @Option(help: "Only cases whose name, dtype or shape contains this text.") var filter: String?
+    @Option(help: "cpu (the C kernels) or cuda (GEMM, attention, W4A16 GEMV on the GPU; PyTorch on the same GPU).")
+    var backend = "cpu"
 
     func validate() throws {
         guard threads >= 0 else { throw ValidationError("--threads must be ≥ 0") }
@@ -28,6 +30,20 @@ struct BenchKernels: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if backend == "cuda" {
+            do {
+                let records = try CUDAKernelBench.run(python: compareTorch, repetitions: repetitions, filter: filter,
+                                                      log: json ? nil : { Terminal.err($0) })
+                if json { Terminal.printJSON(records) } else {
+                    for r in records { print(r.keys.sorted().map { "\($0)=\(r[$0]!)" }.joined(separator: " ")) }
+                }
+            } catch {
+                Terminal.err("error: \(error)")
+                throw Exit.failed
+            }
+            return
+        }
+        guard backend == "cpu" else { throw ValidationError("--backend must be cpu or cuda, got '\(backend)'") }
         var log: (@Sendable (String) -> Void)?
         if !json { log = { @Sendable line in Terminal.err(line) } }
         let options = KernelBenchOptions(threads: threads, comparePython: compareTorch, repetitions: repetitions,

@@ -1,10 +1,12 @@
 // Options and helpers shared by the subcommands that read a recipe or a store.
 import ArgumentParser
 import ArtifactStore
+import CUDABackend
 import Foundation
 import RecipeLanguage
 import Scheduler
 import StageGraph
+import TensorCore
 import Stages
 import YAMLSupport
 
@@ -101,17 +103,54 @@ extension StoreOptions {
     }
 }
 
-/// Which compute backend a run uses: `--backend` or the recipe's `backend:`; `auto` picks CUDA when usable.
+/// Which compute backend a run uses: `--backend` or the recipe's `backend:`; `auto` picks CUDA when it opens and
+/// passed its start-up self-check for every op the recipe's stages need. Decided before planning, so a recipe that
+/// needs an op the GPU failed stops here with the stage's location.
 enum BackendChoice {
     static func resolve(requested: String, recipe: Recipe) throws -> String {
         switch requested {
         case "cpu": return "cpu"
         case "cuda":
-            Terminal.err("error: backend 'cuda' is not available: \(CUDAProbe.info().reason ?? "") (see `hprune backends`); use `--backend cpu` or `backend: auto`")
-            throw Exit.invalid
+            let info = CUDABackendProvider().info()
+            guard info.available else {
+                Terminal.err("error: backend 'cuda' is not available: \(info.reason ?? "") (see `hprune backends`); use `--backend cpu` or `backend: auto`")
+                throw Exit.invalid
+            }
+            if let problem = missingOps(recipe).first {
+                Terminal.err("error: \(problem); use `--backend cpu` (see `hprune selftest --backend cuda`)")
+                throw Exit.invalid
+            }
+            return "cuda"
         default:
-            Terminal.err("note: backend auto: using cpu (cuda: \(CUDAProbe.info().reason ?? "unavailable"))")
+            let info = CUDABackendProvider().info()
+            if info.available, missingOps(recipe).isEmpty {
+                Terminal.err("note: backend auto: using cuda (\(info.features.joined(separator: " ")))")
+                return "cuda"
+            }
+            let why = info.available ? (missingOps(recipe).first ?? "") : (info.reason ?? "unavailable")
+            Terminal.err("note: backend auto: using cpu (cuda: \(why))")
             return "cpu"
+        }
+    }
+
+    /// Ops the stages compute with: every op for training stages, the forward ops for the others, none for `command`.
+    static func requiredOps(kind: String) -> [Op] {
+        let backwardOnly: Set<Op> = [.geluBackward, .siluBackward, .modulateBackward, .gateResidualBackward,
+                                     .layerNormBackward, .rmsNormBackward, .softmaxBackward, .mseBackward,
+                                     .attentionBackward, .adamw, .clipGradNorm]
+        switch kind {
+        case "command": return []
+        case "distill", "train": return Op.allCases
+        default: return Op.allCases.filter { !backwardOnly.contains($0) }
+        }
+    }
+
+    /// One message per stage that needs an op the CUDA self-check disabled ("file:line:col: stage 'x' …").
+    static func missingOps(_ recipe: Recipe) -> [String] {
+        guard case .success(let o) = CUDARuntime.open() else { return [] }
+        return recipe.stages.compactMap { st in
+            guard let op = requiredOps(kind: st.kind).first(where: { o.report.failures[$0] != nil }) else { return nil }
+            return "\(st.kindMark): stage '\(st.name)' (kind \(st.kind)) needs op \(op), which failed the CUDA start-up self-check: \(o.report.failures[op]!)"
         }
     }
 }

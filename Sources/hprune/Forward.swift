@@ -7,6 +7,7 @@ import Checkpoint
 import Foundation
 import ModelSpec
 import Models
+import Stages
 import TensorCore
 
 struct Forward: AsyncParsableCommand {
@@ -49,7 +50,7 @@ struct Forward: AsyncParsableCommand {
     func run() async throws {
         let be: any Backend
         do {
-            be = try BackendRegistry.standard.make(backend)
+            be = try BackendRegistry.all.make(backend)
         } catch {
             Terminal.err("error: backend '\(backend)': \(error)")
             throw Exit.failed

@@ -1,5 +1,6 @@
 // Conformance harness (ggml test-backend-ops style): every op on every available backend against the reference,
 // at sizes 1, 7, 63, 65, 1000 and non-tile-multiple shapes, with a tolerance per op group.
+import BackendConformance
 import CPUBackend
 import Testing
 import TensorCore
@@ -15,29 +16,6 @@ let backendsUnderTest: [any Backend] = {
 
 /// Sizes every case runs at.
 let conformanceSizes = [1, 7, 63, 65, 1000].map { CaseSize(n: $0, rows: 3) } + [CaseSize(n: 17, rows: 1)]
-
-/// Compares two named output sets; returns a description of the first mismatch, or nil.
-func mismatch(_ got: [String: [Float]], _ want: [String: [Float]], _ defaultTol: Tolerance,
-              perOutput: [String: Tolerance] = [:]) -> String? {
-    guard Set(got.keys) == Set(want.keys) else { return "outputs \(got.keys.sorted()) vs \(want.keys.sorted())" }
-    for key in want.keys.sorted() {
-        let g = got[key]!, w = want[key]!, tol = perOutput[key] ?? defaultTol
-        guard g.count == w.count else { return "\(key): \(g.count) values, expected \(w.count)" }
-        for i in w.indices {
-            if g[i].isNaN && w[i].isNaN { continue }
-            if tol.rtol == 0 && tol.atol == 0 {
-                if g[i].bitPattern != w[i].bitPattern { return "\(key)[\(i)]: \(g[i]) != \(w[i]) (exact)" }
-                continue
-            }
-            if g[i] == w[i] { continue }                                  // also equal infinities
-            let err = abs(g[i] - w[i])
-            if !(err <= tol.atol + tol.rtol * abs(w[i])) {
-                return "\(key)[\(i)]: got \(g[i]), reference \(w[i]), |diff| \(err) > \(tol.atol) + \(tol.rtol)·|ref|"
-            }
-        }
-    }
-    return nil
-}
 
 @Suite("Conformance: every op on every backend vs the reference")
 struct ConformanceTests {

@@ -1,16 +1,17 @@
 // The conformance case table: for every Op, calls with deterministic inputs at a given size, returning named
-// f32 outputs. The same table drives backend-vs-reference conformance and the thread-count determinism test.
+// f32 outputs. The same table drives backend-vs-reference conformance (tests and `hprune selftest --full`), the
+// start-up self-check of the CUDA backend, and the thread-count determinism test.
 import Foundation
 import TensorCore
 
 /// Deterministic inputs: an LCG, so the test data never depends on the code under test.
-struct Inputs {
-    var state: UInt64
+public struct Inputs {
+    public var state: UInt64
 
-    init(_ seed: UInt64) { state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 1 }
+    public init(_ seed: UInt64) { state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 1 }
 
     /// n values uniform in [lo, hi).
-    mutating func uniform(_ n: Int, _ lo: Float = -1, _ hi: Float = 1) -> [Float] {
+    public mutating func uniform(_ n: Int, _ lo: Float = -1, _ hi: Float = 1) -> [Float] {
         (0..<n).map { _ in
             state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
             return lo + (hi - lo) * Float(state >> 40) / Float(1 << 24)
@@ -19,37 +20,39 @@ struct Inputs {
 }
 
 /// Sizes a case is instantiated at: `n` is the size under test (1, 7, 63, 65, 1000, …), `rows` the leading size.
-struct CaseSize: CustomStringConvertible {
-    var n: Int
-    var rows: Int
-    var description: String { "n=\(n) rows=\(rows)" }
+public struct CaseSize: CustomStringConvertible, Sendable {
+    public var n: Int
+    public var rows: Int
+    public init(n: Int, rows: Int) { self.n = n; self.rows = rows }
+    public var description: String { "n=\(n) rows=\(rows)" }
 }
 
 /// How close a backend must be to the reference.
-struct Tolerance {
-    var rtol: Float
-    var atol: Float
-    static let exact = Tolerance(rtol: 0, atol: 0)
-    static let elementwise = Tolerance(rtol: 2e-6, atol: 1e-6)
-    static let rowwise = Tolerance(rtol: 1e-4, atol: 2e-5)
-    static let contraction = Tolerance(rtol: 2e-4, atol: 2e-4)
+public struct Tolerance: Sendable {
+    public var rtol: Float
+    public var atol: Float
+    public init(rtol: Float, atol: Float) { self.rtol = rtol; self.atol = atol }
+    public static let exact = Tolerance(rtol: 0, atol: 0)
+    public static let elementwise = Tolerance(rtol: 2e-6, atol: 1e-6)
+    public static let rowwise = Tolerance(rtol: 1e-4, atol: 2e-5)
+    public static let contraction = Tolerance(rtol: 2e-4, atol: 2e-4)
     /// One bf16 rounding step (2^-8 relative) plus accumulation differences.
-    static let bf16Output = Tolerance(rtol: 8e-3, atol: 1e-3)
+    public static let bf16Output = Tolerance(rtol: 8e-3, atol: 1e-3)
     /// Operands rounded to bf16 inside a kernel (bf16 compute): error ≈ 2⁻⁹·Σ|x·w|, for K = 65 here up to ~0.03.
-    static let bf16Compute = Tolerance(rtol: 1e-2, atol: 4e-2)
+    public static let bf16Compute = Tolerance(rtol: 1e-2, atol: 4e-2)
 }
 
 /// One conformance case of one op.
-struct OpCase: Sendable {
-    var op: Op
-    var label: String
-    var tolerance: Tolerance
+public struct OpCase: Sendable {
+    public var op: Op
+    public var label: String
+    public var tolerance: Tolerance
     /// Looser tolerances for some outputs (results rounded to bf16 may differ by one bf16 ulp).
-    var perOutput: [String: Tolerance] = [:]
+    public var perOutput: [String: Tolerance] = [:]
     /// Runs the op on `be` and returns its outputs by name.
-    var run: @Sendable (any Backend, CaseSize) throws -> [String: [Float]]
+    public var run: @Sendable (any Backend, CaseSize) throws -> [String: [Float]]
 
-    init(op: Op, label: String, tolerance: Tolerance, perOutput: [String: Tolerance] = [:],
+    public init(op: Op, label: String, tolerance: Tolerance, perOutput: [String: Tolerance] = [:],
          run: @escaping @Sendable (any Backend, CaseSize) throws -> [String: [Float]]) {
         self.op = op
         self.label = label
@@ -60,13 +63,13 @@ struct OpCase: Sendable {
 }
 
 /// The nf4 code table (bitsandbytes, METHOD.md §4), used to build test weights.
-let nf4Code: [Float] = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+public let nf4Code: [Float] = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
                         -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
                         0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
                         0.7229568362236023, 1.0]
 
 /// A random 4-bit weight (N,K): nf4 (absmax only), or int4 with a zero per block when `withZero`.
-func packedWeight(_ be: any Backend, n: Int, k: Int, blockSize: Int, withZero: Bool = false,
+public func packedWeight(_ be: any Backend, n: Int, k: Int, blockSize: Int, withZero: Bool = false,
                   seed: UInt64) throws -> Packed4BitWeight {
     var r = Inputs(seed)
     let count = n * k
@@ -83,13 +86,13 @@ func packedWeight(_ be: any Backend, n: Int, k: Int, blockSize: Int, withZero: B
 }
 
 /// Every op's cases.
-enum OpCases {
-    static func t(_ be: any Backend, _ v: [Float], _ s: [Int], _ dt: DType = .f32) throws -> Tensor {
+public enum OpCases {
+    public static func t(_ be: any Backend, _ v: [Float], _ s: [Int], _ dt: DType = .f32) throws -> Tensor {
         try be.tensor(v, shape: s, dtype: dt)
     }
-    static func f(_ be: any Backend, _ x: Tensor) throws -> [Float] { try be.floats(x) }
+    public static func f(_ be: any Backend, _ x: Tensor) throws -> [Float] { try be.floats(x) }
 
-    static func unary(_ op: Op, _ body: @escaping @Sendable (any Backend, Tensor) throws -> Tensor) -> OpCase {
+    public static func unary(_ op: Op, _ body: @escaping @Sendable (any Backend, Tensor) throws -> Tensor) -> OpCase {
         OpCase(op: op, label: "\(op)", tolerance: .elementwise) { be, s in
             var r = Inputs(1)
             let x = try t(be, r.uniform(s.rows * s.n, -4, 4), [s.rows, s.n])
@@ -97,7 +100,7 @@ enum OpCases {
         }
     }
 
-    static func binary(_ op: Op, _ body: @escaping @Sendable (any Backend, Tensor, Tensor) throws -> Tensor) -> OpCase {
+    public static func binary(_ op: Op, _ body: @escaping @Sendable (any Backend, Tensor, Tensor) throws -> Tensor) -> OpCase {
         OpCase(op: op, label: "\(op)", tolerance: .elementwise) { be, s in
             var r = Inputs(2)
             let a = try t(be, r.uniform(s.rows * s.n, -4, 4), [s.rows, s.n])
@@ -106,10 +109,10 @@ enum OpCases {
         }
     }
 
-    static let all: [OpCase] = layout + elementwise + rowwise + reductions + contractions + optimizer + random
+    public static let all: [OpCase] = layout + elementwise + rowwise + reductions + contractions + optimizer + random
 
     // ── layout ────────────────────────────────────────────────────────────────────────────────────
-    static let layout: [OpCase] = [
+    public static let layout: [OpCase] = [
         OpCase(op: .cast, label: "cast f32→bf16→f32, f32→f16→f32, bf16→f16", tolerance: .exact) { be, s in
             var r = Inputs(3)
             let special: [Float] = [0, -0, 1, .infinity, -.infinity, 1.00390625, 1.01171875, 65504, 65520, 1e-8,
@@ -161,7 +164,7 @@ enum OpCases {
     ]
 
     // ── elementwise ──────────────────────────────────────────────────────────────────────────────
-    static let elementwise: [OpCase] = [
+    public static let elementwise: [OpCase] = [
         OpCase(op: .add, label: "add, same shape and suffix broadcast", tolerance: .elementwise) { be, s in
             var r = Inputs(9)
             let a = try t(be, r.uniform(s.rows * s.n), [s.rows, s.n])
@@ -229,7 +232,7 @@ enum OpCases {
     ]
 
     // ── row-wise ─────────────────────────────────────────────────────────────────────────────────
-    static let rowwise: [OpCase] = [
+    public static let rowwise: [OpCase] = [
         OpCase(op: .layerNorm, label: "layerNorm", tolerance: .rowwise) { be, s in
             var r = Inputs(17)
             let x = try t(be, r.uniform(s.rows * s.n, -2, 3), [s.rows, s.n])
@@ -269,7 +272,7 @@ enum OpCases {
     ]
 
     // ── reductions ───────────────────────────────────────────────────────────────────────────────
-    static let reductions: [OpCase] = [
+    public static let reductions: [OpCase] = [
         OpCase(op: .sum, label: "sum over axis sets", tolerance: .rowwise) { be, s in
             var r = Inputs(23)
             let x = try t(be, r.uniform(s.rows * s.n * 3), [s.rows, s.n, 3])
@@ -297,7 +300,7 @@ enum OpCases {
     ]
 
     // ── contractions ─────────────────────────────────────────────────────────────────────────────
-    static let contractions: [OpCase] = [
+    public static let contractions: [OpCase] = [
         OpCase(op: .matmul, label: "matmul: transposes, batch, shared B, bias + activations, bf16", tolerance: .contraction) { be, s in
             var r = Inputs(27)
             let m = s.rows + 4, n = s.n, k = 65
@@ -367,7 +370,7 @@ enum OpCases {
     ]
 
     // ── optimizer ────────────────────────────────────────────────────────────────────────────────
-    static let optimizer: [OpCase] = [
+    public static let optimizer: [OpCase] = [
         OpCase(op: .adamw, label: "adamw, three steps", tolerance: .rowwise) { be, s in
             var r = Inputs(32)
             let p = try t(be, r.uniform(s.rows * s.n), [s.rows, s.n])
@@ -388,7 +391,7 @@ enum OpCases {
     ]
 
     // ── random ───────────────────────────────────────────────────────────────────────────────────
-    static let random: [OpCase] = [
+    public static let random: [OpCase] = [
         OpCase(op: .randomNormal, label: "randomNormal at offsets", tolerance: .exact) { be, s in
             ["o0": try f(be, try be.randomNormal([s.rows, s.n], seed: 42, offset: 0)),
              "o3": try f(be, try be.randomNormal([s.n], seed: 0xDEAD_BEEF_0000_0001, offset: 3))]
