@@ -251,7 +251,17 @@ public enum ModelStore {
             try fm.removeItem(at: target)
         }
         let parent = target.deletingLastPathComponent()
-        try fm.createDirectory(at: parent, withIntermediateDirectories: true)
+        // The nearest existing ancestor must be a folder (a path under a regular file cannot be created).
+        var ancestor = parent
+        while !fm.fileExists(atPath: ancestor.path) && ancestor.path != "/" { ancestor = ancestor.deletingLastPathComponent() }
+        if fm.fileExists(atPath: ancestor.path, isDirectory: &isDir), !isDir.boolValue {
+            throw ModelStoreError("cannot create \(target.path): \(ancestor.path) is a file, not a folder",
+                                  fix: "choose an output path whose parent is a folder")
+        }
+        do { try fm.createDirectory(at: parent, withIntermediateDirectories: true) } catch {
+            throw ModelStoreError("cannot create \(parent.path) (\((error as NSError).localizedDescription))",
+                                  fix: "check write permission on the nearest existing folder \(ancestor.path)")
+        }
         let tmp = parent.appendingPathComponent(".\(target.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
         do {

@@ -1,6 +1,6 @@
-// `hprune export RUN:STAGE`: writes a Model artifact a run produced as a diffusers folder (config.json +
-// safetensors; nf4/fp4 weights in bitsandbytes' key layout with diffusers' quantization_config) or as one
-// safetensors file. Written to a temp folder, fsynced, renamed.
+// `hprune export RUN:STAGE`: writes a Model artifact a run produced as a native diffusers folder (removed blocks
+// renumbered away; nf4/fp4 weights in bitsandbytes' key layout with diffusers' quantization_config), the loader
+// layout for sub-component removals, or one safetensors file. Written to a temp folder, fsynced, renamed.
 import ArgumentParser
 import ArtifactStore
 import Checkpoint
@@ -14,8 +14,16 @@ struct Export: AsyncParsableCommand {
             RUN is a run id, a unique prefix of one, or `latest`; STAGE is a stage of that run whose output is a
             model (`STAGE.PORT` picks a port; default the port named `model`).
 
+            diffusers: removed blocks are dropped and the kept ones renumbered (num_layers, num_single_layers,
+            dual_attention_layers rewritten; an SD3 model whose last block was removed gets an exact
+            context_pre_only last block), so plain `from_pretrained(DIR)` loads the model hprune ran. Removed
+            sub-components (attn, ff, norms of a kept block) have no diffusers form: such a model is refused
+            unless --layout loader, which lists them under `hprune_removed` for
+            Examples/diffusers/hprune_diffusers.py (`hprune_diffusers.load(DIR)`).
+
             Examples:
               hprune export latest:quantise --format diffusers --out out/sd35-hpp20-nf4
+              hprune export latest:prune --layout loader --out out/pruned-loader
               hprune export r-2026:prune --format safetensors --out out/pruned --store recipes/.hprune
             """)
 
@@ -23,11 +31,16 @@ struct Export: AsyncParsableCommand {
     @Argument(help: ArgumentHelp("The run and stage, RUN:STAGE[.PORT].", valueName: "run:stage")) var target: String
     @Option(help: "diffusers (config.json + diffusion_pytorch_model.safetensors) or safetensors (model.safetensors with the config in its metadata).")
     var format: String = "diffusers"
+    @Option(help: "diffusers only: native (plain from_pretrained; refuses sub-component removals) or loader (for Examples/diffusers/hprune_diffusers.py).")
+    var layout: String = "native"
     @Option(help: "The folder to create (must not exist, or be empty).", completion: .directory) var out: String
 
     func validate() throws {
         guard ["diffusers", "safetensors"].contains(format) else {
             throw ValidationError("--format must be diffusers or safetensors, got '\(format)'")
+        }
+        guard ["native", "loader"].contains(layout) else {
+            throw ValidationError("--layout must be native or loader, got '\(layout)'")
         }
         guard let colon = target.firstIndex(of: ":"), colon != target.startIndex, target.index(after: colon) != target.endIndex else {
             throw ValidationError("expected RUN:STAGE (e.g. latest:prune), got '\(target)'")
@@ -66,13 +79,39 @@ struct Export: AsyncParsableCommand {
             throw Exit.invalid
         }
         let dir = URL(fileURLWithPath: out)
+        var written = manifest
+        var note = ""
+        if format == "diffusers" {
+            let native: NativeLayout
+            do { native = try ModelStore.renumbered(manifest, store: store) } catch let e as ExportRefusal {
+                Terminal.err("error: cannot export \(record.id):\(stageName) as a diffusers model: \(e)")
+                throw Exit.invalid
+            } catch {
+                Terminal.err("error: cannot export \(record.id):\(stageName) as a diffusers model: \(error)")
+                throw Exit.failed
+            }
+            written = native.manifest
+            let subs = written.structure.removed
+            if layout == "native" && !subs.isEmpty {
+                let original = manifest.structure.removed.filter { !$0.split(separator: ".").dropFirst(2).isEmpty }
+                Terminal.err("""
+                    error: \(record.id):\(stageName) has removed sub-components that diffusers has no module for: \(original.joined(separator: ", "))\(subs == original ? "" : " (in the export's numbering: \(subs.joined(separator: ", ")))"); `from_pretrained` would fill them with random weights.
+                    fix: export with --layout loader and load with Examples/diffusers/hprune_diffusers.py (`hprune_diffusers.load(DIR)`), or prune whole blocks only
+                    """)
+                throw Exit.invalid
+            }
+            let blocks = manifest.structure.removed.filter { $0.split(separator: ".").count == 2 }.count
+            if blocks > 0 { note += ", \(blocks) block\(blocks == 1 ? "" : "s") removed and the rest renumbered" }
+            if let c = native.convertedToContextPreOnly { note += ", block \(c) made context_pre_only" }
+            if !subs.isEmpty { note += ", hprune_removed: \(subs.joined(separator: " "))" }
+        }
         do {
             if format == "diffusers" {
                 let qc = manifest.quantisation.flatMap { q -> [String: JSONValue]? in
                     guard q.format == "nf4" || q.format == "fp4" else { return nil }
                     return Quantise.bitsandbytesConfig(type: q.format, doubleQuant: q.doubleQuant, computeDType: q.computeDType)
                 }
-                try ModelStore.exportDiffusers(manifest, store: store, to: dir, quantizationConfig: qc)
+                try ModelStore.exportDiffusers(written, store: store, to: dir, quantizationConfig: qc)
             } else {
                 try ModelStore.exportSafetensors(manifest, store: store, to: dir)
             }
@@ -80,8 +119,8 @@ struct Export: AsyncParsableCommand {
             Terminal.err("error: cannot export to \(dir.path): \(error)")
             throw Exit.failed
         }
-        let removed = manifest.structure.removed.isEmpty ? "" : ", \(manifest.structure.removed.count) removed"
+        let removed = format != "diffusers" && !manifest.structure.removed.isEmpty ? ", \(manifest.structure.removed.count) removed" : note
         let quant = manifest.quantisation.map { ", \($0.format)" } ?? ""
-        print("wrote \(dir.path) (\(manifest.tensors.count) tensors, \(manifest.weightBytes) bytes\(removed)\(quant))")
+        print("wrote \(dir.path) (\(written.tensors.count) tensors, \(written.weightBytes) bytes\(removed)\(quant))")
     }
 }

@@ -1,0 +1,164 @@
+// `hprune export` of block-pruned and sub-component-pruned models against diffusers references
+// (Tests/Fixtures/export, written by its generate.py): renumbered native folders byte for byte, the SD3
+// context_pre_only conversion, nf4 on top, the loader layout, and `hprune forward` on each export.
+import ArtifactStore
+import Checkpoint
+import Foundation
+import Testing
+import TestSupport
+
+private let fixtures = repositoryRoot().appendingPathComponent("Tests/Fixtures").path
+private let exportFixtures = fixtures + "/export"
+
+/// One case: a teacher fixture and the recipe's `remove` strings for the native and loader exports.
+private struct ExportCase: Sendable, CustomStringConvertible {
+    var name: String
+    var teacher: String
+    var native: String
+    var loader: String
+    var description: String { name }
+}
+
+private let cases = [
+    ExportCase(name: "sd3", teacher: "sd3_tiny", native: "1", loader: "1,blocks.0.ff,blocks.0.ff_context"),
+    ExportCase(name: "sd35", teacher: "sd35_tiny", native: "0,2",
+               loader: "0,blocks.1.attn,blocks.1.ff_context,blocks.2.w_norm1,blocks.2.norm1_context"),
+    ExportCase(name: "flux", teacher: "flux_tiny", native: "0,2", loader: "blocks.1.norm1,blocks.0.ff,2,blocks.3.proj_mlp_out"),
+]
+
+/// Runs a recipe with `native` / `loader` prune stages (and `nf4`, a quantise of `native`) on a copy of the teacher.
+private func runPrunes(_ c: ExportCase, in dir: TemporaryDirectory, extra: String = "") throws -> [String] {
+    let teacher = dir.path + "/teacher"
+    try FileManager.default.createDirectory(atPath: teacher, withIntermediateDirectories: true)
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        try FileManager.default.copyItem(atPath: fixtures + "/models/\(c.teacher)/\(f)", toPath: teacher + "/" + f)
+    }
+    let recipe = dir.write("r.yaml", """
+        recipe: 1
+        name: export-\(c.name)
+        models: { teacher: { path: teacher } }
+        stages:
+          native: { kind: prune, model: teacher, remove: "\(c.native)" }
+          loader: { kind: prune, model: teacher, remove: "\(c.loader)" }
+          nf4: { kind: quantise, model: native, format: nf4 }
+        \(extra)
+        """)
+    let run = try CLI.run(["run", recipe])
+    #expect(run.status == 0, "\(run.stderr)")
+    return ["--store", dir.path + "/.hprune"]
+}
+
+/// Config as a comparable object, without diffusers' bookkeeping keys.
+private func config(_ path: String) throws -> [String: JSONValue] {
+    guard case .success(let v) = JSONValue.parse(try Data(contentsOf: URL(fileURLWithPath: path + "/config.json"))),
+          var o = v.objectValue else { throw CocoaError(.fileReadCorruptFile) }
+    for k in ["_diffusers_version", "_name_or_path"] { o.removeValue(forKey: k) }
+    return o
+}
+
+/// `hprune forward` of `model` on the teacher's inputs against `expected` (max |Δ| ≤ 1e-5 · max |ref|).
+private func expectForward(_ model: String, teacher: String, expected: String, _ label: String, dir: TemporaryDirectory) throws {
+    let out = dir.path + "/\(label)-out.safetensors"
+    let r = try CLI.run(["forward", model, "--inputs", fixtures + "/models/\(teacher)/io.safetensors", "--output", out])
+    #expect(r.status == 0, "\(label): \(r.stderr)")
+    guard r.status == 0 else { return }
+    let ours = try SafetensorsFile(path: out).floats("sample")
+    let ref = try SafetensorsFile(path: expected).floats("sample")
+    #expect(ours.count == ref.count, "\(label)")
+    let m = ref.map(abs).max() ?? 1
+    let d = zip(ours, ref).map { abs($0 - $1) }.max() ?? .infinity
+    #expect(d <= 1e-5 * m, "\(label): max rel err \(d / m)")
+}
+
+@Suite("hprune export: native diffusers and loader layouts")
+struct ExportCLITests {
+    @Test("block-pruned export is the renumbered diffusers model, byte for byte, and runs as diffusers does", arguments: cases)
+    fileprivate func nativeExport(_ c: ExportCase) throws {
+        let dir = TemporaryDirectory()
+        let store = try runPrunes(c, in: dir)
+        let out = dir.path + "/native"
+        let e = try CLI.run(["export", "latest:native", "--out", out] + store)
+        #expect(e.status == 0, "\(e.stderr)")
+        let expected = exportFixtures + "/native_\(c.name)"
+        #expect(try config(out) == (try config(expected)), "config.json")
+        let ours = try DiffusersFolder(path: out), ref = try SafetensorsFile(path: expected + "/diffusion_pytorch_model.safetensors")
+        #expect(Set(ours.tensors.map(\.name)) == Set(ref.names), "tensor names")
+        for name in ref.names where ours.contains(name) {
+            #expect(try ours.withBytes(name) { Data($0) } == (try ref.bytes(name)), "\(name): bytes differ")
+        }
+        try expectForward(out, teacher: c.teacher, expected: expected + "/sample.safetensors", "native-\(c.name)", dir: dir)
+    }
+
+    @Test("sub-component removals: --format diffusers exits 2 naming them and the loader; --layout loader matches hprune_diffusers.load",
+          arguments: cases)
+    fileprivate func loaderExport(_ c: ExportCase) throws {
+        let dir = TemporaryDirectory()
+        let store = try runPrunes(c, in: dir)
+        let refused = try CLI.run(["export", "latest:loader", "--out", dir.path + "/x"] + store)
+        #expect(refused.status == 2, "\(refused.stderr)")
+        #expect(refused.stderr.contains("hprune_diffusers.py") && refused.stderr.contains("--layout loader"), "\(refused.stderr)")
+        for a in c.loader.split(separator: ",") where a.split(separator: ".").count == 3 {
+            #expect(refused.stderr.contains(String(a)), "names \(a): \(refused.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/x"))
+
+        let out = dir.path + "/loader"
+        let e = try CLI.run(["export", "latest:loader", "--layout", "loader", "--out", out] + store)
+        #expect(e.status == 0, "\(e.stderr)")
+        let expected = exportFixtures + "/loader_\(c.name)"
+        #expect(try config(out) == (try config(expected)), "config.json")
+        // Tensors: names, dtype, shape and SHA-256 as the reference folder had them.
+        let want = try #require(jsonObject(String(decoding: try Data(contentsOf: URL(fileURLWithPath: expected + "/tensors.json")), as: UTF8.self)))
+        let ours = try DiffusersFolder(path: out)
+        #expect(Set(ours.tensors.map(\.name)) == Set(want.keys))
+        for info in ours.tensors {
+            guard let w = want[info.name] as? [String: Any] else { continue }
+            #expect(info.shape == (w["shape"] as? [Int]) && info.dtype.rawValue == (w["dtype"] as? String), "\(info.name)")
+            #expect(try ours.withBytes(info.name) { Digest.of($0) }.hex == (w["sha256"] as? String), "\(info.name): bytes differ")
+        }
+        try expectForward(out, teacher: c.teacher, expected: expected + "/sample.safetensors", "loader-\(c.name)", dir: dir)
+    }
+
+    @Test("nf4 on top of the renumbered SD3 model: the sliced context_pre_only norm byte-identical to bitsandbytes")
+    func nf4Export() throws {
+        let dir = TemporaryDirectory()
+        let store = try runPrunes(cases[0], in: dir, extra: "  nf4dq: { kind: quantise, model: native, format: nf4, double_quant: true }")
+        let out = dir.path + "/nf4"
+        let e = try CLI.run(["export", "latest:nf4", "--out", out] + store)
+        #expect(e.status == 0, "\(e.stderr)")
+        let ours = try DiffusersFolder(path: out)
+        let bnb = try SafetensorsFile(path: exportFixtures + "/native_sd3_nf4.safetensors")
+        for name in bnb.names {
+            guard ours.contains(name) else { Issue.record("missing \(name)"); continue }
+            #expect(try ours.withBytes(name) { Data($0) } == (try bnb.bytes(name)), "\(name): bytes differ from bitsandbytes")
+        }
+        let plain = try SafetensorsFile(path: exportFixtures + "/native_sd3/diffusion_pytorch_model.safetensors")
+        for name in plain.names where !bnb.names.contains(name) {
+            #expect(try ours.withBytes(name) { Data($0) } == (try plain.bytes(name)), "\(name)")
+        }
+        #expect(ours.config["quantization_config"]?.objectValue?["bnb_4bit_quant_type"] == .string("nf4"))
+        #expect(ours.config["num_layers"] == .int(1))
+
+        // Double quant on D = 16: the 16-row chunk (256 elements) is not a whole nested group; refused, nothing written.
+        let dq = try CLI.run(["export", "latest:nf4dq", "--out", dir.path + "/dq"] + store)
+        #expect(dq.status == 2 && dq.stderr.contains("norm1_context.linear.weight") && dq.stderr.contains("export before quantising"), "\(dq.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/dq"))
+    }
+
+    @Test("export output folder: non-empty folder, a path under a file; nothing half-written")
+    func hostileOutput() throws {
+        let dir = TemporaryDirectory()
+        let store = try runPrunes(cases[0], in: dir)
+        let full = dir.path + "/full"
+        try FileManager.default.createDirectory(atPath: full, withIntermediateDirectories: true)
+        _ = dir.write("full/keep.txt", "mine")
+        let a = try CLI.run(["export", "latest:native", "--out", full] + store)
+        #expect(a.status == 1 && a.stderr.contains("already exists"), "\(a.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: full) == ["keep.txt"])
+        _ = dir.write("afile", "x")
+        let b = try CLI.run(["export", "latest:native", "--out", dir.path + "/afile/sub/out"] + store)
+        #expect(b.status == 1 && b.stderr.contains("is a file, not a folder") && !b.stderr.contains("NSCocoaErrorDomain"), "\(b.stderr)")
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains(".tmp-") }
+        #expect(leftovers.isEmpty, "\(leftovers)")
+    }
+}
