@@ -19,6 +19,13 @@
 #       keeps each tensor's dtype, shape and SHA-256 (the Swift test compares hprune's export with them).
 #   native_sd3_nf4.safetensors  bitsandbytes nf4 (block 64) of every 2-D weight of native_sd3, as
 #       Linear4bit._save_to_state_dict writes it.
+#   gguf_quants.safetensors  `input` F32 [8, 64] (random rows, a zero row, ties, one-sign rows) and, per type,
+#       `<type>` U8: gguf.quants.quantize(input, type) for bf16, q8_0, q5_1, q5_0, q4_1, q4_0 (gguf-py).
+#   gguf_<case>_<type>.gguf  native_<case> as ComfyUI-GGUF's tools/convert.py writes it (gguf.GGUFWriter):
+#       original-checkpoint key names (FLUX double_blocks / single_blocks with fused qkv and linear1, SD3
+#       joint_blocks with fused qkv; final_layer and the pre-only context modulation in shift, scale order),
+#       checked here by converting back with diffusers' single-file converters; tensors sorted by name; 2-D Linear
+#       weights quantised to <type>, 1-D / <= 1024-element tensors F32, other tensors F16 (convert.py's policy).
 #   index.json  every case: teacher, removed addresses, expected config keys, errors.
 import copy
 import hashlib
@@ -212,9 +219,188 @@ def main():
                                  "rel_err_vs_official_identities": e}
         print(f"loader_{case}: hprune_removed {subs}, rel err vs official identities {e:.2e}")
 
+    make_gguf(index)
     with open(os.path.join(HERE, "index.json"), "w") as f:
         json.dump(index, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+# ── GGUF (ComfyUI-GGUF layout) ─────────────────────────────────────────────────────────────────────
+GGUF_TYPES = ["bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"]
+GGUF_CASES = {"sd3": "bf16", "sd35": "q8_0", "flux": "q4_0", "flux_q5_1": "q5_1"}
+
+
+def swap_scale_shift(t):
+    a, b = t.chunk(2, dim=0)
+    return torch.cat([b, a], dim=0)
+
+
+def to_original(cls_name, cfg, sd):
+    """diffusers state dict -> original (BFL / SAI) checkpoint keys, the inverse of diffusers' single-file converters."""
+    sd = dict(sd)
+    o = {}
+
+    def mv(dst, src):
+        for suf in (".weight", ".bias"):
+            if src + suf in sd:
+                o[dst + suf] = sd.pop(src + suf)
+
+    def cat(dst, srcs):
+        for suf in (".weight", ".bias"):
+            o[dst + suf] = torch.cat([sd.pop(s + suf) for s in srcs], dim=0)
+
+    if cls_name == "FluxTransformer2DModel":
+        mv("time_in.in_layer", "time_text_embed.timestep_embedder.linear_1")
+        mv("time_in.out_layer", "time_text_embed.timestep_embedder.linear_2")
+        mv("vector_in.in_layer", "time_text_embed.text_embedder.linear_1")
+        mv("vector_in.out_layer", "time_text_embed.text_embedder.linear_2")
+        mv("guidance_in.in_layer", "time_text_embed.guidance_embedder.linear_1")
+        mv("guidance_in.out_layer", "time_text_embed.guidance_embedder.linear_2")
+        mv("txt_in", "context_embedder")
+        mv("img_in", "x_embedder")
+        for i in range(cfg["num_layers"]):
+            b, d = f"transformer_blocks.{i}.", f"double_blocks.{i}."
+            mv(d + "img_mod.lin", b + "norm1.linear")
+            mv(d + "txt_mod.lin", b + "norm1_context.linear")
+            cat(d + "img_attn.qkv", [b + "attn.to_q", b + "attn.to_k", b + "attn.to_v"])
+            cat(d + "txt_attn.qkv", [b + "attn.add_q_proj", b + "attn.add_k_proj", b + "attn.add_v_proj"])
+            o[d + "img_attn.norm.query_norm.scale"] = sd.pop(b + "attn.norm_q.weight")
+            o[d + "img_attn.norm.key_norm.scale"] = sd.pop(b + "attn.norm_k.weight")
+            o[d + "txt_attn.norm.query_norm.scale"] = sd.pop(b + "attn.norm_added_q.weight")
+            o[d + "txt_attn.norm.key_norm.scale"] = sd.pop(b + "attn.norm_added_k.weight")
+            mv(d + "img_mlp.0", b + "ff.net.0.proj")
+            mv(d + "img_mlp.2", b + "ff.net.2")
+            mv(d + "txt_mlp.0", b + "ff_context.net.0.proj")
+            mv(d + "txt_mlp.2", b + "ff_context.net.2")
+            mv(d + "img_attn.proj", b + "attn.to_out.0")
+            mv(d + "txt_attn.proj", b + "attn.to_add_out")
+        for i in range(cfg["num_single_layers"]):
+            b, d = f"single_transformer_blocks.{i}.", f"single_blocks.{i}."
+            mv(d + "modulation.lin", b + "norm.linear")
+            cat(d + "linear1", [b + "attn.to_q", b + "attn.to_k", b + "attn.to_v", b + "proj_mlp"])
+            o[d + "norm.query_norm.scale"] = sd.pop(b + "attn.norm_q.weight")
+            o[d + "norm.key_norm.scale"] = sd.pop(b + "attn.norm_k.weight")
+            mv(d + "linear2", b + "proj_out")
+    else:
+        n = cfg["num_layers"]
+        o["pos_embed"] = sd.pop("pos_embed.pos_embed")
+        mv("x_embedder.proj", "pos_embed.proj")
+        mv("t_embedder.mlp.0", "time_text_embed.timestep_embedder.linear_1")
+        mv("t_embedder.mlp.2", "time_text_embed.timestep_embedder.linear_2")
+        mv("y_embedder.mlp.0", "time_text_embed.text_embedder.linear_1")
+        mv("y_embedder.mlp.2", "time_text_embed.text_embedder.linear_2")
+        mv("context_embedder", "context_embedder")
+        for i in range(n):
+            b, x, c = f"transformer_blocks.{i}.", f"joint_blocks.{i}.x_block.", f"joint_blocks.{i}.context_block."
+            cat(x + "attn.qkv", [b + "attn.to_q", b + "attn.to_k", b + "attn.to_v"])
+            cat(c + "attn.qkv", [b + "attn.add_q_proj", b + "attn.add_k_proj", b + "attn.add_v_proj"])
+            for dst, src in [(x + "attn.ln_q", "attn.norm_q"), (x + "attn.ln_k", "attn.norm_k"),
+                             (c + "attn.ln_q", "attn.norm_added_q"), (c + "attn.ln_k", "attn.norm_added_k"),
+                             (x + "attn2.ln_q", "attn2.norm_q"), (x + "attn2.ln_k", "attn2.norm_k")]:
+                if b + src + ".weight" in sd:
+                    o[dst + ".weight"] = sd.pop(b + src + ".weight")
+            mv(x + "attn.proj", b + "attn.to_out.0")
+            mv(c + "attn.proj", b + "attn.to_add_out")
+            if b + "attn2.to_q.weight" in sd:
+                cat(x + "attn2.qkv", [b + "attn2.to_q", b + "attn2.to_k", b + "attn2.to_v"])
+                mv(x + "attn2.proj", b + "attn2.to_out.0")
+            mv(x + "adaLN_modulation.1", b + "norm1.linear")
+            if i == n - 1:
+                for suf in (".weight", ".bias"):
+                    o[c + "adaLN_modulation.1" + suf] = swap_scale_shift(sd.pop(b + "norm1_context.linear" + suf))
+            else:
+                mv(c + "adaLN_modulation.1", b + "norm1_context.linear")
+            mv(x + "mlp.fc1", b + "ff.net.0.proj")
+            mv(x + "mlp.fc2", b + "ff.net.2")
+            mv(c + "mlp.fc1", b + "ff_context.net.0.proj")
+            mv(c + "mlp.fc2", b + "ff_context.net.2")
+    mv("final_layer.linear", "proj_out")
+    for suf in (".weight", ".bias"):
+        o["final_layer.adaLN_modulation.1" + suf] = swap_scale_shift(sd.pop("norm_out.linear" + suf))
+    assert not sd, f"unmapped: {sorted(sd)}"
+    return {k: v.contiguous() for k, v in o.items()}
+
+
+def gguf_type(name, t, qtype):
+    """convert.py's per-tensor policy, with 2-D Linear weights at the requested type."""
+    import gguf
+    Q = gguf.GGMLQuantizationType
+    if t.dim() == 1 or t.numel() <= 1024:
+        return Q.F32
+    if t.dim() == 2 and name.endswith(".weight"):
+        want = getattr(Q, qtype.upper())
+        if want == Q.BF16 or t.shape[-1] % 32 == 0:
+            return want
+    return Q.BF16 if t.dtype == torch.bfloat16 else Q.F16
+
+
+def make_gguf(index):
+    import gguf
+    import numpy as np
+    from diffusers.loaders.single_file_utils import (convert_flux_transformer_checkpoint_to_diffusers,
+                                                    convert_sd3_transformer_checkpoint_to_diffusers)
+    Q = gguf.GGMLQuantizationType
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(8, 64, generator=g)
+    x[1] = 0                                                 # all-zero block: d = 0
+    x[2, :32] = torch.arange(32) / 31.0 - 0.5                # many ties at .5 after scaling
+    x[3] = x[3].abs() + 0.1                                  # one-sign rows (min > 0 for q*_1)
+    x[4] = -x[4].abs()
+    x[5, :32] = 1.0
+    x[5, 32:] = torch.linspace(-3, 3, 32)
+    x[6] *= 1e-3
+    x[7] *= 1e3
+    out = {"input": x}
+    for t in GGUF_TYPES:
+        out[t] = torch.from_numpy(np.ascontiguousarray(gguf.quants.quantize(x.numpy(), getattr(Q, t.upper()))).reshape(-1).copy())
+    save_file(out, os.path.join(HERE, "gguf_quants.safetensors"), metadata={"format": "pt"})
+    index["gguf"] = {"quants": GGUF_TYPES, "files": {}}
+    ftypes = {"bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+              "q5_1": gguf.LlamaFileType.MOSTLY_Q5_1, "q5_0": gguf.LlamaFileType.MOSTLY_Q5_0,
+              "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}
+    for case, qtype in GGUF_CASES.items():
+        base = case.split("_")[0]
+        d = os.path.join(HERE, f"native_{base}")
+        with open(os.path.join(d, "config.json")) as f:
+            cfg = json.load(f)
+        sd = load_file(os.path.join(d, "diffusion_pytorch_model.safetensors"))
+        orig = to_original(cfg["_class_name"], cfg, sd)
+        # Check the mapping with diffusers' own converter (original -> diffusers).
+        if base == "flux":
+            # diffusers' converter hard-codes FLUX.1's inner_dim 3072; run its source with the tiny model's width.
+            import inspect
+            import diffusers.loaders.single_file_utils as sfu
+            src = inspect.getsource(convert_flux_transformer_checkpoint_to_diffusers)
+            D = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+            assert "inner_dim = 3072" in src
+            ns = dict(vars(sfu))
+            exec(src.replace("inner_dim = 3072", f"inner_dim = {D}"), ns)
+            convert = ns["convert_flux_transformer_checkpoint_to_diffusers"]
+        else:
+            convert = convert_sd3_transformer_checkpoint_to_diffusers
+        conv = convert({k: v.clone() for k, v in orig.items()})
+        assert set(conv) == set(sd), (case, set(conv) ^ set(sd))
+        for k in sd:
+            assert torch.equal(conv[k], sd[k]), (case, k)
+        arch = "flux" if base == "flux" else "sd3"
+        path = os.path.join(HERE, f"gguf_{case}.gguf")
+        w = gguf.GGUFWriter(path=None, arch=arch)
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        w.add_file_type(ftypes[qtype])
+        types = {}
+        for k in sorted(orig):
+            t = orig[k]
+            q = gguf_type(k, t, qtype)
+            w.add_tensor(k, gguf.quants.quantize(t.float().numpy(), q), raw_dtype=q)
+            types[k] = q.name
+        w.write_header_to_file(path=path)
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        r = gguf.GGUFReader(path)
+        assert [t.name for t in r.tensors] == sorted(orig)
+        index["gguf"]["files"][f"gguf_{case}.gguf"] = {"from": f"native_{base}", "quant": qtype, "arch": arch, "types": types}
+        print(f"gguf_{case}.gguf: {len(orig)} tensors, {os.path.getsize(path)} bytes")
 
 
 if __name__ == "__main__":
