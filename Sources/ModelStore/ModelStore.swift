@@ -237,6 +237,36 @@ public enum ModelStore {
         return r + "\""
     }
 
+    /// Creates the parent folders of `target` and returns the parent; the nearest existing ancestor must be a
+    /// folder (a path under a regular file cannot be created).
+    static func createParent(of target: URL) throws -> URL {
+        let fm = FileManager.default
+        let parent = target.deletingLastPathComponent()
+        var ancestor = parent
+        while !fm.fileExists(atPath: ancestor.path) && ancestor.path != "/" { ancestor = ancestor.deletingLastPathComponent() }
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: ancestor.path, isDirectory: &isDir), !isDir.boolValue {
+            throw ModelStoreError("cannot create \(target.path): \(ancestor.path) is a file, not a folder",
+                                  fix: "choose an output path whose parent is a folder")
+        }
+        do { try fm.createDirectory(at: parent, withIntermediateDirectories: true) } catch {
+            throw ModelStoreError("cannot create \(parent.path) (\((error as NSError).localizedDescription))",
+                                  fix: "check write permission on the nearest existing folder \(ancestor.path)")
+        }
+        return parent
+    }
+
+    /// Writes one output file at `path`: it must not exist; parents are created; `body` writes the path (through
+    /// its own temp file + rename, as `GGUF.write` does), so `path` is either absent or complete.
+    public static func writeFile(at path: URL, _ body: (String) throws -> Void) throws {
+        let target = path.standardizedFileURL
+        if FileManager.default.fileExists(atPath: target.path) {
+            throw ModelStoreError("\(target.path) already exists", fix: "remove it or choose another --out")
+        }
+        _ = try createParent(of: target)
+        try body(target.path)
+    }
+
     /// Builds a folder in a sibling temp directory (`body` fills it), then renames it to `dir`; `dir` must be absent
     /// or empty. On any error the temp directory is removed and `dir` is untouched.
     public static func writeFolder(at dir: URL, _ body: (URL) throws -> Void) throws {
@@ -250,18 +280,7 @@ public enum ModelStore {
             }
             try fm.removeItem(at: target)
         }
-        let parent = target.deletingLastPathComponent()
-        // The nearest existing ancestor must be a folder (a path under a regular file cannot be created).
-        var ancestor = parent
-        while !fm.fileExists(atPath: ancestor.path) && ancestor.path != "/" { ancestor = ancestor.deletingLastPathComponent() }
-        if fm.fileExists(atPath: ancestor.path, isDirectory: &isDir), !isDir.boolValue {
-            throw ModelStoreError("cannot create \(target.path): \(ancestor.path) is a file, not a folder",
-                                  fix: "choose an output path whose parent is a folder")
-        }
-        do { try fm.createDirectory(at: parent, withIntermediateDirectories: true) } catch {
-            throw ModelStoreError("cannot create \(parent.path) (\((error as NSError).localizedDescription))",
-                                  fix: "check write permission on the nearest existing folder \(ancestor.path)")
-        }
+        let parent = try createParent(of: target)
         let tmp = parent.appendingPathComponent(".\(target.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
         do {

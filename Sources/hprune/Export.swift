@@ -24,20 +24,29 @@ struct Export: AsyncParsableCommand {
             Examples:
               hprune export latest:quantise --format diffusers --out out/sd35-hpp20-nf4
               hprune export latest:prune --layout loader --out out/pruned-loader
+              hprune export latest:distill --format gguf --quant q8_0 --out out/flux-hpp20-Q8_0.gguf
               hprune export r-2026:prune --format safetensors --out out/pruned --store recipes/.hprune
             """)
 
     @OptionGroup var storeOptions: StoreOptions
     @Argument(help: ArgumentHelp("The run and stage, RUN:STAGE[.PORT].", valueName: "run:stage")) var target: String
-    @Option(help: "diffusers (config.json + diffusion_pytorch_model.safetensors) or safetensors (model.safetensors with the config in its metadata).")
+    @Option(help: "diffusers (config.json + diffusion_pytorch_model.safetensors), gguf (one FILE.gguf for ComfyUI-GGUF) or safetensors (model.safetensors with the config in its metadata).")
     var format: String = "diffusers"
+    @Option(help: "gguf only: bf16, q8_0, q5_1, q5_0, q4_1 or q4_0 for the Linear weights (gguf-py's encodings).")
+    var quant: String = "bf16"
     @Option(help: "diffusers only: native (plain from_pretrained; refuses sub-component removals) or loader (for Examples/diffusers/hprune_diffusers.py).")
     var layout: String = "native"
     @Option(help: "The folder to create (must not exist, or be empty).", completion: .directory) var out: String
 
     func validate() throws {
-        guard ["diffusers", "safetensors"].contains(format) else {
-            throw ValidationError("--format must be diffusers or safetensors, got '\(format)'")
+        guard ["diffusers", "safetensors", "gguf"].contains(format) else {
+            throw ValidationError("--format must be diffusers, gguf or safetensors, got '\(format)'")
+        }
+        guard Self.ggufTypes.contains(quant.lowercased()) else {
+            throw ValidationError("--quant must be one of \(Self.ggufTypes.joined(separator: ", ")), got '\(quant)'")
+        }
+        if format == "gguf" && !out.hasSuffix(".gguf") {
+            throw ValidationError("--format gguf writes one file: --out must end in .gguf, got '\(out)'")
         }
         guard ["native", "loader"].contains(layout) else {
             throw ValidationError("--layout must be native or loader, got '\(layout)'")
@@ -46,6 +55,8 @@ struct Export: AsyncParsableCommand {
             throw ValidationError("expected RUN:STAGE (e.g. latest:prune), got '\(target)'")
         }
     }
+
+    static let ggufTypes = ["bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"]
 
     func run() async throws {
         let colon = target.firstIndex(of: ":")!
@@ -81,7 +92,7 @@ struct Export: AsyncParsableCommand {
         let dir = URL(fileURLWithPath: out)
         var written = manifest
         var note = ""
-        if format == "diffusers" {
+        if format == "diffusers" || format == "gguf" {
             let native: NativeLayout
             do { native = try ModelStore.renumbered(manifest, store: store) } catch let e as ExportRefusal {
                 Terminal.err("error: cannot export \(record.id):\(stageName) as a diffusers model: \(e)")
@@ -92,7 +103,7 @@ struct Export: AsyncParsableCommand {
             }
             written = native.manifest
             let subs = written.structure.removed
-            if layout == "native" && !subs.isEmpty {
+            if format == "diffusers" && layout == "native" && !subs.isEmpty {
                 let original = manifest.structure.removed.filter { !$0.split(separator: ".").dropFirst(2).isEmpty }
                 Terminal.err("""
                     error: \(record.id):\(stageName) has removed sub-components that diffusers has no module for: \(original.joined(separator: ", "))\(subs == original ? "" : " (in the export's numbering: \(subs.joined(separator: ", ")))"); `from_pretrained` would fill them with random weights.
@@ -112,15 +123,20 @@ struct Export: AsyncParsableCommand {
                     return Quantise.bitsandbytesConfig(type: q.format, doubleQuant: q.doubleQuant, computeDType: q.computeDType)
                 }
                 try ModelStore.exportDiffusers(written, store: store, to: dir, quantizationConfig: qc)
+            } else if format == "gguf" {
+                try ModelStore.exportGGUF(written, store: store, to: dir, quant: GGMLType(cliName: quant)!)
             } else {
                 try ModelStore.exportSafetensors(manifest, store: store, to: dir)
             }
+        } catch let e as ExportRefusal {
+            Terminal.err("error: cannot export \(record.id):\(stageName) as \(format): \(e)")
+            throw Exit.invalid
         } catch {
             Terminal.err("error: cannot export to \(dir.path): \(error)")
             throw Exit.failed
         }
-        let removed = format != "diffusers" && !manifest.structure.removed.isEmpty ? ", \(manifest.structure.removed.count) removed" : note
-        let quant = manifest.quantisation.map { ", \($0.format)" } ?? ""
-        print("wrote \(dir.path) (\(written.tensors.count) tensors, \(written.weightBytes) bytes\(removed)\(quant))")
+        let removed = format == "safetensors" && !manifest.structure.removed.isEmpty ? ", \(manifest.structure.removed.count) removed" : note
+        let q = format == "gguf" ? ", \(quant.lowercased())" : manifest.quantisation.map { ", \($0.format)" } ?? ""
+        print("wrote \(dir.path) (\(written.tensors.count) tensors\(format == "gguf" ? "" : ", \(written.weightBytes) bytes")\(removed)\(q))")
     }
 }

@@ -145,6 +145,30 @@ struct ExportCLITests {
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/dq"))
     }
 
+    @Test("GGUF export is byte-identical to gguf-py's GGUFWriter with ComfyUI-GGUF's layout (original keys, fused qkv)",
+          arguments: [("sd3", "bf16", "gguf_sd3"), ("sd35", "q8_0", "gguf_sd35"), ("flux", "q4_0", "gguf_flux"), ("flux", "q5_1", "gguf_flux_q5_1")])
+    fileprivate func ggufExport(_ name: String, _ quant: String, _ fixture: String) throws {
+        let c = try #require(cases.first { $0.name == name })
+        let dir = TemporaryDirectory()
+        let store = try runPrunes(c, in: dir)
+        let out = dir.path + "/out/model.gguf"
+        let e = try CLI.run(["export", "latest:native", "--format", "gguf", "--quant", quant, "--out", out] + store)
+        #expect(e.status == 0, "\(e.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == (try Data(contentsOf: URL(fileURLWithPath: exportFixtures + "/\(fixture).gguf"))))
+        if name == "sd3" {
+            let subs = try CLI.run(["export", "latest:loader", "--format", "gguf", "--out", dir.path + "/l.gguf"] + store)
+            #expect(subs.status == 2 && subs.stderr.contains("blocks.0.ff"), "\(subs.stderr)")
+            let q = try CLI.run(["export", "latest:nf4", "--format", "gguf", "--out", dir.path + "/q.gguf"] + store)
+            #expect(q.status == 2 && q.stderr.contains("already quantised"), "\(q.stderr)")
+            let again = try CLI.run(["export", "latest:native", "--format", "gguf", "--out", out] + store)
+            #expect(again.status == 1 && again.stderr.contains("already exists"), "\(again.stderr)")
+            let suffix = try CLI.run(["export", "latest:native", "--format", "gguf", "--out", dir.path + "/x"] + store)
+            #expect(suffix.status != 0 && suffix.stderr.contains(".gguf"), "\(suffix.stderr)")
+            let left = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".gguf") || $0.contains(".tmp-") }
+            #expect(left.isEmpty, "\(left)")
+        }
+    }
+
     @Test("export output folder: non-empty folder, a path under a file; nothing half-written")
     func hostileOutput() throws {
         let dir = TemporaryDirectory()

@@ -25,7 +25,8 @@
 #       original-checkpoint key names (FLUX double_blocks / single_blocks with fused qkv and linear1, SD3
 #       joint_blocks with fused qkv; final_layer and the pre-only context modulation in shift, scale order),
 #       checked here by converting back with diffusers' single-file converters; tensors sorted by name; 2-D Linear
-#       weights quantised to <type>, 1-D / <= 1024-element tensors F32, other tensors F16 (convert.py's policy).
+#       weights quantised to <type>, 1-D / <= 1024-element tensors F32, other tensors F16 (convert.py's policy);
+#       one extra key, `hprune.diffusers_config` (the config.json, json.dumps sort_keys).
 #   index.json  every case: teacher, removed addresses, expected config keys, errors.
 import copy
 import hashlib
@@ -387,6 +388,8 @@ def make_gguf(index):
         w = gguf.GGUFWriter(path=None, arch=arch)
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         w.add_file_type(ftypes[qtype])
+        # hprune's own key (ComfyUI-GGUF ignores it): the diffusers config, so `hprune import` needs nothing else.
+        w.add_string("hprune.diffusers_config", json.dumps(cfg, sort_keys=True))
         types = {}
         for k in sorted(orig):
             t = orig[k]
