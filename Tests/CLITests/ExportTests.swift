@@ -4,6 +4,8 @@
 import ArtifactStore
 import Checkpoint
 import Foundation
+import ModelSpec
+import ModelStore
 import Testing
 import TestSupport
 
@@ -167,6 +169,38 @@ struct ExportCLITests {
             let left = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".gguf") || $0.contains(".tmp-") }
             #expect(left.isEmpty, "\(left)")
         }
+    }
+
+    @Test("export → import round trips: a diffusers export keeps every digest; a GGUF export every F32 tensor's", arguments: cases)
+    fileprivate func importRoundTrip(_ c: ExportCase) throws {
+        let dir = TemporaryDirectory()
+        let store = try runPrunes(c, in: dir)
+        let folder = dir.path + "/native", gguf = dir.path + "/native.gguf"
+        #expect(try CLI.run(["export", "latest:native", "--out", folder] + store).status == 0)
+        #expect(try CLI.run(["export", "latest:native", "--format", "gguf", "--quant", "q8_0", "--out", gguf] + store).status == 0)
+        func imported(_ path: String) throws -> [String: String] {
+            let r = try CLI.run(["import", path, "--json"] + store)
+            #expect(r.status == 0, "\(r.stderr)")
+            return (jsonObject(r.stdout)?["tensors"] as? [String: String]) ?? [:]
+        }
+        let exported = try DiffusersFolder(path: folder)
+        var digests: [String: String] = [:]
+        for info in exported.tensors { digests[info.name] = try exported.withBytes(info.name) { Digest.of($0) }.hex }
+        #expect(try imported(folder) == digests, "diffusers folder round trip")
+
+        let g = try GGUFFile(path: gguf)
+        let types = Dictionary(uniqueKeysWithValues: g.tensors.map { ($0.name, $0.type) })
+        let config = try ModelConfig.parse(exported.config, file: folder)
+        let layout = try ModelStore.originalLayout(config, names: Set(digests.keys))
+        let fromGGUF = try imported(gguf)
+        #expect(Set(fromGGUF.keys) == Set(digests.keys))
+        var unchanged = 0
+        for o in layout where types[o.name] == .f32 {
+            for p in o.parts { #expect(fromGGUF[p] == digests[p], "\(p) (\(o.name), F32)"); unchanged += 1 }
+        }
+        #expect(unchanged > 0 && unchanged < digests.count)
+        let again = try CLI.run(["import", dir.path + "/nope.gguf"] + store)
+        #expect(again.status == 2 && again.stderr.contains("nope.gguf"), "\(again.stderr)")
     }
 
     @Test("export output folder: non-empty folder, a path under a file; nothing half-written")
