@@ -30,9 +30,26 @@ public struct NativeLayout: Sendable {
     public var absorbed: [String]
     /// Whether an SD3 block was converted to context_pre_only (its old global index).
     public var convertedToContextPreOnly: Int?
+    /// Old state_dict block prefix → new (`transformer_blocks.3.` → `transformer_blocks.2.`), every kept block.
+    public var blockPrefixes: [String: String] = [:]
+
+    /// What a LoRA remap needs to know about this export, as safetensors metadata of its weights file.
+    public var exportMetadata: [String: String] {
+        var m: [String: String] = [:]
+        if !blockPrefixes.isEmpty, let d = try? JSONSerialization.data(withJSONObject: blockPrefixes, options: [.sortedKeys]) {
+            m[ModelStore.prefixMapMetadataKey] = String(decoding: d, as: UTF8.self)
+        }
+        if let c = convertedToContextPreOnly { m[ModelStore.contextPreOnlyMetadataKey] = "transformer_blocks.\(c)." }
+        return m
+    }
 }
 
 extension ModelStore {
+    /// Weights-file metadata of a renumbered export: JSON object old block prefix → new prefix.
+    public static let prefixMapMetadataKey = "hprune_block_prefixes"
+    /// Weights-file metadata: the old prefix of the block made context_pre_only.
+    public static let contextPreOnlyMetadataKey = "hprune_context_pre_only_from"
+
     /// Rewrites a pruned manifest without its removed blocks (see the file header).
     ///
     /// SD3 last-block rule: diffusers builds block i with `context_pre_only = (i == num_layers - 1)`. When the
@@ -127,7 +144,8 @@ extension ModelStore {
         out.structure.removed = subs
         out.structure.frozenBlocks = manifest.structure.frozenBlocks.compactMap { blockMap[$0] }
         try checkComplete(out)
-        return NativeLayout(manifest: out, blockMap: blockMap, absorbed: absorbed, convertedToContextPreOnly: converted)
+        return NativeLayout(manifest: out, blockMap: blockMap, absorbed: absorbed, convertedToContextPreOnly: converted,
+                            blockPrefixes: prefixMap)
     }
 
     /// `name` with its block prefix mapped, or nil when it belongs to a block not in `map`; non-block names as is.

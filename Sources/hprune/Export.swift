@@ -92,6 +92,7 @@ struct Export: AsyncParsableCommand {
         let dir = URL(fileURLWithPath: out)
         var written = manifest
         var note = ""
+        var metadata: [String: String] = [:]
         if format == "diffusers" || format == "gguf" {
             let native: NativeLayout
             do { native = try ModelStore.renumbered(manifest, store: store) } catch let e as ExportRefusal {
@@ -102,6 +103,7 @@ struct Export: AsyncParsableCommand {
                 throw Exit.failed
             }
             written = native.manifest
+            metadata = native.exportMetadata
             let subs = written.structure.removed
             if format == "diffusers" && layout == "native" && !subs.isEmpty {
                 let original = manifest.structure.removed.filter { !$0.split(separator: ".").dropFirst(2).isEmpty }
@@ -122,7 +124,7 @@ struct Export: AsyncParsableCommand {
                     guard q.format == "nf4" || q.format == "fp4" else { return nil }
                     return Quantise.bitsandbytesConfig(type: q.format, doubleQuant: q.doubleQuant, computeDType: q.computeDType)
                 }
-                try ModelStore.exportDiffusers(written, store: store, to: dir, quantizationConfig: qc)
+                try ModelStore.exportDiffusers(written, store: store, to: dir, quantizationConfig: qc, metadata: metadata)
             } else if format == "gguf" {
                 try ModelStore.exportGGUF(written, store: store, to: dir, quant: GGMLType(cliName: quant)!)
             } else {

@@ -203,6 +203,31 @@ struct ExportCLITests {
         #expect(again.status == 2 && again.stderr.contains("nope.gguf"), "\(again.stderr)")
     }
 
+    @Test("lora-remap: renumbered keys, removed modules dropped and listed, context_pre_only rows cut; as the fixture script", arguments: ["native", "loader"])
+    func loraRemap(_ layout: String) throws {
+        let dir = TemporaryDirectory()
+        let store = try runPrunes(cases[1], in: dir)
+        let model = dir.path + "/model"
+        #expect(try CLI.run(["export", "latest:\(layout)", "--layout", layout, "--out", model] + store).status == 0)
+        let out = dir.path + "/lora"
+        let r = try CLI.run(["lora-remap", exportFixtures + "/lora_sd35.safetensors", "--model", model, "--out", out, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let ours = try SafetensorsFile(path: out + "/lora_sd35.safetensors")
+        let want = try SafetensorsFile(path: exportFixtures + "/lora_sd35_\(layout)/lora_sd35.safetensors")
+        #expect(Set(ours.names) == Set(want.names))
+        for n in want.names where ours.contains(n) { #expect(try ours.bytes(n) == (try want.bytes(n)), "\(n)") }
+        let dropped = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: exportFixtures + "/lora_sd35_\(layout)/dropped.json"))) as? [String])
+        let report = try #require(jsonObject(r.stdout))
+        #expect(((report["dropped"] as? [[String: String]]) ?? []).compactMap { $0["module"] } == dropped)
+        #expect((report["sliced"] as? [String]) == (layout == "native" ? ["transformer_blocks.1.norm1_context.linear"] : []))
+
+        let bad = dir.write("kohya.safetensors", "")
+        try SafetensorsWriter.write([TensorPayload(name: "lora_unet_joint_blocks_0_x_block_attn_qkv.lora_down.weight", shape: [2, 32], floats: .init(repeating: 0, count: 64))], to: bad)
+        let k = try CLI.run(["lora-remap", bad, "--model", model, "--out", dir.path + "/k"])
+        #expect(k.status == 2 && k.stderr.contains("lora_unet_joint_blocks_0") && k.stderr.contains("PEFT"), "\(k.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/k"))
+    }
+
     @Test("export output folder: non-empty folder, a path under a file; nothing half-written")
     func hostileOutput() throws {
         let dir = TemporaryDirectory()

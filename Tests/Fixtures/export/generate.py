@@ -27,6 +27,12 @@
 #       checked here by converting back with diffusers' single-file converters; tensors sorted by name; 2-D Linear
 #       weights quantised to <type>, 1-D / <= 1024-element tensors F32, other tensors F16 (convert.py's policy);
 #       one extra key, `hprune.diffusers_config` (the config.json, json.dumps sort_keys).
+#   lora_sd35.safetensors  a LoRA for the teacher sd35_tiny in diffusers' PEFT key layout
+#       (`transformer.<module>.lora_A.weight` [r, in], `.lora_B.weight` [out, r]) on several modules of every block;
+#   lora_sd35_native/…, lora_sd35_loader/…  the same LoRA remapped onto native_sd35 / loader_sd35: keys renumbered,
+#       adapters of removed modules dropped (listed in dropped.json), lora_B rows of the new context_pre_only
+#       block's norm1_context.linear cut to scale then shift; checked here: teacher + LoRA merged, then pruned ==
+#       pruned, then the remapped LoRA merged (forward, rel err <= 1e-6).
 #   index.json  every case: teacher, removed addresses, expected config keys, errors.
 import copy
 import hashlib
@@ -221,6 +227,7 @@ def main():
         print(f"loader_{case}: hprune_removed {subs}, rel err vs official identities {e:.2e}")
 
     make_gguf(index)
+    make_lora(index)
     with open(os.path.join(HERE, "index.json"), "w") as f:
         json.dump(index, f, indent=2, sort_keys=True)
         f.write("\n")
@@ -404,6 +411,95 @@ def make_gguf(index):
         assert [t.name for t in r.tensors] == sorted(orig)
         index["gguf"]["files"][f"gguf_{case}.gguf"] = {"from": f"native_{base}", "quant": qtype, "arch": arch, "types": types}
         print(f"gguf_{case}.gguf: {len(orig)} tensors, {os.path.getsize(path)} bytes")
+
+
+# ── LoRA remap ────────────────────────────────────────────────────────────────────────────────────
+LORA_MODULES = ["attn.to_q", "attn.add_k_proj", "attn.to_add_out", "attn2.to_v", "ff.net.0.proj", "ff_context.net.2",
+                "norm1_context.linear", "norm1.linear"]
+
+
+def merged(model, lora, prefix="transformer."):
+    """A copy of `model` with W += B @ A for every adapter (scale 1)."""
+    m = copy.deepcopy(model)
+    sd = m.state_dict()
+    for k in lora:
+        if k.endswith(".lora_A.weight"):
+            mod = k[len(prefix):-len(".lora_A.weight")]
+            sd[mod + ".weight"] = sd[mod + ".weight"] + lora[k.replace("lora_A", "lora_B")] @ lora[k]
+    m.load_state_dict(sd)
+    return m
+
+
+def make_lora(index):
+    model, inputs = teacher("sd35_tiny")
+    g = torch.Generator().manual_seed(11)
+    sd = model.state_dict()
+    lora = {}
+    r = 2
+    for i in range(model.config.num_layers):
+        for mod in LORA_MODULES + []:
+            w = sd.get(f"transformer_blocks.{i}.{mod}.weight")
+            if w is None:
+                continue
+            key = f"transformer.transformer_blocks.{i}.{mod}"
+            lora[key + ".lora_A.weight"] = 0.1 * torch.randn(r, w.shape[1], generator=g)
+            lora[key + ".lora_B.weight"] = 0.1 * torch.randn(w.shape[0], r, generator=g)
+    for mod in ["context_embedder", "proj_out"]:
+        w = sd[mod + ".weight"]
+        lora[f"transformer.{mod}.lora_A.weight"] = 0.1 * torch.randn(r, w.shape[1], generator=g)
+        lora[f"transformer.{mod}.lora_B.weight"] = 0.1 * torch.randn(w.shape[0], r, generator=g)
+    save_file(lora, os.path.join(HERE, "lora_sd35.safetensors"), metadata={"format": "pt"})
+    D = model.inner_dim
+    index["lora"] = {}
+    for case in ["native", "loader"]:
+        tname, removed = (NATIVE if case == "native" else LOADER)["sd35"]
+        cfg, psd, subs = prune_native(model, removed)
+        blocks = {parse(a)[0] for a in removed if parse(a)[1] == "block"}
+        kept = [i for i in range(model.config.num_layers) if i not in blocks]
+        remap = {i: k for k, i in enumerate(kept)}
+        converted = kept[-1] if kept[-1] != model.config.num_layers - 1 else None
+        probe = type(model)(**cfg)
+        gone = hprune_diffusers.owned_prefixes(probe, subs)
+        present = {k for k in psd if not any(k.startswith(p) for p in gone)}
+        out, dropped = {}, set()
+        for k, v in lora.items():
+            mod = k[len("transformer."):].rsplit(".lora_", 1)[0]
+            suffix = k[len("transformer.") + len(mod):]
+            new = mod
+            if mod.startswith("transformer_blocks."):
+                i = int(mod.split(".")[1])
+                if i not in remap:
+                    dropped.add(mod)
+                    continue
+                new = f"transformer_blocks.{remap[i]}." + mod.split(".", 2)[2]
+            if new + ".weight" not in present:
+                dropped.add(mod)
+                continue
+            if converted is not None and mod == f"transformer_blocks.{converted}.norm1_context.linear" and suffix == ".lora_B.weight":
+                v = torch.cat([v[D:2 * D], v[0:D]]).contiguous()
+            out["transformer." + new + suffix] = v
+        d = os.path.join(HERE, f"lora_sd35_{case}")
+        if os.path.exists(d):
+            shutil.rmtree(d)
+        os.makedirs(d)
+        save_file(out, os.path.join(d, "lora_sd35.safetensors"), metadata={"format": "pt"})
+        with open(os.path.join(d, "dropped.json"), "w") as f:
+            json.dump(sorted(dropped), f, indent=1)
+            f.write("\n")
+        if case == "native":
+            # merge-then-prune == prune-then-merge(remapped)
+            with torch.no_grad():
+                a = ref.forward(ref.apply_removal(merged(model, lora), removed), inputs)
+                cfg2, psd2, _ = prune_native(merged(model, lora), removed)
+                pruned = type(model)(**cfg2).float().eval()
+                pruned.load_state_dict(psd)
+                b = ref.forward(merged(pruned, out), inputs)
+            e = rel_err(b, a)
+            assert e <= 1e-6, e
+            index["lora"][case] = {"kept": len(out), "dropped": sorted(dropped), "rel_err_merge_then_prune": e}
+        else:
+            index["lora"][case] = {"kept": len(out), "dropped": sorted(dropped)}
+        print(f"lora_sd35_{case}: {len(out)} tensors kept, {len(dropped)} modules dropped")
 
 
 if __name__ == "__main__":
