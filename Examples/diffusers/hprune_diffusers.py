@@ -1,4 +1,5 @@
-# Loads an `hprune export --format diffusers --layout loader` folder into diffusers: the model with each
+# Loads an `hprune export --format diffusers --layout loader` folder (config.json + hprune_loader.safetensors)
+# into diffusers: the model with each
 # removed sub-component (attn, ff, norms of a kept block) replaced by a parameter-free module that reproduces
 # hprune's removal semantics (Docs/method.md "Removal semantics"). Needs only torch and diffusers.
 #
@@ -166,23 +167,36 @@ def apply_removals(model, addresses):
     return model
 
 
-def load(path, **kwargs):
-    """The diffusers transformer of an hprune export folder, removed sub-components replaced.
+WEIGHTS = "hprune_loader.safetensors"   # not diffusion_pytorch_model.safetensors: plain from_pretrained refuses the folder
 
-    `kwargs` go to `from_pretrained` (e.g. torch_dtype). Raises ValueError when a weight is missing that no
-    removal accounts for, or when the folder has weights the model does not use.
+
+def load(path, torch_dtype=None):
+    """The diffusers transformer of an hprune loader-layout export, removed sub-components replaced.
+
+    Raises ValueError when a weight is missing that no removal accounts for, or when the folder has weights the
+    model does not use.
     """
+    from safetensors.torch import load_file
+
     with open(os.path.join(path, "config.json")) as f:
         config = json.load(f)
     cls = CLASSES.get(config.get("_class_name"))
     if cls is None:
         raise ValueError(f"{path}/config.json: _class_name {config.get('_class_name')!r} is not an SD3 or FLUX transformer")
-    removed = list(config.get("hprune_removed", []))
-    model, info = cls.from_pretrained(path, output_loading_info=True, **kwargs)
+    if "quantization_config" in config:
+        raise ValueError(f"{path}: a quantised loader-layout export is not supported; export the model before "
+                         "quantising and quantise after load()")
+    removed = list(config.pop("hprune_removed", []))
+    weights = os.path.join(path, WEIGHTS)
+    if not os.path.exists(weights):
+        weights = os.path.join(path, "diffusion_pytorch_model.safetensors")
+    model = cls.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+    state = load_file(weights)
     prefixes = owned_prefixes(model, removed)
-    unexplained = [k for k in info.get("missing_keys", []) if not any(k.startswith(p) for p in prefixes)]
-    if unexplained or info.get("unexpected_keys") or info.get("mismatched_keys"):
-        raise ValueError(f"{path}: weights do not match the model: missing {unexplained}, "
-                         f"unexpected {info.get('unexpected_keys')}, mismatched {info.get('mismatched_keys')}; "
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    unexplained = [k for k in missing if not any(k.startswith(p) for p in prefixes)]
+    if unexplained or unexpected:
+        raise ValueError(f"{path}: weights do not match the model: missing {unexplained}, unexpected {unexpected}; "
                          "re-export with hprune export --format diffusers --layout loader")
-    return apply_removals(model, removed).eval()
+    model = apply_removals(model, removed).eval()
+    return model.to(torch_dtype) if torch_dtype is not None else model

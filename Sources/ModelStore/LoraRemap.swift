@@ -37,9 +37,9 @@ extension ModelStore {
     ///   fit the export's module.
     public static func remapLoRA(lora: String, export: String, out: URL) throws -> LoraRemapReport {
         let file = try SafetensorsFile(path: lora)
-        let weightsPath = export + "/" + DiffusersFolder.weightsName
         let config = try ModelConfig.load(path: export + "/" + DiffusersFolder.configName)
         let folder = try DiffusersFolder(path: export)
+        let weightsPath = folder.files.first?.path ?? export
         let meta = (try? SafetensorsFile(path: weightsPath))?.metadata ?? [:]
         var prefixes: [String: String]?
         if let text = meta[prefixMapMetadataKey] {

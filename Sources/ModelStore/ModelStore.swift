@@ -136,9 +136,10 @@ public enum ModelStore {
     /// renamed into place, so `dir` is either absent or complete.
     /// - Throws: if `dir` exists and is not empty.
     public static func exportDiffusers(_ manifest: ModelManifest, store: ArtifactStore, to dir: URL,
-                                       quantizationConfig: [String: JSONValue]? = nil, metadata: [String: String] = [:]) throws {
+                                       quantizationConfig: [String: JSONValue]? = nil, metadata: [String: String] = [:],
+                                       weightsName: String = DiffusersFolder.weightsName) throws {
         try writeFolder(at: dir) { tmp in
-            try writeSafetensors(manifest, store: store, to: tmp.appendingPathComponent(DiffusersFolder.weightsName).path,
+            try writeSafetensors(manifest, store: store, to: tmp.appendingPathComponent(weightsName).path,
                                  metadata: metadata.merging(["format": "pt"]) { _, b in b })
             try AtomicFile.write(try configJSON(manifest.exportConfig(quantizationConfig: quantizationConfig)),
                                  to: tmp.appendingPathComponent(DiffusersFolder.configName).path)

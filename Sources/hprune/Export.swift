@@ -1,6 +1,6 @@
 // `hprune export RUN:STAGE`: writes a Model artifact a run produced as a native diffusers folder (removed blocks
-// renumbered away; nf4/fp4 weights in bitsandbytes' key layout with diffusers' quantization_config), the loader
-// layout for sub-component removals, or one safetensors file. Written to a temp folder, fsynced, renamed.
+// renumbered away; nf4/fp4 in bitsandbytes' layout), the loader layout for sub-component removals, a GGUF file
+// for ComfyUI-GGUF, or one safetensors file. Written to a temp path, fsynced, renamed.
 import ArgumentParser
 import ArtifactStore
 import Checkpoint
@@ -124,7 +124,8 @@ struct Export: AsyncParsableCommand {
                     guard q.format == "nf4" || q.format == "fp4" else { return nil }
                     return Quantise.bitsandbytesConfig(type: q.format, doubleQuant: q.doubleQuant, computeDType: q.computeDType)
                 }
-                try ModelStore.exportDiffusers(written, store: store, to: dir, quantizationConfig: qc, metadata: metadata)
+                try ModelStore.exportDiffusers(written, store: store, to: dir, quantizationConfig: qc, metadata: metadata,
+                                               weightsName: written.structure.removed.isEmpty ? DiffusersFolder.weightsName : DiffusersFolder.loaderWeightsName)
             } else if format == "gguf" {
                 try ModelStore.exportGGUF(written, store: store, to: dir, quant: GGMLType(cliName: quant)!)
             } else {

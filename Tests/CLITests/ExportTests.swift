@@ -107,6 +107,9 @@ struct ExportCLITests {
         let out = dir.path + "/loader"
         let e = try CLI.run(["export", "latest:loader", "--layout", "loader", "--out", out] + store)
         #expect(e.status == 0, "\(e.stderr)")
+        // Plain from_pretrained must refuse it: the weights are not under diffusers' file name.
+        #expect(!FileManager.default.fileExists(atPath: out + "/diffusion_pytorch_model.safetensors"))
+        #expect(FileManager.default.fileExists(atPath: out + "/hprune_loader.safetensors"))
         let expected = exportFixtures + "/loader_\(c.name)"
         #expect(try config(out) == (try config(expected)), "config.json")
         // Tensors: names, dtype, shape and SHA-256 as the reference folder had them.

@@ -153,7 +153,7 @@ def write_folder(d, cfg, cls, sd, extra_config=None):
         model.save_pretrained(d, safe_serialization=True)
     else:
         # loader layout: only the tensors given (removed sub-components absent) + hprune_removed
-        save_file({k: v.contiguous() for k, v in sd.items()}, os.path.join(d, "diffusion_pytorch_model.safetensors"),
+        save_file({k: v.contiguous() for k, v in sd.items()}, os.path.join(d, hprune_diffusers.WEIGHTS),
                   metadata={"format": "pt"})
         model.save_config(d)
         with open(os.path.join(d, "config.json")) as f:
@@ -213,7 +213,12 @@ def main():
         assert e <= 1e-6, (case, e)
         save_file({"sample": got.contiguous()}, os.path.join(d, "sample.safetensors"), metadata={"format": "pt"})
         # Keep the fixtures small: the weights are replaced by each tensor's dtype, shape and SHA-256 of its bytes.
-        wpath = os.path.join(d, "diffusion_pytorch_model.safetensors")
+        try:   # plain from_pretrained must refuse the loader layout (no diffusion_pytorch_model.safetensors)
+            type(model).from_pretrained(d)
+            raise AssertionError(f"{d}: from_pretrained accepted a loader-layout folder")
+        except (OSError, EnvironmentError):
+            pass
+        wpath = os.path.join(d, hprune_diffusers.WEIGHTS)
         tensors = {}
         for k, v in load_file(wpath).items():
             raw = v.contiguous().view(torch.uint8).numpy().tobytes()
