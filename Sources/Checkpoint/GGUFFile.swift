@@ -91,16 +91,19 @@ public enum GGUF {
         guard FileManager.default.createFile(atPath: tmp, contents: nil), let fh = FileHandle(forWritingAtPath: tmp) else {
             throw GGUFError(path: tmp, offset: 0, message: "cannot create the file (\(String(cString: strerror(errno))))")
         }
+        var written = 0
         do {
             try fh.write(contentsOf: head)
+            written = head.count
             for t in infos {
                 let bytes = try data(t)
                 guard bytes.count == t.byteCount else {
-                    throw GGUFError(path: path, offset: 0, message: "tensor '\(t.name)': \(bytes.count) bytes, expected \(t.byteCount)")
+                    throw GGUFError(path: path, offset: written, message: "tensor '\(t.name)': \(bytes.count) bytes, expected \(t.byteCount)")
                 }
                 try fh.write(contentsOf: bytes)
                 let p = pad(bytes.count) - bytes.count
                 if p > 0 { try fh.write(contentsOf: [UInt8](repeating: 0, count: p)) }
+                written += bytes.count + p
             }
             try fh.synchronize()
             try fh.close()
@@ -110,7 +113,11 @@ public enum GGUF {
         } catch {
             try? fh.close()
             unlink(tmp)
-            throw error
+            if error is GGUFError || error is CancellationError { throw error }
+            // FileHandle reports NSCocoaErrorDomain errors; name the POSIX cause instead.
+            let ns = error as NSError
+            let why = (ns.userInfo[NSUnderlyingErrorKey] as? NSError).map { String(cString: strerror(Int32($0.code))) } ?? ns.localizedDescription
+            throw GGUFError(path: path, offset: written, message: "write failed (\(why)); check free disk space and write permission")
         }
     }
 

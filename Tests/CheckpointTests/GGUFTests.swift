@@ -58,6 +58,22 @@ struct GGUFTests {
         }
     }
 
+    @Test("a failed GGUF write leaves nothing behind")
+    func failedWriteLeavesNothing() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hprune-gguf-w-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("m.gguf").path
+        let infos = [GGUFTensorInfo(name: "a", shape: [32], type: .f32), GGUFTensorInfo(name: "b", shape: [64], type: .q8_0)]
+        #expect(throws: GGUFError.self) {
+            try GGUF.write(to: path, metadata: [("general.architecture", .string("flux"))], tensors: infos) { t in
+                if t.name == "b" { return [1, 2, 3] }   // wrong length: refused mid-file
+                return [UInt8](repeating: 0, count: t.byteCount)
+            }
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+    }
+
     @Test("hostile GGUF files are refused with the offset")
     func hostile() throws {
         let src = try Data(contentsOf: URL(fileURLWithPath: exportFixtures + "/gguf_flux.gguf"))
