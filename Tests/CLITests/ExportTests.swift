@@ -231,6 +231,22 @@ struct ExportCLITests {
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/k"))
     }
 
+    @Test("import of a GGUF without hprune's config key: exit 2 asking for --config; with --config the same model")
+    func importForeignGGUF() throws {
+        let dir = TemporaryDirectory()
+        let g = try GGUFFile(path: exportFixtures + "/gguf_flux.gguf")
+        let foreign = dir.path + "/foreign.gguf"
+        try GGUF.write(to: foreign, metadata: g.metadata.filter { $0.0 != ModelStore.ggufConfigKey }, tensors: g.tensors) { try g.bytes($0.name) }
+        let store = ["--store", dir.path + "/.hprune"]
+        let refused = try CLI.run(["import", foreign, "--json"] + store)
+        #expect(refused.status == 2 && refused.stderr.contains("--config") && refused.stderr.contains("foreign.gguf"), "\(refused.stderr)")
+        let a = try CLI.run(["import", foreign, "--config", exportFixtures + "/native_flux/config.json", "--json"] + store)
+        let b = try CLI.run(["import", exportFixtures + "/gguf_flux.gguf", "--json"] + store)
+        #expect(a.status == 0 && b.status == 0, "\(a.stderr) \(b.stderr)")
+        let ta = jsonObject(a.stdout)?["tensors"] as? [String: String], tb = jsonObject(b.stdout)?["tensors"] as? [String: String]
+        #expect(ta != nil && ta == tb)
+    }
+
     @Test("export output folder: non-empty folder, a path under a file; nothing half-written")
     func hostileOutput() throws {
         let dir = TemporaryDirectory()
