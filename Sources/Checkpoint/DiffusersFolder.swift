@@ -14,6 +14,10 @@ import Foundation
 public final class DiffusersFolder: @unchecked Sendable {
     /// File name of the single-file weights.
     public static let weightsName = "diffusion_pytorch_model.safetensors"
+    /// File name of the weights of hprune's loader layout (removed sub-components): deliberately not
+    /// `weightsName`, so plain `from_pretrained` refuses the folder instead of filling the removed modules with
+    /// random weights; Examples/diffusers/hprune_diffusers.py and hprune read it.
+    public static let loaderWeightsName = "hprune_loader.safetensors"
     /// File name of the shard index.
     public static let indexName = "diffusion_pytorch_model.safetensors.index.json"
     /// File name of the model config.
@@ -41,7 +45,10 @@ public final class DiffusersFolder: @unchecked Sendable {
         configPath = path + "/" + Self.configName
         config = try Self.readJSONObject(configPath, kind: .invalidConfig, what: "config.json")
 
-        let single = path + "/" + Self.weightsName
+        var single = path + "/" + Self.weightsName
+        if !fm.fileExists(atPath: single), fm.fileExists(atPath: path + "/" + Self.loaderWeightsName) {
+            single = path + "/" + Self.loaderWeightsName
+        }
         let indexPath = path + "/" + Self.indexName
         if fm.fileExists(atPath: indexPath) {
             let index = try Self.readJSONObject(indexPath, kind: .invalidIndex, what: "the shard index")

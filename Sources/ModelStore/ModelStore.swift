@@ -136,10 +136,11 @@ public enum ModelStore {
     /// renamed into place, so `dir` is either absent or complete.
     /// - Throws: if `dir` exists and is not empty.
     public static func exportDiffusers(_ manifest: ModelManifest, store: ArtifactStore, to dir: URL,
-                                       quantizationConfig: [String: JSONValue]? = nil) throws {
+                                       quantizationConfig: [String: JSONValue]? = nil, metadata: [String: String] = [:],
+                                       weightsName: String = DiffusersFolder.weightsName) throws {
         try writeFolder(at: dir) { tmp in
-            try writeSafetensors(manifest, store: store, to: tmp.appendingPathComponent(DiffusersFolder.weightsName).path,
-                                 metadata: ["format": "pt"])
+            try writeSafetensors(manifest, store: store, to: tmp.appendingPathComponent(weightsName).path,
+                                 metadata: metadata.merging(["format": "pt"]) { _, b in b })
             try AtomicFile.write(try configJSON(manifest.exportConfig(quantizationConfig: quantizationConfig)),
                                  to: tmp.appendingPathComponent(DiffusersFolder.configName).path)
         }
@@ -237,6 +238,24 @@ public enum ModelStore {
         return r + "\""
     }
 
+    /// Creates the parent folders of `target` and returns the parent; the nearest existing ancestor must be a
+    /// folder (a path under a regular file cannot be created).
+    static func createParent(of target: URL) throws -> URL {
+        try OutputFolder.createParents(of: target)
+        return target.deletingLastPathComponent()
+    }
+
+    /// Writes one output file at `path`: it must not exist; parents are created; `body` writes the path (through
+    /// its own temp file + rename, as `GGUF.write` does), so `path` is either absent or complete.
+    public static func writeFile(at path: URL, _ body: (String) throws -> Void) throws {
+        let target = path.standardizedFileURL
+        if FileManager.default.fileExists(atPath: target.path) {
+            throw ModelStoreError("\(target.path) already exists", fix: "remove it or choose another --out")
+        }
+        _ = try createParent(of: target)
+        try body(target.path)
+    }
+
     /// Builds a folder in a sibling temp directory (`body` fills it), then renames it to `dir`; `dir` must be absent
     /// or empty. On any error the temp directory is removed and `dir` is untouched.
     public static func writeFolder(at dir: URL, _ body: (URL) throws -> Void) throws {
@@ -250,8 +269,7 @@ public enum ModelStore {
             }
             try fm.removeItem(at: target)
         }
-        let parent = target.deletingLastPathComponent()
-        try OutputFolder.createParents(of: target)
+        let parent = try createParent(of: target)
         let tmp = parent.appendingPathComponent(".\(target.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         try OutputFolder.createFolder(tmp, for: target)
         do {

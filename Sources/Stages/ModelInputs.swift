@@ -31,7 +31,7 @@ extension StageContext {
         let digest: Digest
         do {
             if let src = ref.sourcePath {
-                digest = try ModelStore.importDiffusers(at: src, store: store, sourceDigest: ref.digest)
+                digest = try ModelStore.importModel(at: src, store: store, sourceDigest: ref.digest)
             } else {
                 digest = ref.digest
             }

@@ -1,6 +1,8 @@
 // `hprune backends`: the compute backends this build has, whether each can run here, and why not. On a GPU
-// machine listing CUDA opens the GPU and runs its start-up self-check; ops it disabled are listed under it.
+// machine listing CUDA opens the GPU and runs its start-up self-check; ops it disabled are listed under it. For the
+// CPU: the kernel family chosen per op and every family's feature score.
 import ArgumentParser
+import CPUBackend
 import CUDABackend
 import Foundation
 import Stages

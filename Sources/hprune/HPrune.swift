@@ -22,7 +22,7 @@ struct HPruneCLI: AsyncParsableCommand {
         subcommands: [
             Run.self, Validate.self, PlanCommand.self, GraphCommand.self,
             Runs.self, Show.self, Diff.self, Cache.self, Kinds.self, Backends.self, Forward.self, Inspect.self, Bench.self,
-            Quantise.self, Export.self, Report.self, Job.self, SelfTest.self,
+            Quantise.self, Export.self, Import.self, LoraRemap.self, Report.self, Job.self, SelfTest.self,
         ]
     )
 

@@ -86,28 +86,13 @@ struct Quantise: AsyncParsableCommand {
             Terminal.err("error: --keep " + unmatched.map { "'\($0)'" }.joined(separator: ", ") + " matches no tensor of \(folder.path)")
             throw Exit.invalid
         }
-        // Quantised tensors are held in memory (≈ 1/4 of bf16 size); the rest stream from the source file.
+        // Streaming: `workers` weights at a time are decoded and quantised, and their encoded tensors appended to a
+        // spool file beside the output; the safetensors file is then written one tensor at a time (quantised ones
+        // read back from the spool, the rest from the mapped source). Memory beyond the mapped input stays at a few
+        // tensors' f32 copies, whatever the model size.
         let todo = folder.tensors.filter { LinearQuantiser.shouldQuantise(name: $0.name, shape: $0.shape, options: options) && $0.dtype.isFloatingPoint }
-        let results: [[String: EncodedTensor]]
-        do {
-            results = try ParallelMap.map(todo.map(\.name), onBatch: { _ in try Task.checkCancellation() }) { name in
-                do {
-                    let info = try folder.info(name)
-                    return try LinearQuantiser.quantise(name: name, weights: try folder.floats(name), shape: info.shape,
-                                                        sourceDType: info.dtype, options: options)
-                } catch {
-                    throw ModelStoreError("\(folder.path): tensor '\(name)': \(error)", fix: "")
-                }
-            }
-        } catch let e as ModelStoreError {
-            Terminal.err("error: \(e.message)")
-            throw Exit.failed
-        }
-        var quantised: [String: EncodedTensor] = [:]
-        for r in results { quantised.merge(r) { a, _ in a } }
         let todoNames = Set(todo.map(\.name))
         var entries = folder.tensors.filter { !todoNames.contains($0.name) }.map { TensorEntry(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
-        entries += quantised.map { TensorEntry(name: $0.key, dtype: $0.value.dtype, shape: $0.value.shape) }
         let count = todo.count
         var config = folder.config
         if let qc = LinearQuantiser.diffusersQuantizationConfig(options) {
@@ -119,13 +104,40 @@ struct Quantise: AsyncParsableCommand {
         let dir = URL(fileURLWithPath: out)
         do {
             try ModelStore.writeFolder(at: dir) { tmp in
+                let spool = try Spool(path: tmp.appendingPathComponent(".quantised.spool").path)
+                defer { spool.remove() }
+                let workers = ProcessInfo.processInfo.activeProcessorCount
+                var start = 0
+                while start < todo.count {
+                    try Task.checkCancellation()
+                    let batch = todo[start..<min(start + workers, todo.count)].map(\.name)
+                    let results = try ParallelMap.map(batch) { name in
+                        do {
+                            let info = try folder.info(name)
+                            return try LinearQuantiser.quantise(name: name, weights: try folder.floats(name), shape: info.shape,
+                                                                sourceDType: info.dtype, options: options)
+                        } catch {
+                            throw ModelStoreError("\(folder.path): tensor '\(name)': \(error)", fix: "")
+                        }
+                    }
+                    for r in results {
+                        for (n, e) in r.sorted(by: { $0.key < $1.key }) {
+                            try spool.append(n, e.data)
+                            entries.append(TensorEntry(name: n, dtype: e.dtype, shape: e.shape))
+                        }
+                    }
+                    start += batch.count
+                }
                 try SafetensorsWriter.write(entries: entries, metadata: ["format": "pt"],
                                             to: tmp.appendingPathComponent(DiffusersFolder.weightsName).path) { info in
-                    if let q = quantised[info.name] { return q.data }
+                    if let d = try spool.read(info.name) { return d }
                     return try folder.withBytes(info.name) { Data($0) }
                 }
                 try AtomicFile.write(try ModelStore.configJSON(config), to: tmp.appendingPathComponent(DiffusersFolder.configName).path)
             }
+        } catch let e as ModelStoreError where e.fix.isEmpty {
+            Terminal.err("error: \(e.message)")
+            throw Exit.failed
         } catch {
             Terminal.err("error: cannot write \(dir.path): \(PlainError.describe(error))")
             throw Exit.failed
@@ -136,5 +148,44 @@ struct Quantise: AsyncParsableCommand {
         } else {
             print("wrote \(dir.path): \(count) Linear weights quantised to \(options.format)\(options.doubleQuant ? " (double quant)" : ""), \(entries.count) tensors")
         }
+    }
+}
+
+/// An append-only scratch file of named byte blobs (quantised tensors waiting for the safetensors header).
+final class Spool {
+    let path: String
+    let handle: FileHandle
+    var index: [String: (offset: UInt64, count: Int)] = [:]
+    var end: UInt64 = 0
+
+    init(path: String) throws {
+        self.path = path
+        guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forUpdatingAtPath: path) else {
+            throw ModelStoreError("cannot create the scratch file \(path) (\(String(cString: strerror(errno))))", fix: "check free disk space and write permission")
+        }
+        handle = h
+    }
+
+    func append(_ name: String, _ data: Data) throws {
+        try handle.seek(toOffset: end)
+        try handle.write(contentsOf: data)
+        index[name] = (end, data.count)
+        end += UInt64(data.count)
+    }
+
+    /// The blob `name`, or nil when it was never appended.
+    func read(_ name: String) throws -> Data? {
+        guard let e = index[name] else { return nil }
+        try handle.seek(toOffset: e.offset)
+        let d = try handle.read(upToCount: e.count) ?? Data()
+        guard d.count == e.count else {
+            throw ModelStoreError("scratch file \(path): read \(d.count) of \(e.count) bytes for '\(name)'", fix: "check the disk")
+        }
+        return d
+    }
+
+    func remove() {
+        try? handle.close()
+        unlink(path)
     }
 }
