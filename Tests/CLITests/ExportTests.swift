@@ -42,7 +42,7 @@ private func runPrunes(_ c: ExportCase, in dir: TemporaryDirectory, extra: Strin
         stages:
           native: { kind: prune, model: teacher, remove: "\(c.native)" }
           loader: { kind: prune, model: teacher, remove: "\(c.loader)" }
-          nf4: { kind: quantise, model: native, format: nf4 }
+          nf4: { kind: quantise, model: native, format: nf4, double_quant: false }   # compared with bitsandbytes without nesting
         \(extra)
         """)
     let run = try CLI.run(["run", recipe])

@@ -179,7 +179,7 @@ func hugeConfigDimensionsExitTwoNamingTheKey(_ c: HugeConfig) throws {
         recipe: 1
         models: { teacher: { path: teacher } }
         stages:
-          prune: { kind: prune, model: teacher, remove: "blocks.0.ff" }
+          prune: { kind: prune, model: teacher, remove: "0" }   # a whole block: diffusers can express it
         """)
     #expect(try CLI.run(["run", recipe]).status == 0)
     let file = dir.write("plain.txt", "x\n")
