@@ -108,14 +108,7 @@ public struct Scheduler: Sendable {
                         guard running < options.jobs, deps.allSatisfy({ results[$0] != nil }) else { continue }
                         started.insert(stage.name)
                         running += 1
-                        var inputs: [String: ArtifactRef] = [:]
-                        for b in stage.bindings {
-                            switch b.source {
-                            case .source(let n): inputs[b.path] = sources[n]
-                            case .stage(let s, let port):
-                                if let d = outputs[s]?[port] { inputs[b.path] = ArtifactRef(type: b.type, digest: d) }
-                            }
-                        }
+                        let inputs = boundInputs(stage, upstream: outputs)
                         let digests = inputs.mapValues { $0.digest }
                         group.addTask {
                             await execute(stage, inputs: inputs, inputDigests: digests, index: index + 1, total: total)
@@ -144,11 +137,9 @@ public struct Scheduler: Sendable {
         }
     }
 
-    /// Runs the one stage `name` whose upstream stages are already done (`upstream`: stage → port → digest),
-    /// as a job of a remote executor does. The result is not sent to `events` as `.finished`.
-    public func runSingle(_ name: String, upstream: [String: [String: Digest]]) async -> StageResult? {
-        guard let index = graph.stages.firstIndex(where: { $0.name == name }) else { return nil }
-        let stage = graph.stages[index]
+    /// The artifacts bound to `stage`'s input paths: sources, and the outputs of upstream stages already done
+    /// (`upstream`: stage → port → digest); an input whose stage has not produced it yet is absent.
+    func boundInputs(_ stage: StageNode, upstream: [String: [String: Digest]]) -> [String: ArtifactRef] {
         var inputs: [String: ArtifactRef] = [:]
         for b in stage.bindings {
             switch b.source {
@@ -157,6 +148,15 @@ public struct Scheduler: Sendable {
                 if let d = upstream[s]?[port] { inputs[b.path] = ArtifactRef(type: b.type, digest: d) }
             }
         }
+        return inputs
+    }
+
+    /// Runs the one stage `name` whose upstream stages are already done (`upstream`: stage → port → digest),
+    /// as a job of a remote executor does. The result is not sent to `events` as `.finished`.
+    public func runSingle(_ name: String, upstream: [String: [String: Digest]]) async -> StageResult? {
+        guard let index = graph.stages.firstIndex(where: { $0.name == name }) else { return nil }
+        let stage = graph.stages[index]
+        let inputs = boundInputs(stage, upstream: upstream)
         return await execute(stage, inputs: inputs, inputDigests: inputs.mapValues(\.digest), index: index + 1,
                              total: graph.stages.count)
     }
@@ -168,14 +168,7 @@ public struct Scheduler: Sendable {
         guard let kind = kinds[stage.kind.name] as? any ShardableStageKind else {
             throw StageFailure("stage kind '\(stage.kind.name)' cannot be split into shards")
         }
-        var inputs: [String: ArtifactRef] = [:]
-        for b in stage.bindings {
-            switch b.source {
-            case .source(let n): inputs[b.path] = sources[n]
-            case .stage(let s, let port):
-                if let d = upstream[s]?[port] { inputs[b.path] = ArtifactRef(type: b.type, digest: d) }
-            }
-        }
+        let inputs = boundInputs(stage, upstream: upstream)
         let work = store.root.appendingPathComponent("tmp").appendingPathComponent("shard-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: work) }
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
