@@ -25,12 +25,13 @@ public enum SVGPlot {
         let cw = max(12.0, min(28.0, 760.0 / Double(nc))), ch = 22.0
         let left = 40.0 + Double(rows.map(\.count).max() ?? 4) * 7.0, top = 34.0
         let gridW = cw * Double(nc), gridH = ch * Double(rows.count)
-        let width = left + gridW + 20, height = top + gridH + 118
+        let lw = min(300.0, max(160.0, gridW * 0.6))   // legend bar width
+        let width = max(left + gridW + 20, left + lw + 110, 40 + 8 * Double(title.count)), height = top + gridH + 118
         let values = cells.flatMap { $0 }.compactMap { $0?.value }.filter(\.isFinite)
         let lo = min(0, values.min() ?? 0), hi0 = max(0, values.max() ?? 0)
         let hi = hi0 == lo ? lo + 1 : hi0
         var s = open(width: width, height: height, title: title, description: description)
-        s += text(left + gridW / 2, 20, title, anchor: "middle", size: 14, weight: "bold")
+        s += text(width / 2, 20, title, anchor: "middle", size: 14, weight: "bold")
         // Row labels and the y axis title.
         for (r, label) in rows.enumerated() {
             s += text(left - 6, top + ch * (Double(r) + 0.5) + 4, label, anchor: "end", size: 11)
@@ -60,7 +61,7 @@ public enum SVGPlot {
         }
         s += text(left + gridW / 2, top + gridH + 32, xLabel, anchor: "middle", size: 12)
         // Legend: 24 swatches from lo to hi, tick labels, the not-scored swatch and the mark.
-        let ly = top + gridH + 50, lw = min(300.0, max(160.0, gridW * 0.6)), steps = 24
+        let ly = top + gridH + 50, steps = 24
         s += text(left, ly - 4, valueLabel, anchor: "start", size: 11)
         for k in 0..<steps {
             let v = lo + (hi - lo) * (Double(k) + 0.5) / Double(steps)
@@ -68,7 +69,7 @@ public enum SVGPlot {
         }
         s += "<rect x=\"\(n(left))\" y=\"\(n(ly))\" width=\"\(n(lw))\" height=\"12\" fill=\"none\" stroke=\"#888888\"/>\n"
         var ticks = [lo, hi]
-        if lo < 0 { ticks.insert(0, at: 1) }
+        if lo < 0, lw * -lo / (hi - lo) > 36, lw * hi / (hi - lo) > 36 { ticks.insert(0, at: 1) }   // 0 only where its label fits
         for t in ticks {
             s += text(left + lw * (t - lo) / (hi - lo), ly + 26, label(t), anchor: "middle", size: 10)
         }
