@@ -124,7 +124,7 @@ public enum HTMLReport {
             for c in t.columns {
                 guard let v = row.values[c.name] else { h += "<td></td>"; continue }
                 h += "<td class=\"num\">\(ResultsTable.format(v * c.scale, c.digits))"
-                if i > 0, let r = row.values[c.name].flatMap({ _ in ref.values[c.name] }) {
+                if i > 0, let r = ref.values[c.name] {
                     let d = (v - r) * c.scale
                     var delta = (d >= 0 ? "+" : "−") + ResultsTable.format(abs(d), c.digits)
                     if r != 0 { delta += String(format: " (%@%.1f %%)", (v - r) / abs(r) >= 0 ? "+" : "−", abs((v - r) / r) * 100) }
