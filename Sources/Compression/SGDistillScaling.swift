@@ -44,13 +44,16 @@ public struct SGDistillScaling: Sendable, Hashable, Codable {
     /// multiplier, never a negative or infinite one. A trainable block without a score gets the mean raw multiplier
     /// of the scored ones. The raw multipliers are normalised to mean 1 over the trainable blocks (so the learning
     /// rate keeps its meaning) and then capped at `cap` (after which the mean may be below 1).
-    /// - Throws: `CompressionError` when `inverse` has no scores, or no trainable block has a positive ΔP.
+    /// With no trainable block at all every multiplier is 0 (only parameters outside the blocks train).
+    /// - Throws: `CompressionError` when `inverse` has no scores, or trainable blocks exist but none has a positive ΔP.
     public func multipliers(structure: ModelStructure, removal: Removal, frozen: Set<Int>, compressionRatio: Double,
                             sensitivity: Sensitivity?) throws -> [Double]? {
         guard compressionRatio > threshold else { return nil }
         let n = structure.blocks.count
         let trainable = (0..<n).filter { !removal.isBlockRemoved($0) && !frozen.contains($0) }
         var m = [Double](repeating: 0, count: n)
+        // Every block removed or frozen (e.g. PWP froze all blocks before a pruned tail): nothing to scale.
+        guard !trainable.isEmpty else { return m }
         switch form {
         case .binary:
             let first = removal.firstAffectedBlock ?? n

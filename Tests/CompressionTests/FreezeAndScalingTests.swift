@@ -188,6 +188,19 @@ import Testing
         }
     }
 
+    @Test func noTrainableBlockMeansNothingToScale() throws {
+        let s = try fixtureStructure("sd3_tiny")
+        let sens = try sensitivity(s) { a in a.component == .block ? 0 : 0.1 }
+        let r = try PruneSelection.explicit(["blocks.1"], structure: s)
+        let g = SGDistillScaling(form: .inverse, threshold: 0)
+        // Block 0 frozen, block 1 removed: all zero, not an error (the blocks' ΔP are irrelevant then).
+        #expect(try g.multipliers(structure: s, removal: r, frozen: [0], compressionRatio: 0.5, sensitivity: sens) == [0, 0])
+        let u = try #require(try g.unitMultipliers(structure: s, removal: r, frozen: [0], compressionRatio: 0.5, sensitivity: sens))
+        #expect(u.blocks == [0, 0] && u.components.isEmpty)
+        // A trainable block whose only ΔP is 0 is still an error.
+        #expect(throws: CompressionError.self) { try g.multipliers(structure: s, removal: r, frozen: [], compressionRatio: 0.5, sensitivity: sens) }
+    }
+
     @Test func removedFrozenAndUnscoredUnitsFollowTheBlockRules() throws {
         let s = try fixtureStructure("sd3_tiny")
         // Block 0 scores only attn and ff; ff is removed, and block 1 is frozen: block 0's attn is the one unit
