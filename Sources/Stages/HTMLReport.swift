@@ -178,7 +178,9 @@ public enum HTMLReport {
         h += "<h3>SGDistill multipliers</h3>\n"
         if let (stage, rec) = r.sgdistill {
             h += "<p>Stage <code>\(esc(stage))</code>: form <code>\(esc(rec.form))</code>, threshold \(SVGPlot.label(rec.threshold)), removed parameter fraction \(String(format: "%.3f", rec.compressionRatio)).</p>\n"
-            if rec.multipliers != nil {
+            if let m = rec.multipliers, sgdistillUnits(rec).isEmpty {
+                h += "<p>All \(m.count) block multipliers are 0: every block is removed or frozen, only parameters outside the blocks trained.</p>\n"
+            } else if rec.multipliers != nil {
                 h += sgdistillSVG(rec)
                 h += sgdistillTable(rec)
             } else {
