@@ -407,6 +407,22 @@ public final class Ledger: Sendable {
         }
     }
 
+    /// The newest stage execution that ran (was not taken from the cache) under action key `key`, with its
+    /// metrics: where a cached stage's metrics and log live (`hprune report --html`). Nil when none is recorded.
+    public func lastRan(key: String) throws -> (execution: StageExecution, metrics: [Metric])? {
+        guard !key.isEmpty else { return nil }
+        let found: (String, String)? = try wrap {
+            try pool.read { db in
+                try Row.fetchOne(db, sql: "SELECT run_id, stage FROM stage_executions WHERE key = ? AND status = 'ran' ORDER BY id DESC LIMIT 1",
+                                 arguments: [key]).map { ($0["run_id"], $0["stage"]) }
+            }
+        }
+        guard let (runID, stage) = found else { return nil }
+        let run = RunID(runID)
+        guard let execution = try stages(of: run).last(where: { $0.key == key && $0.status == .ran }) else { return nil }
+        return (execution, try metrics(of: run).filter { $0.stage == stage })
+    }
+
     /// The metrics of a run, in the order they were recorded.
     public func metrics(of run: RunID) throws -> [Metric] {
         try wrap {

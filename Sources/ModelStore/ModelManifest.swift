@@ -74,18 +74,23 @@ public struct SGDistillRecord: Codable, Sendable, Hashable {
     public var threshold: Double
     /// Removed parameter fraction the decision was made on.
     public var compressionRatio: Double
-    /// [|B|] multipliers, or nil when the ratio was not above the threshold.
+    /// [|B|] multipliers, or nil when the ratio was not above the threshold. With `components`, the value of each
+    /// block's parameters that no scored component owns.
     public var multipliers: [Double]?
+    /// Per-component multipliers (`blocks.12.ff` → m), when the scores had component entries (`inverse` only);
+    /// nil (and absent from the JSON, so block-only manifests keep their digests) otherwise.
+    public var components: [String: Double]?
 
-    public init(form: String, threshold: Double, compressionRatio: Double, multipliers: [Double]?) {
+    public init(form: String, threshold: Double, compressionRatio: Double, multipliers: [Double]?, components: [String: Double]? = nil) {
         self.form = form
         self.threshold = threshold
         self.compressionRatio = compressionRatio
         self.multipliers = multipliers
+        self.components = components
     }
 
     enum CodingKeys: String, CodingKey {
-        case form, threshold, multipliers
+        case form, threshold, multipliers, components
         case compressionRatio = "compression_ratio"
     }
 }

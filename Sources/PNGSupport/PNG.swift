@@ -1,5 +1,5 @@
 // A dependency-free PNG writer: 8-bit greyscale or RGB, filter type 0 on every row, IDAT as a zlib stream of
-// stored (uncompressed) deflate blocks. Enough for sample grids; no system zlib needed. Reading is not supported.
+// stored (uncompressed) deflate blocks. Enough for sample grids; no system zlib needed. Reading: PNGDecode.swift.
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -161,6 +161,8 @@ public enum PNGError: Error, Equatable, CustomStringConvertible {
     case badSize(width: Int, height: Int)
     case pixelCountMismatch(expected: Int, got: Int)
     case io(path: String, operation: String, code: Int32)
+    /// A file `decode` cannot read: not a PNG, corrupt, or outside the supported subset.
+    case malformed(source: String, reason: String)
 
     public var description: String {
         switch self {
@@ -172,6 +174,8 @@ public enum PNGError: Error, Equatable, CustomStringConvertible {
             return "the image needs \(e) pixel bytes (width × height × channels), got \(g)"
         case .io(let path, let op, let code):
             return "\(path): \(op) failed: \(String(cString: strerror(code)))"
+        case .malformed(let source, let reason):
+            return "\(source): not a readable PNG: \(reason) (8-bit grey, RGB, grey+alpha or RGBA, non-interlaced are read)"
         }
     }
 }

@@ -1,6 +1,7 @@
 // The `distill` stage kind: trains a pruned (and usually PWP-frozen) student to match its teacher — output KD,
 // feature KD on the outputs of the trainable unpruned blocks, optional task loss (forms hierarchicalprune,
-// bk-sdm, laptop) — with SGDistill per-block update multipliers, AdamW, checkpoints and resume (TrainingLoop).
+// bk-sdm, laptop) — with SGDistill update multipliers (per block, or per scored sub-component), AdamW, checkpoints
+// and resume (TrainingLoop).
 
 import ArtifactStore
 import Compression
@@ -16,7 +17,8 @@ import YAMLSupport
 public struct DistillStage: ExecutableStageKind {
     public init() {}
     public let name = "distill"
-    public let version = 1
+    /// 2: SGDistill per sub-component when the scores have component entries (block-only scores: same outputs as 1).
+    public let version = 2
     public let summary = "Distil a pruned student from its teacher (output + feature KD, SGDistill scaling), resumable."
 
     public let schema = Schema([
@@ -36,14 +38,14 @@ public struct DistillStage: ExecutableStageKind {
         ])), doc: "Distillation loss. Feature terms use the image (x) and context (c) outputs of every unpruned block with trainable parameters (teacher block i ↔ student block i); the last SD3 block contributes its image output only."),
         Field("sensitivity", .object(Schema([
             Field("form", .choice(SGDistillScaling.Form.allCases.map(\.rawValue)),
-                  doc: "`inverse`: block multiplier ∝ 1/max(ΔP_i, ε·max ΔP) normalised to mean 1 over trainable blocks, capped at `cap` (needs `scores`). `binary`: 0 before the first removed block, 1 from it on (the official code). Default: inverse with `scores`, binary without."),
+                  doc: "`inverse`: multiplier ∝ 1/max(ΔP, ε·max ΔP) normalised to mean 1 over the trainable units, capped at `cap` (needs `scores`); the units are the scored sub-components of a block where `scores` has them (its other parameters use the block's value), else the block. `binary`: 0 before the first removed block, 1 from it on (the official code). Default: inverse with `scores`, binary without."),
             Field("threshold", .number(min: 0, max: 1), default: .double(0.25),
                   doc: "r_thres: SGDistill applies only when the removed parameter fraction is above this; otherwise every trainable block uses multiplier 1."),
             Field("epsilon", .number(min: 0, max: 1, exclusive: true), default: .double(0.01),
                   doc: "inverse: ΔP floor relative to the largest positive ΔP, so no block gets more than 1/ε times another's raw multiplier. A ΔP below the floor — near zero or negative (removing the block improves the score) — counts as the floor: the least sensitive blocks get the largest multiplier."),
             Field("cap", .number(min: 0, exclusive: true), default: .double(SGDistillScaling.defaultCap),
                   doc: "inverse: the largest multiplier after normalisation to mean 1 (m_i = min(m_i, cap))."),
-        ])), doc: "SGDistill: the AdamW update (step and weight decay) of every parameter of block i is multiplied by m_i, i.e. block i trains at lr·m_i. Gradients are not scaled (Adam would cancel it); clipping sees the unscaled gradients. m_i = 0 leaves the block unchanged."),
+        ])), doc: "SGDistill: the AdamW update (step and weight decay) of every parameter of block i (or of its scored sub-component) is multiplied by m_i, i.e. it trains at lr·m_i; the multipliers are recorded in `structure.sgdistill` and as metrics `sgdistill.blocks.N[.component]`. Gradients are not scaled (Adam would cancel it); clipping sees the unscaled gradients. m_i = 0 leaves the block unchanged."),
     ] + TrainingFields.common)
 
     public func outputs(params: ParamValue) -> [PortSpec] {
@@ -99,11 +101,14 @@ public struct DistillStage: ExecutableStageKind {
         let s = student.structure
         let ratio: Double
         let multipliers: [Double]?
+        let componentMultipliers: [ComponentAddress: Double]
         do {
             ratio = 1 - Double(try s.parameterCount(after: student.loaded.removal)) / Double(max(1, s.parameterCount))
             let sens = try ctx.input("scores").map { try Sensitivity.decode(try ctx.store.data($0.digest), source: "scores", structure: s) }
-            multipliers = try scaling.multipliers(structure: s, removal: student.loaded.removal, frozen: Set(student.frozen.blocks),
-                                                  compressionRatio: ratio, sensitivity: sens)
+            let units = try scaling.unitMultipliers(structure: s, removal: student.loaded.removal, frozen: Set(student.frozen.blocks),
+                                                    frozenPrefixes: student.frozen.prefixes, compressionRatio: ratio, sensitivity: sens)
+            multipliers = units?.blocks
+            componentMultipliers = units?.components ?? [:]
         } catch let e as CompressionError {
             throw ctx.failure("'sensitivity': \(e.message)", log: "fix: \(e.fix)")
         } catch let e as StageFailure {
@@ -113,7 +118,7 @@ public struct DistillStage: ExecutableStageKind {
         }
         let trainable = TrainableParameters(structure: s, loaded: Set(student.transformer.weights.names),
                                             frozenBlocks: Set(student.frozen.blocks), frozenPrefixes: student.frozen.prefixes,
-                                            blockMultipliers: multipliers)
+                                            blockMultipliers: multipliers, componentMultipliers: componentMultipliers)
         guard !trainable.multipliers.isEmpty else {
             throw ctx.failure("nothing to train: every parameter is frozen or has SGDistill multiplier 0", log: "fix: freeze fewer blocks")
         }
@@ -127,6 +132,13 @@ public struct DistillStage: ExecutableStageKind {
         } catch { throw ctx.failure("\(error)") }
         ctx.recorder.log(String(format: "removed %.2f %% of the parameters; SGDistill %@ (threshold %.2f): %@\n", ratio * 100, scaling.form.rawValue,
                                 scaling.threshold, multipliers.map { $0.map { String(format: "%.3g", $0) }.joined(separator: " ") } ?? "off (ratio not above threshold)"))
+        if !componentMultipliers.isEmpty {
+            ctx.recorder.log("SGDistill per component: " + componentMultipliers.sorted { $0.key < $1.key }
+                .map { "\($0.key) \(String(format: "%.3g", $0.value))" }.joined(separator: ", ") + "\n")
+        }
+        // The multipliers in the ledger: sgdistill.blocks.N (a block's, or its unscored parameters'), sgdistill.blocks.N.c.
+        for (i, m) in (multipliers ?? []).enumerated() where m > 0 { ctx.recorder.metric("sgdistill.blocks.\(i)", m) }
+        for (a, m) in componentMultipliers.sorted(by: { $0.key < $1.key }) { ctx.recorder.metric("sgdistill.\(a)", m) }
         ctx.recorder.log("feature blocks: \(trainer.features.indices.sorted().map(String.init).joined(separator: ",")); trainable parameters: \(trainable.elementCount(s))\n")
         ctx.recorder.metric("trainable_params", Double(trainable.elementCount(s)))
 
@@ -140,7 +152,9 @@ public struct DistillStage: ExecutableStageKind {
         var manifest = try TrainingLoop.storeTrained(trainable.names, weights: student.transformer.weights,
                                                      into: student.manifest, store: ctx.store)
         manifest.structure.sgdistill = SGDistillRecord(form: scaling.form.rawValue, threshold: scaling.threshold,
-                                                       compressionRatio: ratio, multipliers: multipliers)
+                                                       compressionRatio: ratio, multipliers: multipliers,
+                                                       components: componentMultipliers.isEmpty ? nil
+                                                           : Dictionary(uniqueKeysWithValues: componentMultipliers.map { ($0.key.description, $0.value) }))
         return ["model": try ctx.putModel(manifest)]
     }
 }

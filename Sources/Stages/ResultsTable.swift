@@ -27,10 +27,25 @@ public enum ResultsTable {
         ("task_flow_loss", "flow loss", 1, 4),
     ]
 
-    /// The table. Models come in the order their metrics were recorded; the first model of each run (the
-    /// evaluate stage's reference) is shown for the first run only when `referenceOnce`. Columns no row has are left out.
-    public static func markdown(_ runs: [Run], stage: String = "evaluate", referenceOnce: Bool = true) -> String {
-        var rows: [[String]] = []
+    /// One row of the table: a model of a run and its metric values by metric name (unscaled).
+    public struct Row: Sendable {
+        public var label: String
+        public var model: String
+        public var values: [String: Double]
+    }
+
+    /// The rows and notes the table shows, and the columns some row has (in `columns` order).
+    public struct Table: Sendable {
+        public var rows: [Row]
+        public var notes: [String]
+        /// (metric name, header, scale, decimals) of the columns present.
+        public var columns: [(name: String, header: String, scale: Double, digits: Int)]
+    }
+
+    /// The data of the table. Models come in the order their metrics were recorded; the first model of each run
+    /// (the evaluate stage's reference) is included for the first run only when `referenceOnce`.
+    public static func table(_ runs: [Run], stage: String = "evaluate", referenceOnce: Bool = true) -> Table {
+        var rows: [Row] = []
         var present = Set<String>()
         var notes: [String] = []
         for (r, run) in runs.enumerated() {
@@ -49,20 +64,25 @@ public enum ResultsTable {
             }
             for (i, model) in models.enumerated() {
                 if referenceOnce, i == 0, r > 0 { continue }
-                var row = [run.label, model]
-                for (name, _, scale, digits) in columns {
-                    if let v = values[model]?[name] { present.insert(name); row.append(format(v * scale, digits)) } else { row.append("") }
-                }
-                rows.append(row)
+                let v = values[model] ?? [:]
+                for (name, _, _, _) in columns where v[name] != nil { present.insert(name) }
+                rows.append(Row(label: run.label, model: model, values: v))
             }
         }
-        let keep = columns.enumerated().filter { present.contains($0.element.0) }.map(\.offset)
-        var out = "| run | model | " + keep.map { columns[$0].1 }.joined(separator: " | ") + " |\n"
-        out += "|---|---|" + keep.map { _ in "---:|" }.joined() + "\n"
-        for row in rows {
-            out += "| " + ([row[0], row[1]] + keep.map { row[2 + $0] }).joined(separator: " | ") + " |\n"
+        return Table(rows: rows, notes: notes,
+                     columns: columns.filter { present.contains($0.0) }.map { (name: $0.0, header: $0.1, scale: $0.2, digits: $0.3) })
+    }
+
+    /// The table as Markdown. Columns no row has are left out.
+    public static func markdown(_ runs: [Run], stage: String = "evaluate", referenceOnce: Bool = true) -> String {
+        let t = table(runs, stage: stage, referenceOnce: referenceOnce)
+        var out = "| run | model | " + t.columns.map(\.header).joined(separator: " | ") + " |\n"
+        out += "|---|---|" + t.columns.map { _ in "---:|" }.joined() + "\n"
+        for row in t.rows {
+            let cells = t.columns.map { c in row.values[c.name].map { format($0 * c.scale, c.digits) } ?? "" }
+            out += "| " + ([row.label, row.model] + cells).joined(separator: " | ") + " |\n"
         }
-        if !notes.isEmpty { out += "\n" + notes.joined(separator: "\n") + "\n" }
+        if !t.notes.isEmpty { out += "\n" + t.notes.joined(separator: "\n") + "\n" }
         return out
     }
 
@@ -106,7 +126,7 @@ public enum ResultsTable {
         return seen
     }
 
-    static func format(_ v: Double, _ digits: Int) -> String {
+    public static func format(_ v: Double, _ digits: Int) -> String {
         guard v.isFinite else { return "—" }
         return String(format: "%.\(digits)f", v)
     }

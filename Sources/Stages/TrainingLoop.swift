@@ -230,7 +230,27 @@ struct TrainingLoop {
             ctx.recorder.metric("loss_last\(k)_mean", losses.suffix(k).reduce(0, +) / Double(k))
         }
         ctx.recorder.metric("steps_run", Double(losses.count))
+        if !losses.isEmpty { ctx.recorder.log(Self.lossCurveLine(losses, start: start)) }
         return (losses, start)
+    }
+
+    /// How many points the recorded loss curve has at most (`lossCurveLine`).
+    static let lossCurvePoints = 100
+
+    /// The loss curve of one execution as one log line, `loss_curve every=N: STEP:LOSS STEP:LOSS …\n`: for each window
+    /// of N consecutive steps (N = ⌈steps / 100⌉), the last step of the window (1-based, counting from the resumed
+    /// step) and the mean total loss over the window (the last window may be shorter). `hprune report --html`
+    /// draws it (`HTMLReport.parseLossCurve`); the ledger keeps it with the stage's log, no artifact changes.
+    static func lossCurveLine(_ losses: [Double], start: Int) -> String {
+        let every = max(1, (losses.count + lossCurvePoints - 1) / lossCurvePoints)
+        var parts: [String] = []
+        var i = 0
+        while i < losses.count {
+            let window = losses[i..<min(i + every, losses.count)]
+            parts.append(String(format: "%d:%.6g", start + i + window.count, window.reduce(0, +) / Double(window.count)))
+            i += every
+        }
+        return "loss_curve every=\(every): " + parts.joined(separator: " ") + "\n"
     }
 
     /// Stores the trained tensors (in each tensor's stored dtype; f32 for new models) and returns `manifest` with

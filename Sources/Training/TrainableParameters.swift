@@ -1,5 +1,6 @@
 // Which parameters a training loop updates, and how strongly: PWP-frozen blocks and modules never change,
-// buffers are not parameters, and SGDistill gives each block an update multiplier (0 = not updated at all).
+// buffers are not parameters, and SGDistill gives each block (or scored sub-component) an update multiplier
+// (0 = not updated at all).
 //
 // What SGDistill scales, precisely: the AdamW *update* of every parameter of block i (its step size and its
 // decoupled weight decay) is multiplied by m_i — i.e. block i trains with learning rate lr·m_i. The
@@ -23,16 +24,24 @@ public struct TrainableParameters: Sendable, Hashable {
     ///   - frozenBlocks: PWP-frozen global block indices.
     ///   - frozenPrefixes: PWP-frozen module prefixes (`pos_embed.`).
     ///   - blockMultipliers: [|B|] SGDistill multipliers, or nil (every block 1).
+    ///   - componentMultipliers: SGDistill per-component multipliers: a tensor a listed component owns
+    ///     (`ModelStructure.tensorNames(of:)`) uses it instead of its block's (the smallest, when two listed
+    ///     components own it, e.g. `norm1` and `w_norm1`).
     public init(structure: ModelStructure, loaded: Set<String>, frozenBlocks: Set<Int> = [], frozenPrefixes: [String] = [],
-                blockMultipliers: [Double]? = nil) {
+                blockMultipliers: [Double]? = nil, componentMultipliers: [ComponentAddress: Double] = [:]) {
         var out: [String: Double] = [:]
         let prefixes = structure.blocks.map { ($0.index, $0.prefix + ".") }
+        var byTensor: [String: Double] = [:]
+        for (a, m) in componentMultipliers {
+            for name in (try? structure.tensorNames(of: a)) ?? [] { byTensor[name] = Swift.min(byTensor[name] ?? m, m) }
+        }
         for spec in structure.tensors where !spec.isBuffer && loaded.contains(spec.name) {
             if frozenPrefixes.contains(where: { spec.name.hasPrefix($0) }) { continue }
             var m = 1.0
             if let (i, _) = prefixes.first(where: { spec.name.hasPrefix($0.1) }) {
                 if frozenBlocks.contains(i) { continue }
                 if let bm = blockMultipliers, i < bm.count { m = bm[i] }
+                if let cm = byTensor[spec.name] { m = cm }
             }
             if m > 0, m.isFinite { out[spec.name] = m }
         }

@@ -1,5 +1,6 @@
 // `hprune report RUN…`: the `evaluate` metrics of several runs side by side as a Markdown table (Docs/results.md),
-// and with `--images DIR` their sample grids copied out of the store and linked in a "Samples" section.
+// with `--images DIR` their sample grids copied out of the store and linked in a "Samples" section, and with
+// `--html OUT.html` one self-contained page of the runs (Stages/HTMLReport.swift).
 import ArgumentParser
 import ArtifactStore
 import Foundation
@@ -18,6 +19,11 @@ struct Report: AsyncParsableCommand {
             Examples:
               hprune report r-20261121-2210-ab12 r-20261121-2215-cd34 --store recipes/digits/.hprune
               hprune report r-…-ab12 r-…-cd34 --store recipes/digits/.hprune --images Docs/results --markdown-dir Docs > table.md
+            With --html OUT.html, one self-contained page (no scripts, no network; plots as inline SVG, grids as data:
+            URIs) is also written: per run the ΔP heat map over block × component with the removals crossed out, the
+            position weights, frozen blocks, SGDistill multipliers, loss curves and sample grids, and the metrics
+            table of all runs with each value's difference from the first row. The Markdown is still printed.
+              hprune report r-…-ab12 r-…-cd34 --store recipes/digits/.hprune --html Docs/results/report.html > /dev/null
             """)
 
     @Argument(help: "Run ids (or unique prefixes), in the order of the rows.") var runs: [String]
@@ -28,6 +34,8 @@ struct Report: AsyncParsableCommand {
     var images: String?
     @Option(help: ArgumentHelp("The folder the Markdown will be saved in: image links are relative to it.", valueName: "DIR"))
     var markdownDir = "."
+    @Option(help: ArgumentHelp("Also write one self-contained HTML page of the runs to this file.", valueName: "OUT.html"))
+    var html: String?
 
     func run() async throws {
         let store = try storeOptions.openStandalone()
@@ -48,7 +56,28 @@ struct Report: AsyncParsableCommand {
             let samples = try copySamples(store, records, out, into: URL(fileURLWithPath: images))
             markdown += "\n" + ResultsTable.samplesMarkdown(samples)
         }
+        if let html { try writeHTML(store, records, to: html) }
         print(markdown, terminator: "")
+    }
+
+    /// Gathers each run's data and writes the page atomically (temp file, then rename).
+    func writeHTML(_ store: ArtifactStore, _ records: [RunRecord], to path: String) throws {
+        var data: [HTMLReport.RunData] = []
+        for record in records {
+            do { data.append(try HTMLReport.gather(store: store, record: record, evaluateStage: stage)) } catch {
+                Terminal.err("error: \(error)")
+                throw ExitCode(1)
+            }
+        }
+        let url = URL(fileURLWithPath: path)
+        do {
+            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try Data(HTMLReport.page(data, evaluateStage: stage).utf8).write(to: url, options: .atomic)
+        } catch {
+            Terminal.err("error: cannot write the HTML report '\(path)': \(error.localizedDescription); check the folder exists and is writable")
+            throw ExitCode(1)
+        }
+        Terminal.err("wrote \(path)")
     }
 
     /// Copies the runs' `<model>.png` grids that the Samples section shows to `dir` (atomically) and returns the

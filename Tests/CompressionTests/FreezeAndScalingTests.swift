@@ -152,3 +152,71 @@ import Testing
         #expect(Degradation.percent(reference: [.promptAccuracy: 0], model: [.promptAccuracy: 0.6], metrics: [.promptAccuracy]) == nil)
     }
 }
+
+@Suite struct SGDistillComponentTests {
+    /// sd3_tiny: 2 blocks, the last one context_pre_only (no ff_context).
+    @Test func componentUnitsAreOneOverTheirDeltaNormalisedOverUnits() throws {
+        let s = try fixtureStructure("sd3_tiny")
+        let values: [String: Double] = ["blocks.0": 0.4, "blocks.0.attn": 0.2, "blocks.0.ff": 0.05, "blocks.0.ff_context": 0.1,
+                                        "blocks.1": 0.3, "blocks.1.attn": 0.1, "blocks.1.ff": -0.01]
+        let sens = try sensitivity(s) { values[$0.description] }
+        let g = SGDistillScaling(form: .inverse, threshold: 0)
+        let u = try #require(try g.unitMultipliers(structure: s, removal: Removal(), frozen: [], compressionRatio: 0.3, sensitivity: sens))
+        // Units 0.attn 0.2, 0.ff 0.05, 0.ff_context 0.1, 1.attn 0.1, 1.ff −0.01 → floored at ε·0.2 = 0.002.
+        // raw 5, 20, 10, 10, 500; mean 109; 500/109 > 4 is capped.
+        let mean = (5.0 + 20 + 10 + 10 + 500) / 5
+        func c(_ a: String) throws -> Double { try #require(u.components[try ComponentAddress(parsing: a)]) }
+        #expect(u.components.count == 5)
+        let a0 = try c("blocks.0.attn"), f0 = try c("blocks.0.ff"), fc0 = try c("blocks.0.ff_context")
+        let a1 = try c("blocks.1.attn"), f1 = try c("blocks.1.ff")
+        #expect(abs(a0 - 5 / mean) < 1e-12 && abs(f0 - 20 / mean) < 1e-12)
+        #expect(abs(fc0 - 10 / mean) < 1e-12 && abs(a1 - 10 / mean) < 1e-12)
+        #expect(f1 == 4)
+        // The blocks' other parameters: 1/ΔP_block on the same normalisation.
+        #expect(abs(u.blocks[0] - 2.5 / mean) < 1e-12 && abs(u.blocks[1] - (1 / 0.3) / mean) < 1e-12)
+    }
+
+    @Test func blockOnlyScoresGiveExactlyTheBlockForm() throws {
+        let s = try fixtureStructure("sd35_large_turbo_layout")
+        let sens = try sensitivity(s) { a in a.component == .block ? Double(a.block % 7) - 1 : nil }
+        let r = try PruneSelection.explicit(["36-38"], structure: s)
+        for g in [SGDistillScaling(form: .inverse, threshold: 0.1), SGDistillScaling(form: .binary, threshold: 0.1)] {
+            let block = try g.multipliers(structure: s, removal: r, frozen: Set(0..<10), compressionRatio: 0.5, sensitivity: sens)
+            let units = try g.unitMultipliers(structure: s, removal: r, frozen: Set(0..<10), compressionRatio: 0.5, sensitivity: sens)
+            #expect(units?.blocks == block && units?.components.isEmpty == true)
+            #expect(try g.unitMultipliers(structure: s, removal: r, frozen: [], compressionRatio: 0.05, sensitivity: sens) == nil)
+        }
+    }
+
+    @Test func noTrainableBlockMeansNothingToScale() throws {
+        let s = try fixtureStructure("sd3_tiny")
+        let sens = try sensitivity(s) { a in a.component == .block ? 0 : 0.1 }
+        let r = try PruneSelection.explicit(["blocks.1"], structure: s)
+        let g = SGDistillScaling(form: .inverse, threshold: 0)
+        // Block 0 frozen, block 1 removed: all zero, not an error (the blocks' ΔP are irrelevant then).
+        #expect(try g.multipliers(structure: s, removal: r, frozen: [0], compressionRatio: 0.5, sensitivity: sens) == [0, 0])
+        let u = try #require(try g.unitMultipliers(structure: s, removal: r, frozen: [0], compressionRatio: 0.5, sensitivity: sens))
+        #expect(u.blocks == [0, 0] && u.components.isEmpty)
+        // A trainable block whose only ΔP is 0 is still an error.
+        #expect(throws: CompressionError.self) { try g.multipliers(structure: s, removal: r, frozen: [], compressionRatio: 0.5, sensitivity: sens) }
+    }
+
+    @Test func removedFrozenAndUnscoredUnitsFollowTheBlockRules() throws {
+        let s = try fixtureStructure("sd3_tiny")
+        // Block 0 scores only attn and ff; ff is removed, and block 1 is frozen: block 0's attn is the one unit
+        // with components, so it gets 1 (the mean over one unit), and its rest 1/ΔP_block relative to it.
+        let values: [String: Double] = ["blocks.0.attn": 0.2, "blocks.0.ff": 0.05, "blocks.1.attn": 0.1]
+        let sens = try sensitivity(s) { values[$0.description] }
+        let r = try PruneSelection.explicit(["blocks.0.ff"], structure: s)
+        let g = SGDistillScaling(form: .inverse, threshold: 0)
+        let u = try #require(try g.unitMultipliers(structure: s, removal: r, frozen: [1], compressionRatio: 0.3, sensitivity: sens))
+        #expect(u.components == [ComponentAddress(block: 0, component: .attn): 1])
+        #expect(u.blocks[1] == 0)
+        // blockDelta(0) = the largest component ΔP (0.2, the attn): the rest gets the attn's value.
+        #expect(abs(u.blocks[0] - 1) < 1e-12)
+        // Freezing the attn's tensors by prefix removes that unit: block 0 falls back to the block form.
+        let prefix = s.blocks[0].prefix + ".attn."
+        let v = try #require(try g.unitMultipliers(structure: s, removal: r, frozen: [1], frozenPrefixes: [prefix], compressionRatio: 0.3, sensitivity: sens))
+        #expect(v.components.isEmpty && v.blocks == [1, 0])
+    }
+}

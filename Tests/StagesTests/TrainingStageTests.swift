@@ -115,15 +115,58 @@ final class Box<T>: @unchecked Sendable {
             """)
         let d = try #require(run.result("distill"))
         #expect(d.status == .ran, "\(d.error ?? "")")
-        // Block 2's ΔP < 0 (its removal helps): raised to the floor ε·max ΔP = 0.002, the least sensitive. 1/ΔP = 5 and 500
-        // for blocks 0 and 2, normalised to mean 1: 5/252.5 and 500/252.5 (under the cap 4); the removed block 1 gets 0.
+        // Block 2's ΔP −0.05 (its removal helps) is floored at ε·max ΔP = 0.002: raw 1/0.2 = 5 and 1/0.002 = 500 for
+        // blocks 0 and 2, normalised to mean 1: 5/252.5 and 500/252.5 (under the cap 4); the removed block 1 gets 0.
         let sg = try #require(try run.model("distill").structure.sgdistill)
         #expect(sg.form == "inverse")
         let m = try #require(sg.multipliers)
         #expect(m.count == 3 && abs(m[0] - 5 / 252.5) < 1e-12 && m[1] == 0 && abs(m[2] - 500 / 252.5) < 1e-12, "\(m)")
+        #expect(sg.components == nil)   // block-only scores: no per-component multipliers
         let before = try run.model("prune"), after = try run.model("distill")
         #expect(before.tensors["transformer_blocks.0.attn.to_q.weight"] != after.tensors["transformer_blocks.0.attn.to_q.weight"])
         #expect(before.tensors["pos_embed.pos_embed"] == after.tensors["pos_embed.pos_embed"])
+    }
+
+    @Test func componentSGDistillFromComponentScores() async throws {
+        let dir = TemporaryDirectory()
+        let teacher = try copyModel("sd35_tiny", into: dir)
+        let data = try writeTrainingData(dir)
+        let s = ModelStructure(try ModelConfig.load(path: dir.path + "/\(teacher)/config.json"))
+        // Block 2 is the last SD3 block (no ff_context). Units: 0.attn 0.2, 0.ff 0.05, 2.attn 0.1, 2.ff −0.01 (floored
+        // at ε·0.2 = 0.002): raw 5, 20, 10, 500, mean 133.75; the blocks' other parameters 1/0.4 and 1/0.3.
+        let deltas: [ComponentAddress: Double] = [
+            ComponentAddress(block: 0, component: .block): 0.4, ComponentAddress(block: 0, component: .attn): 0.2,
+            ComponentAddress(block: 0, component: .ff): 0.05, ComponentAddress(block: 1, component: .block): 0.01,
+            ComponentAddress(block: 2, component: .block): 0.3, ComponentAddress(block: 2, component: .attn): 0.1,
+            ComponentAddress(block: 2, component: .ff): -0.01]
+        _ = dir.write("scores.json", String(decoding: try Sensitivity(deltas: deltas, structure: s, positionWeight: PositionWeight(form: .none),
+                                                                      metric: "test").encoded(), as: UTF8.self))
+        let run = try await runRecipe(dir, """
+            recipe: 1
+            name: d
+            models: { teacher: { path: \(teacher) } }
+            datasets: { calib: { path: \(data) } }
+            stages:
+              score: { kind: test-scores, path: scores.json }
+              prune: { kind: prune, model: teacher, remove: "1" }
+              distill: { kind: distill, student: prune, teacher: teacher, scores: score, data: calib, steps: 2, batch: 1,
+                         sensitivity: { threshold: 0.1 } }
+            """)
+        let d = try #require(run.result("distill"))
+        #expect(d.status == .ran, "\(d.error ?? "")")
+        let sg = try #require(try run.model("distill").structure.sgdistill)
+        let mean = 535.0 / 4
+        let want = ["blocks.0.attn": 5 / mean, "blocks.0.ff": 20 / mean, "blocks.2.attn": 10 / mean, "blocks.2.ff": 500 / mean]
+        let got = try #require(sg.components)
+        #expect(got.keys.sorted() == want.keys.sorted(), "\(got)")
+        for (k, v) in want { #expect(abs((got[k] ?? 0) - v) < 1e-12, "\(k): \(got[k] ?? 0) vs \(v)") }
+        let m = try #require(sg.multipliers)
+        #expect(m.count == 3 && abs(m[0] - 2.5 / mean) < 1e-12 && m[1] == 0 && abs(m[2] - (1 / 0.3) / mean) < 1e-12, "\(m)")
+        // The ledger has them as metrics, and the log has the loss curve of the two steps.
+        for (k, v) in want { #expect(abs((metric(d, "sgdistill.\(k)") ?? 0) - v) < 1e-12, "\(k)") }
+        #expect(abs((metric(d, "sgdistill.blocks.0") ?? 0) - 2.5 / mean) < 1e-12 && metric(d, "sgdistill.blocks.1") == nil)
+        let curve = try #require(HTMLReport.parseLossCurve(d.log ?? ""))
+        #expect(curve.every == 1 && curve.points.map(\.step) == [1, 2], "\(d.log ?? "")")
     }
 
     @Test func aKilledDistillResumesFromItsCheckpoint() async throws {

@@ -103,6 +103,32 @@ func load(_ name: String, removing: [String] = []) throws -> any DiffusionTransf
         #expect(out > 0 && feature > 0)
     }
 
+    @Test func componentMultipliersOverrideTheirBlocksForTheTensorsTheyOwn() throws {
+        let teacher = try load("sd35_tiny")
+        let student = try load("sd35_tiny", removing: ["blocks.1.ff"])   // differs from the teacher: non-zero gradients
+        let s = student.structure
+        let attn = ComponentAddress(block: 2, component: .attn), ff = ComponentAddress(block: 2, component: .ff)
+        let trainable = TrainableParameters(structure: s, loaded: Set(student.weights.names), blockMultipliers: [1, 1, 0.5],
+                                            componentMultipliers: [attn: 0.25, ff: 2])
+        let attnNames = Set(try s.tensorNames(of: attn)), ffNames = Set(try s.tensorNames(of: ff))
+        #expect(!attnNames.isEmpty && !ffNames.isEmpty)
+        for n in trainable.names where n.hasPrefix("transformer_blocks.2.") {
+            let want = attnNames.contains(n) ? 0.25 : (ffNames.contains(n) ? 2 : 0.5)
+            #expect(trainable.multipliers[n] == want, "\(n)")
+        }
+        #expect(trainable.multipliers["transformer_blocks.0.ff.net.0.proj.weight"] == 1)
+        // The step follows the component's multiplier: Adam's first step moves by ≈ lr·m.
+        let before = try student.backend.floats(try student.weights("transformer_blocks.2.attn.to_q.weight"))
+        let lr = 1e-3
+        let trainer = try Trainer(model: student, objective: .distillation(teacher: teacher, loss: DistillationLoss(feature: 1)),
+                                  trainable: trainable, settings: OptimizerSettings(learningRate: lr, weightDecay: 0),
+                                  random: TrainingRandom(seed: 2), totalSteps: 1)
+        _ = try trainer.step(try batch(student), step: 0)
+        let after = try student.backend.floats(try student.weights("transformer_blocks.2.attn.to_q.weight"))
+        let moved = zip(after, before).map { Double(abs($0 - $1)) }.max() ?? 0
+        #expect(abs(moved - 0.25 * lr) < 0.05 * lr, "\(moved)")
+    }
+
     @Test func sgdistillScalesUpdatesAndFrozenBlocksNeverChange() throws {
         let teacher = try load("sd35_tiny")
         let student = try load("sd35_tiny", removing: ["blocks.1.ff"])

@@ -10,6 +10,10 @@
 #    instead: signature, every chunk's CRC with zlib.crc32, IHDR, IDAT inflated by zlib.decompress, every pixel
 #    equal to the formula, and writes ours-300x221.verified.json with its sha256; the Swift test compares its
 #    output with the committed file, so the bytes Python verified are the bytes we write.
+# 3. For the reader (PNGImage.decode): zlib-compressed PNGs as other programs write them (Chromium's screenshots):
+#    filters-rgba-23x17.png (RGBA, the row filter cycling through 0-4, level 9), grey-alpha-40x30.png (grey+alpha,
+#    filter 4 on every row, level 6), and wide-grey-640x48.png (a repetitive greyscale pattern, level 9, so the
+#    stream has long matches and dynamic Huffman blocks). Pixel formulas: `rgba`, `ga`, `wide`.
 import hashlib
 import json
 import os
@@ -44,6 +48,47 @@ def write(name, data):
 
 write("grey-13x7.png", png(13, 7, 0, [[grey(x, y) for x in range(13)] for y in range(7)]))
 write("rgb-5x4.png", png(5, 4, 2, [[rgb(x, y, c) for x in range(5) for c in range(3)] for y in range(4)]))
+
+
+def rgba(x, y, c):
+    return (x * 31 + y * 17 + c * 71 + (x * y) % 13) % 256 if c < 3 else (x * 11 + y * 23) % 256
+
+
+def ga(x, y, c):
+    return (x * 7 + y * 3) % 256 if c == 0 else (255 - x * 5) % 256
+
+
+def wide(x, y):
+    return ((x // 8) * 40 + (y // 6) * 25) % 256
+
+
+def paeth(a, b, c):
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    return a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+
+
+def filtered_png(width, height, colour, channels, pixel, filters, level):
+    rows = [[pixel(x, y, c) for x in range(width) for c in range(channels)] for y in range(height)]
+    raw = b""
+    for y, row in enumerate(rows):
+        f = filters(y)
+        prev = rows[y - 1] if y > 0 else [0] * len(row)
+        out = []
+        for i, v in enumerate(row):
+            a = row[i - channels] if i >= channels else 0
+            b = prev[i]
+            c = prev[i - channels] if i >= channels else 0
+            pred = [0, a, b, (a + b) // 2, paeth(a, b, c)][f]
+            out.append((v - pred) % 256)
+        raw += bytes([f]) + bytes(out)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, level)) + chunk(b"IEND", b"")
+
+
+write("filters-rgba-23x17.png", filtered_png(23, 17, 6, 4, rgba, lambda y: y % 5, 9))
+write("grey-alpha-40x30.png", filtered_png(40, 30, 4, 2, ga, lambda y: 4, 6))
+write("wide-grey-640x48.png", filtered_png(640, 48, 0, 1, lambda x, y, c: wide(x, y), lambda y: 0, 9))
 
 ours = os.path.join(HERE, "ours-300x221.png")
 if os.path.exists(ours):
