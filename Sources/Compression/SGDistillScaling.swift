@@ -63,7 +63,6 @@ public struct SGDistillScaling: Sendable, Hashable, Codable {
                 throw CompressionError("sensitivity.form", "inverse scaling needs the `scores` input (a Sensitivity)",
                                        fix: "connect `scores:` to the score stage, or use `form: binary`")
             }
-            if trainable.isEmpty { return m }   // every block removed or frozen: nothing to scale
             let deltas = trainable.map { sensitivity.blockDelta($0) }
             guard let maxD = deltas.compactMap({ $0 }).max(), maxD > 0 else {
                 throw CompressionError("scores", "no trainable block has a positive ΔP (a removal that hurts)",
