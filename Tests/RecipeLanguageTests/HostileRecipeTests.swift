@@ -51,7 +51,9 @@ import YAMLSupport
         }
         let lines = i + 2
         text += "sede: 1\n"
-        let d = expectError(Array(text.utf8), line: lines + 1, column: 1)
+        // Linear work, not a speed goal: ~2 s of CPU in a debug build on an idle core; anything superlinear in 10 MB
+        // would take minutes. The bound leaves room for a loaded machine.
+        let d = expectError(Array(text.utf8), line: lines + 1, column: 1, cpuSeconds: 5)
         #expect(d?.message == "unknown top-level key 'sede'")
     }
 
