@@ -96,26 +96,58 @@ public struct CommandStage: ExecutableStageKind {
         guard let program = Self.resolveProgram(argv[0], in: ctx.recipeDirectory, path: env["PATH"] ?? "/usr/bin:/bin") else {
             throw StageFailure("program '\(argv[0])' not found (looked in PATH and relative to \(ctx.recipeDirectory.path)); check `run:`")
         }
-        let stdoutURL = ctx.workDirectory.appendingPathComponent("stdout.log")
-        let stderrURL = ctx.workDirectory.appendingPathComponent("stderr.log")
+        let timeout = ctx.params["timeout"]?.double
+        let (status, signalled, out, err) = try await Self.runProcess(program, arguments: Array(argv.dropFirst()), environment: env,
+                                                                      directory: ctx.recipeDirectory, logDirectory: ctx.workDirectory,
+                                                                      timeout: timeout)
+        if !out.isEmpty { ctx.recorder.log("--- stdout ---\n" + out) }
+        if !err.isEmpty { ctx.recorder.log("--- stderr ---\n" + err) }
+        if Task.isCancelled { throw CancellationError() }
+
+        let command = argv.joined(separator: " ")
+        if signalled {
+            let reason = timeout.map { "timed out after \(YAMLNode.formatDouble($0))s or " } ?? ""
+            throw StageFailure("`\(command)` \(reason)was killed by signal \(status)", log: Self.tail(err))
+        }
+        if status != 0 {
+            throw StageFailure("`\(command)` exited with status \(status)" + Self.tailSuffix(err), log: Self.tail(err))
+        }
+        let missing = declared.filter { !fm.fileExists(atPath: outDir.appendingPathComponent($0).path) }
+        if !missing.isEmpty {
+            throw StageFailure("`\(command)` did not write declared output\(missing.count == 1 ? "" : "s") "
+                               + missing.map { "'\($0)'" }.joined(separator: ", ") + " into $HPRUNE_OUT" + Self.tailSuffix(err),
+                               log: Self.tail(err))
+        }
+        var result: [String: Digest] = ["files": try ctx.store.putTree(outDir)]
+        for (i, file) in declared.enumerated() {
+            let single = ctx.workDirectory.appendingPathComponent("port-\(i)")
+            try fm.createDirectory(at: single, withIntermediateDirectories: true)
+            try fm.linkItem(at: outDir.appendingPathComponent(file), to: single.appendingPathComponent(file))
+            result[file] = try ctx.store.putTree(single)
+        }
+        return result
+    }
+
+    /// Runs `program` to completion with stdout/stderr in `logDirectory` (`stdout.log`, `stderr.log`), no stdin;
+    /// cancellable (SIGTERM to its process group, then SIGKILL) and stopped after `timeout` seconds. Foundation
+    /// starts the program as the leader of a new process group, so children it spawned stop with it.
+    /// Returns (status, killed by a signal, stdout text, stderr text).
+    static func runProcess(_ program: URL, arguments: [String], environment: [String: String], directory: URL,
+                           logDirectory: URL, timeout: Double?) async throws -> (Int32, Bool, String, String) {
+        let fm = FileManager.default
+        let stdoutURL = logDirectory.appendingPathComponent("stdout.log"), stderrURL = logDirectory.appendingPathComponent("stderr.log")
         _ = fm.createFile(atPath: stdoutURL.path, contents: nil)
         _ = fm.createFile(atPath: stderrURL.path, contents: nil)
-        let stdout = try FileHandle(forWritingTo: stdoutURL)
-        let stderr = try FileHandle(forWritingTo: stderrURL)
+        let stdout = try FileHandle(forWritingTo: stdoutURL), stderr = try FileHandle(forWritingTo: stderrURL)
         defer { try? stdout.close(); try? stderr.close() }
-
-        // Foundation starts the program as the leader of a new process group, so cancelling can signal the
-        // whole group: children it spawned stop with it.
         let process = Process()
         process.executableURL = program
-        process.arguments = Array(argv.dropFirst())
-        process.environment = env
-        process.currentDirectoryURL = ctx.recipeDirectory
+        process.arguments = arguments
+        process.environment = environment
+        process.currentDirectoryURL = directory
         process.standardOutput = stdout
         process.standardError = stderr
         process.standardInput = FileHandle.nullDevice
-
-        let timeout = ctx.params["timeout"]?.double
         let status: Int32 = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Int32, Error>) in
                 process.terminationHandler = { p in cont.resume(returning: p.terminationStatus) }
@@ -138,32 +170,7 @@ public struct CommandStage: ExecutableStageKind {
         try? stderr.synchronize()
         let out = (try? String(contentsOf: stdoutURL, encoding: .utf8)) ?? ""
         let err = (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? ""
-        if !out.isEmpty { ctx.recorder.log("--- stdout ---\n" + out) }
-        if !err.isEmpty { ctx.recorder.log("--- stderr ---\n" + err) }
-        if Task.isCancelled { throw CancellationError() }
-
-        let command = argv.joined(separator: " ")
-        if process.terminationReason == .uncaughtSignal {
-            let reason = timeout.map { "timed out after \(YAMLNode.formatDouble($0))s or " } ?? ""
-            throw StageFailure("`\(command)` \(reason)was killed by signal \(status)", log: Self.tail(err))
-        }
-        if status != 0 {
-            throw StageFailure("`\(command)` exited with status \(status)" + Self.tailSuffix(err), log: Self.tail(err))
-        }
-        let missing = declared.filter { !fm.fileExists(atPath: outDir.appendingPathComponent($0).path) }
-        if !missing.isEmpty {
-            throw StageFailure("`\(command)` did not write declared output\(missing.count == 1 ? "" : "s") "
-                               + missing.map { "'\($0)'" }.joined(separator: ", ") + " into $HPRUNE_OUT" + Self.tailSuffix(err),
-                               log: Self.tail(err))
-        }
-        var result: [String: Digest] = ["files": try ctx.store.putTree(outDir)]
-        for (i, file) in declared.enumerated() {
-            let single = ctx.workDirectory.appendingPathComponent("port-\(i)")
-            try fm.createDirectory(at: single, withIntermediateDirectories: true)
-            try fm.linkItem(at: outDir.appendingPathComponent(file), to: single.appendingPathComponent(file))
-            result[file] = try ctx.store.putTree(single)
-        }
-        return result
+        return (status, process.terminationReason == .uncaughtSignal, out, err)
     }
 
     /// SIGTERM to the program's process group, then SIGKILL after two seconds if anything is left.

@@ -73,8 +73,9 @@ struct ScorerCommand {
             throw ctx.failure("'scorer.run': program '\(argv[0])' not found (looked in PATH and relative to \(ctx.recipeDirectory.path))",
                               log: "fix: check `scorer.run`")
         }
-        let (status, signalled, err) = try await Self.runProcess(program, arguments: Array(argv.dropFirst()), environment: environment,
+        let (status, signalled, _, err) = try await CommandStage.runProcess(program, arguments: Array(argv.dropFirst()), environment: environment,
                                                                 directory: ctx.recipeDirectory, logDirectory: dir, timeout: timeout)
+        if Task.isCancelled { throw CancellationError() }
         let command = argv.joined(separator: " ")
         if signalled {
             throw ctx.failure("scorer `\(command)` on variant \(variant) \(timeout.map { "timed out after \($0)s or " } ?? "")was killed by signal \(status)"
@@ -113,48 +114,6 @@ struct ScorerCommand {
         if let prompts = data.prompts { meta["prompts"] = prompts.joined(separator: "\n") }
         try SafetensorsWriter.write([TensorPayload(name: "latents", shape: [samples.count] + shape, floats: samples.flatMap { $0 })],
                                     metadata: meta, to: file.path)
-    }
-
-    /// Runs `program` to completion (cancellable: SIGTERM to its process group); returns (status, killed by a
-    /// signal, stderr text).
-    static func runProcess(_ program: URL, arguments: [String], environment: [String: String], directory: URL,
-                           logDirectory: URL, timeout: Double?) async throws -> (Int32, Bool, String) {
-        let fm = FileManager.default
-        let stdoutURL = logDirectory.appendingPathComponent("stdout.log"), stderrURL = logDirectory.appendingPathComponent("stderr.log")
-        _ = fm.createFile(atPath: stdoutURL.path, contents: nil)
-        _ = fm.createFile(atPath: stderrURL.path, contents: nil)
-        let stdout = try FileHandle(forWritingTo: stdoutURL), stderr = try FileHandle(forWritingTo: stderrURL)
-        defer { try? stdout.close(); try? stderr.close() }
-        let process = Process()
-        process.executableURL = program
-        process.arguments = arguments
-        process.environment = environment
-        process.currentDirectoryURL = directory
-        process.standardOutput = stdout
-        process.standardError = stderr
-        process.standardInput = FileHandle.nullDevice
-        let status: Int32 = try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Int32, Error>) in
-                process.terminationHandler = { p in cont.resume(returning: p.terminationStatus) }
-                do { try process.run() } catch {
-                    process.terminationHandler = nil
-                    cont.resume(throwing: StageFailure("could not start '\(program.path)': \(error.localizedDescription)"))
-                    return
-                }
-                if let timeout {
-                    let pid = process.processIdentifier
-                    DispatchQueue.global().asyncAfter(deadline: .now() + timeout) {
-                        if process.isRunning, process.processIdentifier == pid { CommandStage.stop(process) }
-                    }
-                }
-            }
-        } onCancel: {
-            CommandStage.stop(process)
-        }
-        try? stderr.synchronize()
-        if Task.isCancelled { throw CancellationError() }
-        let err = (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? ""
-        return (status, process.terminationReason == .uncaughtSignal, err)
     }
 }
 
