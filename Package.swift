@@ -80,9 +80,11 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["YAMLSupport"], path: "Tests/TestSupport"),
         .testTarget(name: "YAMLSupportTests", dependencies: ["YAMLSupport", "TestSupport"]),
         .testTarget(name: "RecipeLanguageTests", dependencies: ["RecipeLanguage", "TestSupport"]),
-        .testTarget(name: "StageGraphTests", dependencies: ["StageGraph", "Stages", "RecipeLanguage", "TestSupport"]),
+        // Small real kinds (`write`, `consume-model`) so the pipeline tests need none of the numeric half.
+        .target(name: "TestKinds", dependencies: ["Scheduler", "StageGraph", "ArtifactStore", "YAMLSupport"], path: "Tests/TestKinds"),
+        .testTarget(name: "StageGraphTests", dependencies: ["StageGraph", "Scheduler", "RecipeLanguage", "TestSupport", "TestKinds"]),
         .testTarget(name: "ArtifactStoreTests", dependencies: ["ArtifactStore", "TestSupport"]),
-        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Stages", "StageGraph", "ArtifactStore", "TestSupport"]),
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "StageGraph", "ArtifactStore", "RecipeLanguage", "TestSupport", "TestKinds"]),
         .testTarget(name: "CLITests", dependencies: ["hprune", "TestSupport", "Checkpoint", "ModelStore", "ArtifactStore", "PNGSupport"]),
         .testTarget(name: "CPUKernelsTests", dependencies: ["CPUKernels"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "CPUBackend", "BackendConformance", "TestSupport"]),
@@ -95,7 +97,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "ModelSpec", "Checkpoint", "TensorCore", "CPUBackend"]),
         .testTarget(name: "StagesTests", dependencies: ["Stages", "Scheduler", "StageGraph", "ArtifactStore", "ModelStore",
                                                      "Compression", "ModelSpec", "Checkpoint", "TestSupport", "YAMLSupport",
-                                                     "Models", "TensorCore", "CPUBackend"]),
+                                                     "Models", "TensorCore", "CPUBackend", "RecipeLanguage"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "ModelSpec", "Checkpoint", "TensorCore", "CPUBackend"]),
         .testTarget(name: "CompressionTests", dependencies: ["Compression", "ModelSpec", "Checkpoint", "TensorCore"]),
     ]

@@ -1,26 +1,26 @@
-// The planner as a pure function over small graphs, the scheduler in-process with real command stages,
+// The planner as a pure function over small graphs, the scheduler in-process with real `write` stages (TestKinds),
 // and the progress bar's two renderings.
 import ArtifactStore
 import Foundation
 import RecipeLanguage
 import Scheduler
 import StageGraph
-import Stages
+import TestKinds
 import Testing
 import TestSupport
 
 func workspace(_ dir: TemporaryDirectory, _ text: String) throws -> Workspace {
     let path = dir.write("r.yaml", text)
-    return try Workspace.load(path: path, environment: [:], registry: StageKinds.registry)
+    return try Workspace.load(path: path, environment: [:], registry: TestKinds.registry)
 }
 
 let diamond = """
     recipe: 1
     stages:
-      a: { kind: command, run: [sh, -c, 'echo a > "$HPRUNE_OUT/a"'], outputs: [a] }
-      b: { kind: command, run: [sh, -c, 'cat "$HPRUNE_IN_A/a" > "$HPRUNE_OUT/b"'], inputs: { a: a }, outputs: [b] }
-      c: { kind: command, run: [sh, -c, 'cat "$HPRUNE_IN_A/a" > "$HPRUNE_OUT/c"'], inputs: { a: a }, outputs: [c] }
-      d: { kind: command, run: [sh, -c, 'cat "$HPRUNE_IN_B"/* "$HPRUNE_IN_C"/* > "$HPRUNE_OUT/d"'], inputs: { b: b, c: c }, outputs: [d] }
+      a: { kind: write, text: a, outputs: [a] }
+      b: { kind: write, text: b, inputs: { a: a }, outputs: [b] }
+      c: { kind: write, text: c, inputs: { a: a }, outputs: [c] }
+      d: { kind: write, text: d, inputs: { b: b, c: c }, outputs: [d] }
     """
 
 @Test func planKnowsKeysOnlyBelowCachedStages() throws {
@@ -56,14 +56,14 @@ let diamond = """
     let ws = try workspace(dir, diamond)
     let store = try ArtifactStore(root: dir.url.appendingPathComponent("store"))
     func run() async -> [StageResult] {
-        await Scheduler(graph: ws.graph, kinds: StageKinds.executables, store: store,
+        await Scheduler(graph: ws.graph, kinds: TestKinds.executables, store: store,
                         context: ws.keyContext(backend: "cpu"), sources: [:], recipeDirectory: ws.recipeDirectory,
                         backend: "cpu", options: RunOptions(jobs: 2)).run()
     }
     let first = await run()
     #expect(first.map(\.status) == [.ran, .ran, .ran, .ran], "\(first.map { $0.error ?? "" })")
     let tree = try store.readTree(try #require(first[3].outputs["d"]))
-    #expect(String(decoding: try store.data(tree.entries[0].digest), as: UTF8.self) == "a\na\n")
+    #expect(String(decoding: try store.data(tree.entries[0].digest), as: UTF8.self) == "a\nb\na\nc\nd\n")
     let second = await run()
     #expect(second.map(\.status) == [.cached, .cached, .cached, .cached])
     #expect(second.map(\.outputs) == first.map(\.outputs))
