@@ -43,7 +43,7 @@ let package = Package(
             cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-ffp-contract=off"])],
             linkerSettings: [.linkedLibrary("m"), .linkedLibrary("pthread")]
         ),
-        .target(name: "Benchmarks", dependencies: ["CPUKernels"]),
+        
         .target(name: "TensorCore"),
         .target(name: "CPUBackend", dependencies: ["TensorCore", "CPUKernels"]),
         // The op conformance table and the start-up self-check, shared by tests, `hprune selftest` and CUDA.
@@ -57,6 +57,8 @@ let package = Package(
         .target(name: "Training", dependencies: ["Models", "ModelSpec", "Compression", "TensorCore", "Checkpoint"]),
         .target(name: "Classifier", swiftSettings: [.unsafeFlags(["-O"])]),
         .target(name: "PNGSupport"),
+        // `bench kernels` and `bench model`: the measurements (with their PyTorch references); the CLI prints them.
+        .target(name: "Benchmarks", dependencies: ["CPUKernels", "CPUBackend", "TensorCore", "Models", "ModelSpec", "Checkpoint"]),
 
         // ── where the halves meet ────────────────────────────────────────────────────────
         .target(name: "ModelStore", dependencies: ["ArtifactStore", "Checkpoint", "ModelSpec"]),
