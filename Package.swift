@@ -59,7 +59,7 @@ let package = Package(
         .target(name: "PNGSupport"),
 
         // ── where the halves meet ────────────────────────────────────────────────────────
-        .target(name: "ModelStore", dependencies: ["ArtifactStore", "Checkpoint", "ModelSpec"]),
+        .target(name: "ModelStore", dependencies: ["ArtifactStore", "Checkpoint", "ModelSpec", "TensorCore"]),
         .target(
             name: "Stages",
             dependencies: ["StageGraph", "Scheduler", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
