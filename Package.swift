@@ -61,7 +61,7 @@ let package = Package(
         .target(name: "Benchmarks", dependencies: ["CPUKernels", "CPUBackend", "TensorCore", "Models", "ModelSpec", "Checkpoint"]),
 
         // ── where the halves meet ────────────────────────────────────────────────────────
-        .target(name: "ModelStore", dependencies: ["ArtifactStore", "Checkpoint", "ModelSpec"]),
+        .target(name: "ModelStore", dependencies: ["ArtifactStore", "Checkpoint", "ModelSpec", "TensorCore"]),
         .target(
             name: "Stages",
             dependencies: ["StageGraph", "Scheduler", "ArtifactStore", "RecipeLanguage", "YAMLSupport",

@@ -17,6 +17,13 @@ public enum FreezePolicy: Sendable, Hashable {
     /// Exactly these global block indices (embedders stay trainable).
     case blocks([Int])
 
+    /// The policies by name (`freeze`'s `policy`).
+    public enum Kind: String, CaseIterable, Sendable, Hashable, Decodable {
+        case beforeFirstPruned = "before-first-pruned"
+        case firstFraction = "first-fraction"
+        case blocks
+    }
+
     /// The sub-modules of a block in diffusers' registration order (`__init__` of `JointTransformerBlock`,
     /// `FluxTransformerBlock`, `FluxSingleTransformerBlock`, diffusers 0.42), each with the sub-components whose
     /// removal replaces it by an identity module.

@@ -16,7 +16,7 @@ public struct PruneRequest: Sendable, Hashable {
     }
 
     /// Which kinds of address compete in the ranking.
-    public enum Granularity: String, Sendable, Hashable, CaseIterable {
+    public enum Granularity: String, Sendable, Hashable, CaseIterable, Decodable {
         /// Whole blocks only (`blocks.N`).
         case block
         /// Sub-components only (`blocks.N.attn`, …).

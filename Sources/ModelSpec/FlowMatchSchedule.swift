@@ -174,6 +174,22 @@ public enum TimestepDensity: Sendable, Hashable, Codable {
     /// u = r.
     case uniform
 
+    /// The densities by name (recipes' `timesteps.density`, diffusers' `weighting_scheme`).
+    public enum Kind: String, CaseIterable, Sendable, Hashable, Decodable {
+        case logitNormal = "logit-normal"
+        case uniform
+        case mode
+    }
+
+    /// The density `kind` with its parameters (`mean` and `std` for logit-normal, `modeScale` for mode).
+    public init(_ kind: Kind, mean: Double, std: Double, modeScale: Double) {
+        switch kind {
+        case .logitNormal: self = .logitNormal(mean: mean, std: std)
+        case .uniform: self = .uniform
+        case .mode: self = .mode(scale: modeScale)
+        }
+    }
+
     /// Maps one random draw to u: `z` standard normal for `.logitNormal`, `r` uniform [0, 1) otherwise.
     public func u(draw: Double) -> Double {
         switch self {

@@ -126,7 +126,7 @@ extension ModelStore {
     /// - Throws: `ExportRefusal` for a quantised model or one with removed sub-components.
     public static func exportGGUF(_ manifest: ModelManifest, store: ArtifactStore, to path: URL, quant: GGMLType) throws {
         if manifest.isQuantised {
-            throw ExportRefusal("the model is already quantised (\(manifest.quantisation?.format ?? "per-tensor"))",
+            throw ExportRefusal("the model is already quantised (\(manifest.quantisation.map { "\($0.format)" } ?? "per-tensor"))",
                                 fix: "export the model before the quantise stage with --format gguf --quant TYPE")
         }
         guard manifest.structure.removed.isEmpty else {

@@ -5,6 +5,7 @@
 import ArtifactStore
 import Checkpoint
 import Foundation
+import TensorCore
 
 /// One tensor's bytes in the store: object digest, safetensors dtype, shape and byte length.
 public struct TensorObject: Codable, Sendable, Hashable {
@@ -23,8 +24,8 @@ public struct TensorObject: Codable, Sendable, Hashable {
 
 /// How a quantised weight is stored: its format and the companion tensors written next to it.
 public struct TensorQuantisation: Codable, Sendable, Hashable {
-    /// `nf4`, `fp4`, `int4`, `int4-asym`, `int8`.
-    public var format: String
+    /// `nf4`, `fp4`, `int4`, `int4-asym`, `int8` in the JSON (the raw value); its traits decode the weight.
+    public var format: QuantFormat
     /// Elements per block / group (nil for per-row int8).
     public var blockSize: Int?
     public var doubleQuant: Bool
@@ -35,7 +36,7 @@ public struct TensorQuantisation: Codable, Sendable, Hashable {
     /// weight's name + suffix.
     public var companions: [String: TensorObject]
 
-    public init(format: String, blockSize: Int?, doubleQuant: Bool, originalShape: [Int], originalDType: StorageDType,
+    public init(format: QuantFormat, blockSize: Int?, doubleQuant: Bool, originalShape: [Int], originalDType: StorageDType,
                 companions: [String: TensorObject]) {
         self.format = format
         self.blockSize = blockSize
@@ -121,14 +122,14 @@ public struct ModelStructureRecord: Codable, Sendable, Hashable {
 
 /// The model-wide quantisation settings (per-tensor details are in `ManifestTensor.quantisation`).
 public struct QuantisationRecord: Codable, Sendable, Hashable {
-    public var format: String
+    public var format: QuantFormat
     public var blockSize: Int?
     public var doubleQuant: Bool
     public var computeDType: String
     /// Layer patterns left unquantised.
     public var keep: [String]
 
-    public init(format: String, blockSize: Int?, doubleQuant: Bool, computeDType: String, keep: [String]) {
+    public init(format: QuantFormat, blockSize: Int?, doubleQuant: Bool, computeDType: String, keep: [String]) {
         self.format = format
         self.blockSize = blockSize
         self.doubleQuant = doubleQuant

@@ -6,6 +6,7 @@ import ArtifactStore
 import Checkpoint
 import Foundation
 import ModelSpec
+import TensorCore
 
 public enum ModelStore {
     /// Version of the import procedure; part of the memo key, so changing the import re-imports.
@@ -48,6 +49,25 @@ public enum ModelStore {
         return f
     }
 
+    /// The stored tensors of the quantised weight `name` (its codes and every companion, each verified), for its
+    /// format's traits to decode (`StoredQuantWeight.dequantised()`, `.prepared4Bit()`).
+    public static func storedQuantWeight(_ name: String, _ t: ManifestTensor, store: ArtifactStore) throws -> StoredQuantWeight {
+        guard let q = t.quantisation else {
+            throw ModelStoreError("tensor '\(name)' is not quantised", fix: "read it with `ModelStore.floats`")
+        }
+        func part(_ o: TensorObject, _ key: String) throws -> SerializedTensor {
+            guard let dtype = SerializedDType(rawValue: o.dtype.rawValue) else {
+                throw ModelStoreError("quantised tensor '\(key)' is stored as \(o.dtype.rawValue); quantised parts are U8, I8 or F32",
+                                      fix: "re-run the quantise stage")
+            }
+            return SerializedTensor(dtype: dtype, shape: o.shape, bytes: [UInt8](try data(o, store: store, name: key)))
+        }
+        var companions: [String: SerializedTensor] = [:]
+        for (suffix, o) in q.companions { companions[suffix] = try part(o, name + suffix) }
+        return StoredQuantWeight(name: name, format: q.format, blockSize: q.blockSize, shape: q.originalShape,
+                                 codes: try part(t.object, name), companions: companions)
+    }
+
     // MARK: Import
 
     /// Imports a diffusers model folder (config.json + weights, single or sharded): validates it against its
@@ -78,7 +98,11 @@ public enum ModelStore {
         let tensors = try groupQuantised(objects, states: states, source: folder.path)
         var quant: QuantisationRecord?
         if let q = qconfig {
-            let type = q["bnb_4bit_quant_type"]?.stringValue ?? "nf4"
+            let typeName = q["bnb_4bit_quant_type"]?.stringValue ?? "nf4"
+            guard let type = QuantFormat(rawValue: typeName), type.bitsandbytesType != nil else {
+                throw ModelStoreError("\(folder.path): quantization_config.bnb_4bit_quant_type '\(typeName)' is not a bitsandbytes 4-bit type (nf4, fp4)",
+                                      fix: "import a bitsandbytes nf4/fp4 checkpoint, or the unquantised model")
+            }
             let block = tensors.values.compactMap(\.quantisation).first?.blockSize
             quant = QuantisationRecord(format: type, blockSize: block, doubleQuant: q["bnb_4bit_use_double_quant"]?.boolValue ?? false,
                                        computeDType: q["bnb_4bit_compute_dtype"]?.stringValue ?? "float32", keep: [])
@@ -116,8 +140,12 @@ public enum ModelStore {
             consumed.insert(base)
             // The quant-state JSON (bitsandbytes and hprune write the same keys) gives shape, dtype and block size.
             let json = states[name].flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] } ?? [:]
-            var format = tag.split(separator: "_").last.map(String.init) ?? tag
-            if format == "int4", (json["scheme"] as? String) == "asymmetric" { format = "int4-asym" }
+            var formatName = tag.split(separator: "_").last.map(String.init) ?? tag
+            if formatName == "int4", (json["scheme"] as? String) == Int4Scheme.asymmetric.rawValue { formatName = QuantFormat.int4Asym.rawValue }
+            guard let format = QuantFormat(rawValue: formatName) else {
+                throw ModelStoreError("\(source): '\(name)' is a quant state of the unknown format '\(formatName)' (known: \(QuantFormat.allCases.map(\.rawValue).joined(separator: ", ")))",
+                                      fix: "import a checkpoint quantised by bitsandbytes (nf4/fp4) or hprune")
+            }
             let block = (json["blocksize"] as? NSNumber ?? json["group_size"] as? NSNumber)?.intValue
             let shape = (json["shape"] as? [Any])?.compactMap { ($0 as? NSNumber)?.intValue } ?? weight.shape
             let dtype: StorageDType = ["bfloat16": .bf16, "float16": .f16][json["dtype"] as? String ?? ""] ?? .f32

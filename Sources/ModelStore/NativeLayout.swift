@@ -204,7 +204,7 @@ extension ModelStore {
         guard let q = t.quantisation else {
             return ManifestTensor(object: try reorder(t.object, unit: chunk, shape: newShape))
         }
-        guard q.format == "nf4" || q.format == "fp4", let bs = q.blockSize, bs > 0 else {
+        guard q.format.bitsandbytesType != nil, let bs = q.blockSize, bs > 0 else {
             throw ExportRefusal("'\(name)' is quantised as \(q.format), which cannot be split into the context_pre_only norm of the new last block",
                                 fix: "export the model before quantising (or quantise with nf4/fp4)")
         }

@@ -7,7 +7,7 @@ import Scheduler
 import StageGraph
 import YAMLSupport
 
-public struct CommandStage: ExecutableStageKind {
+public struct CommandStage: TypedStageKind {
     public init() {}
     public let name = "command"
     public let version = 1
@@ -29,6 +29,18 @@ public struct CommandStage: ExecutableStageKind {
               doc: "Seconds before the program is stopped and the stage fails."),
     ])
 
+    public struct Params: Decodable {
+        var run: [String]
+        /// Input name → the reference written.
+        var inputs: [String: String]
+        var outputs: [String]
+        var env: [String: String]
+        var deps: [String]
+        var timeout: Double?
+    }
+
+    // `outputs` and `fileDependencies` read the params raw: they also see params that failed the schema check
+    // (the graph still lists a broken stage's ports, so references to it are not reported twice).
     public func outputs(params: ParamValue) -> [PortSpec] {
         let files = (params["outputs"]?.list ?? []).compactMap(\.string)
         return [PortSpec("files", .files, doc: "all declared outputs")] + files.map { PortSpec($0, .files, doc: "the file \($0)") }
@@ -60,19 +72,19 @@ public struct CommandStage: ExecutableStageKind {
     }
 
     public func run(_ ctx: StageContext) async throws -> [String: Digest] {
-        let argv = (ctx.params["run"]?.list ?? []).compactMap(\.string)
-        let declared = (ctx.params["outputs"]?.list ?? []).compactMap(\.string)
+        let p = try params(ctx)
+        let argv = p.run, declared = p.outputs
         let fm = FileManager.default
         let inDir = ctx.workDirectory.appendingPathComponent("in")
         let outDir = ctx.workDirectory.appendingPathComponent("out")
         try fm.createDirectory(at: outDir, withIntermediateDirectories: true)
 
         var env = ProcessInfo.processInfo.environment
-        for (k, v) in ctx.params["env"]?.entries ?? [] { env[k] = v.string ?? "" }
+        for (k, v) in p.env { env[k] = v }
         env["HPRUNE_OUT"] = outDir.path
         env["HPRUNE_STAGE"] = ctx.stage.name
         env["HPRUNE_SEED"] = String(ctx.seed)
-        for (name, _) in ctx.params["inputs"]?.entries ?? [] {
+        for name in p.inputs.keys.sorted() {
             guard let artifact = ctx.input("inputs.\(name)") else { continue }
             let dir = inDir.appendingPathComponent(name)
             try fm.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -96,7 +108,7 @@ public struct CommandStage: ExecutableStageKind {
         guard let program = Self.resolveProgram(argv[0], in: ctx.recipeDirectory, path: env["PATH"] ?? "/usr/bin:/bin") else {
             throw StageFailure("program '\(argv[0])' not found (looked in PATH and relative to \(ctx.recipeDirectory.path)); check `run:`")
         }
-        let timeout = ctx.params["timeout"]?.double
+        let timeout = p.timeout
         let (status, signalled, out, err) = try await Self.runProcess(program, arguments: Array(argv.dropFirst()), environment: env,
                                                                       directory: ctx.recipeDirectory, logDirectory: ctx.workDirectory,
                                                                       timeout: timeout)

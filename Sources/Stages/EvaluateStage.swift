@@ -272,7 +272,7 @@ public struct EvaluateStage: ExecutableStageKind {
             }
             var entry: [String: Any] = ["digest": m.digest.hex, "architecture": m.manifest.architecture,
                                         "removed": m.manifest.structure.removed,
-                                        "quantisation": m.manifest.quantisation?.format ?? "none"]
+                                        "quantisation": m.manifest.quantisation?.format.rawValue ?? "none"]
             var mm: [String: Any] = [:]
             for (k, v, u) in metrics {
                 ctx.recorder.metric("\(name).\(k)", v, unit: u)
@@ -377,7 +377,7 @@ public struct EvaluateStage: ExecutableStageKind {
     static func bytesByFormat(_ m: ModelManifest) -> [String: Int] {
         var out: [String: Int] = [:]
         for t in m.tensors.values {
-            let key = t.quantisation?.format ?? t.object.dtype.rawValue.lowercased()
+            let key = t.quantisation?.format.rawValue ?? t.object.dtype.rawValue.lowercased()
             out[key, default: 0] += t.objects.reduce(0) { $0 + $1.bytes }
         }
         return out

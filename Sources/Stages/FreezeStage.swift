@@ -10,7 +10,7 @@ import Scheduler
 import StageGraph
 import YAMLSupport
 
-public struct FreezeStage: ExecutableStageKind {
+public struct FreezeStage: TypedStageKind {
     public init() {}
     public let name = "freeze"
     public let version = 1
@@ -19,44 +19,59 @@ public struct FreezeStage: ExecutableStageKind {
 
     public let schema = Schema([
         Field("model", .reference(.model), required: true, doc: "The (usually pruned) model."),
-        Field("policy", .choice(["before-first-pruned", "first-fraction", "blocks"]), default: .string("before-first-pruned"),
+        Field("policy", .choice(of: FreezePolicy.Kind.self), default: .string(FreezePolicy.Kind.beforeFirstPruned.rawValue),
               doc: "`before-first-pruned`: freeze every block before the first removed block, and the input embedders (the official code). `first-fraction`: the first ⌊fraction·|B|⌋ blocks (and the embedders). `blocks`: exactly the listed blocks."),
         Field("fraction", .number(min: 0, max: 1), doc: "For `first-fraction`: the fraction of blocks to freeze."),
         Field("blocks", .string,
               doc: "For `blocks`: block ranges in the official syntax, END-EXCLUSIVE (`\"0-10,12\"` = blocks 0–9 and 12)."),
     ])
 
+    public struct Params: Decodable {
+        var model: String
+        var policy: FreezePolicy.Kind
+        /// For `first-fraction` (required there, `check`).
+        var fraction: Double?
+        /// For `blocks` (required there, `check`).
+        var blocks: String?
+    }
+
     public func outputs(params: ParamValue) -> [PortSpec] { [PortSpec("model", .model, doc: "the model with frozen blocks recorded")] }
     public func defaultOutput(params: ParamValue) -> String { "model" }
 
     public func check(params: ParamValue, node: YAMLNode, checker: inout SchemaChecker) {
-        let policy = params["policy"]?.string ?? "before-first-pruned"
-        if policy == "first-fraction", params["fraction"] == nil {
+        guard let p = try? decodeParams(params) else { return }
+        if p.policy == .firstFraction, p.fraction == nil {
             checker.error("policy first-fraction needs 'fraction'", node["policy"]?.mark ?? node.mark, hint: "add `fraction: 0.5`")
         }
-        if policy == "blocks", params["blocks"] == nil {
+        if p.policy == .blocks, p.blocks == nil {
             checker.error("policy blocks needs 'blocks'", node["policy"]?.mark ?? node.mark, hint: "add `blocks: \"0-10\"`")
         }
-        if policy != "first-fraction", node["fraction"] != nil {
+        if p.policy != .firstFraction, node["fraction"] != nil {
             checker.error("'fraction' is only used with policy first-fraction", node["fraction"]?.mark ?? node.mark)
         }
-        if policy != "blocks", node["blocks"] != nil {
+        if p.policy != .blocks, node["blocks"] != nil {
             checker.error("'blocks' is only used with policy blocks", node["blocks"]?.mark ?? node.mark)
         }
-        if let b = params["blocks"]?.string {
-            for p in RangeSyntax.problems(b, allowAddresses: false) { checker.error("'blocks': \(p)", node["blocks"]?.mark ?? node.mark) }
+        if let b = p.blocks {
+            for problem in RangeSyntax.problems(b, allowAddresses: false) { checker.error("'blocks': \(problem)", node["blocks"]?.mark ?? node.mark) }
         }
     }
 
     public func run(_ ctx: StageContext) async throws -> [String: Digest] {
+        let p = try params(ctx)
         let m = try ctx.loadModel("model")
         let decision: FreezeDecision
         do {
             let policy: FreezePolicy
-            switch ctx.params["policy"]?.string ?? "before-first-pruned" {
-            case "first-fraction": policy = .firstFraction(ctx.params["fraction"]?.double ?? 0)
-            case "blocks": policy = .blocks(try PruneSelection.blockRanges(ctx.params["blocks"]?.string ?? "", blockCount: m.structure.blocks.count))
-            default: policy = .beforeFirstPruned
+            switch p.policy {
+            case .beforeFirstPruned:
+                policy = .beforeFirstPruned
+            case .firstFraction:
+                guard let f = p.fraction else { throw ctx.failure("policy first-fraction needs 'fraction'") }
+                policy = .firstFraction(f)
+            case .blocks:
+                guard let b = p.blocks else { throw ctx.failure("policy blocks needs 'blocks'") }
+                policy = .blocks(try PruneSelection.blockRanges(b, blockCount: m.structure.blocks.count))
             }
             decision = try policy.decide(structure: m.structure, removal: m.removal)
         } catch let e as CompressionError {

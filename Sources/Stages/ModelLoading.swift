@@ -58,9 +58,6 @@ enum ModelLoading {
         the stored (quantised) weight bytes from the manifest separately from the runtime peak.
         """
 
-    /// Whether `format` is held packed for the W4A16 kernel.
-    static func isPacked4Bit(_ format: String) -> Bool { ["nf4", "fp4", "int4", "int4-asym"].contains(format) }
-
     /// Builds the transformer for `manifest` on `backend`.
     ///
     /// - `removing`: further addresses to remove for the whole life of this instance (on top of the manifest's).
@@ -82,7 +79,7 @@ enum ModelLoading {
                 throw ModelStoreError("model \(m.digest.short): tensor '\(spec.name)' is missing from the manifest",
                                       fix: "the manifest does not match its config; re-run the stage that produced it")
             }
-            if quantised == .packed, let q = t.quantisation, isPacked4Bit(q.format) {
+            if quantised == .packed, let q = t.quantisation, q.format.traits.runsPacked {
                 packed[spec.name] = try packedWeight(spec, t, q, store: store, backend: backend)
                 continue
             }
@@ -106,7 +103,7 @@ enum ModelLoading {
                 throw ModelStoreError("tensor '\(name)': quantised shape \(q.originalShape) does not match the config's \(spec.shape)",
                                       fix: "re-run the quantise stage")
             }
-            let w = try dequantise(name, t, q, store: store)
+            let w = try dequantise(name, t, store: store)
             return try backend.tensor(w, shape: spec.shape, dtype: dtype)
         }
         let o = t.object
@@ -140,11 +137,9 @@ enum ModelLoading {
         return try backend.tensor(f, shape: spec.shape, dtype: dtype)
     }
 
-    /// A 4-bit quantised Linear weight (nf4, fp4, int4, int4-asym) as a `Packed4BitWeight` (N,K) on `backend`.
-    ///
-    /// nf4/fp4: bitsandbytes' codes and code table; scale = the block absmax (a nested absmax decoded to f32 here,
-    /// once). int4: codes with the group scales; symmetric uses the code table −8…7 (value (code − 8)·s, exact),
-    /// asymmetric the table 0…15 and zero = −z·s per group. Only the codes and per-block statistics are read.
+    /// A 4-bit quantised Linear weight (nf4, fp4, int4, int4-asym) as a `Packed4BitWeight` (N,K) on `backend`:
+    /// its format's traits prepare the codes, per-block scales (and zeros) and code table (`QuantTraits.prepare`);
+    /// only the codes and per-block statistics are read.
     static func packedWeight(_ spec: TensorSpec, _ t: ManifestTensor, _ q: TensorQuantisation, store: ArtifactStore,
                              backend: any Backend) throws -> Packed4BitWeight {
         let name = spec.name
@@ -156,118 +151,19 @@ enum ModelLoading {
             throw ModelStoreError("tensor '\(name)': a 4-bit weight must be a 2-D Linear weight, the config says \(spec.shape)",
                                   fix: "keep this tensor out of quantisation (`keep:` in the quantise stage)")
         }
-        let n = spec.shape.reduce(1, *)
-        func bytes(_ o: TensorObject, _ key: String) throws -> [UInt8] { [UInt8](try ModelStore.data(o, store: store, name: key)) }
-        func f32(_ v: [Float]) throws -> Tensor { try backend.tensor(v, shape: [v.count], dtype: .f32) }
-        switch q.format {
-        case "nf4", "fp4":
-            var serial: [String: SerializedTensor] = [:]
-            func add(_ key: String, _ o: TensorObject) throws {
-                serial[key] = SerializedTensor(dtype: o.dtype == .u8 ? .uint8 : .float32, shape: o.shape, bytes: try bytes(o, key))
-            }
-            try add(name, t.object)
-            for (suffix, o) in q.companions { try add(name + suffix, o) }
-            let q4: Quantized4Bit
-            do {
-                q4 = try Quantized4Bit(bitsandbytesTensors: serial, weightName: name)
-            } catch {
-                throw ModelStoreError("quantised tensor '\(name)': \(error)", fix: "re-run the quantise stage")
-            }
-            guard q4.count == n, q4.packed.count == (n + 1) / 2 else {
-                throw ModelStoreError("quantised tensor '\(name)': its quant state holds \(q4.count) values, the config \(n)",
-                                      fix: "re-run the quantise stage")
-            }
-            let dtype: DType = q4.type == .nf4 ? .nf4(blockSize: q4.blockSize) : .fp4(blockSize: q4.blockSize)
-            return Packed4BitWeight(packed: try backend.tensor(bytes: q4.packed, shape: spec.shape, dtype: dtype),
-                                    scale: try f32(q4.blockAbsmax()), codebook: try f32(q4.type.codebook.values))
-        default:   // int4, int4-asym
-            let g = q.blockSize ?? 64
-            guard let so = q.companions[".scales"] else {
-                throw ModelStoreError("quantised tensor '\(name)' has no '.scales' companion", fix: "re-run the quantise stage")
-            }
-            let codes = try bytes(t.object, name)
-            let scales = floatsLE(try bytes(so, name + ".scales"))
-            let blocks = g > 0 ? (n + g - 1) / g : 0
-            guard g > 0, g % 2 == 0, codes.count == (n + 1) / 2, scales.count == blocks else {
-                throw ModelStoreError("quantised tensor '\(name)': int4 data (\(codes.count) code bytes, \(scales.count) scales, group \(g)) does not match \(spec.shape)",
-                                      fix: "re-run the quantise stage")
-            }
-            let packedCodes = try backend.tensor(bytes: codes, shape: spec.shape, dtype: .int4(groupSize: g))
-            guard q.format == "int4-asym" else {
-                return Packed4BitWeight(packed: packedCodes, scale: try f32(scales),
-                                        codebook: try f32((0..<16).map { Float($0 - 8) }))
-            }
-            guard let zo = q.companions[".zeros"] else {
-                throw ModelStoreError("quantised tensor '\(name)' has no '.zeros' companion", fix: "re-run the quantise stage")
-            }
-            let zeros = try bytes(zo, name + ".zeros")
-            guard zeros.count == blocks else {
-                throw ModelStoreError("quantised tensor '\(name)': \(zeros.count) zero points for \(blocks) groups", fix: "re-run the quantise stage")
-            }
-            return Packed4BitWeight(packed: packedCodes, scale: try f32(scales),
-                                    zero: try f32(zip(zeros, scales).map { -Float($0) * $1 }),
-                                    codebook: try f32((0..<16).map(Float.init)))
-        }
+        let prepared = try decoding { try ModelStore.storedQuantWeight(name, t, store: store).prepared4Bit() }
+        return try Packed4BitWeight(prepared, shape: spec.shape, backend: backend)
     }
 
-    /// Little-endian f32 values of `b`.
-    static func floatsLE(_ b: [UInt8]) -> [Float] {
-        b.withUnsafeBytes { p in (0..<(b.count / 4)).map { Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) } }
+    /// The fp32 values [n] of a quantised weight, decoded by its format's traits (`QuantTraits.dequantise`).
+    static func dequantise(_ name: String, _ t: ManifestTensor, store: ArtifactStore) throws -> [Float] {
+        try decoding { try ModelStore.storedQuantWeight(name, t, store: store).dequantised() }
     }
 
-    /// The fp32 values [n] of a quantised weight (nf4/fp4 in bitsandbytes' layout, hprune int4/int8).
-    static func dequantise(_ name: String, _ t: ManifestTensor, _ q: TensorQuantisation, store: ArtifactStore) throws -> [Float] {
-        func bytes(_ o: TensorObject, _ key: String) throws -> [UInt8] { [UInt8](try ModelStore.data(o, store: store, name: key)) }
-        func companion(_ suffix: String) throws -> TensorObject {
-            guard let o = q.companions[suffix] else {
-                throw ModelStoreError("quantised tensor '\(name)' has no '\(suffix)' companion", fix: "re-run the quantise stage")
-            }
-            return o
-        }
-        func floats(_ b: [UInt8]) -> [Float] {
-            b.withUnsafeBytes { p in (0..<(b.count / 4)).map { Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) } }
-        }
-        let n = q.originalShape.reduce(1, *)
-        switch q.format {
-        case "nf4", "fp4":
-            var serial: [String: SerializedTensor] = [:]
-            func add(_ key: String, _ o: TensorObject) throws {
-                serial[key] = SerializedTensor(dtype: o.dtype == .u8 ? .uint8 : .float32, shape: o.shape, bytes: try bytes(o, key))
-            }
-            try add(name, t.object)
-            for (suffix, o) in q.companions { try add(name + suffix, o) }
-            do {
-                return dequantize4bit(try Quantized4Bit(bitsandbytesTensors: serial, weightName: name))
-            } catch {
-                throw ModelStoreError("quantised tensor '\(name)': \(error)", fix: "re-run the quantise stage")
-            }
-        case "int4", "int4-asym":
-            let packed = try bytes(t.object, name)
-            let scales = floats(try bytes(try companion(".scales"), name + ".scales"))
-            let zeros = try q.companions[".zeros"].map { try bytes($0, name + ".zeros") }
-            if q.format == "int4-asym", zeros == nil { _ = try companion(".zeros") }
-            let g = q.blockSize ?? 64
-            guard g > 0, packed.count >= (n + 1) / 2, scales.count >= (n + g - 1) / g else {
-                throw ModelStoreError("quantised tensor '\(name)': int4 data too short for \(q.originalShape)", fix: "re-run the quantise stage")
-            }
-            var out = [Float](repeating: 0, count: n)
-            for i in 0..<n {
-                let b = packed[i / 2]
-                let nib = Float(i % 2 == 0 ? b >> 4 : b & 0x0F)
-                let z = zeros.map { Float($0[i / g]) } ?? 8
-                out[i] = (nib - z) * scales[i / g]
-            }
-            return out
-        case "int8":
-            let q8 = try bytes(t.object, name)
-            let scb = floats(try bytes(try companion(".SCB"), name + ".SCB"))
-            let cols = q.originalShape.last ?? 1
-            guard q8.count == n, cols > 0, scb.count == n / cols else {
-                throw ModelStoreError("quantised tensor '\(name)': int8 data does not match \(q.originalShape)", fix: "re-run the quantise stage")
-            }
-            return (0..<n).map { Float(Int8(bitPattern: q8[$0])) * (scb[$0 / cols] / 127) }
-        default:
-            throw ModelStoreError("tensor '\(name)': unknown quantisation format '\(q.format)'", fix: "use nf4, fp4, int4 or int8")
+    /// Runs a quantised-weight decode, phrasing a layout problem (`QuantError`, which names the tensor) with its fix.
+    private static func decoding<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as QuantError {
+            throw ModelStoreError("\(e)", fix: "re-run the quantise stage")
         }
     }
 }

@@ -11,7 +11,7 @@ import Scheduler
 import StageGraph
 import YAMLSupport
 
-public struct PruneStage: ExecutableStageKind {
+public struct PruneStage: TypedStageKind {
     public init() {}
     public let name = "prune"
     public let version = 1
@@ -30,16 +30,46 @@ public struct PruneStage: ExecutableStageKind {
         ])), doc: "The budget: exactly one of `params` or `memory_gb`. Components go in order of least position-weighted quality drop (|ΔP|·W_pos, see `ranking`)."),
         Field("remove", .string,
               doc: "Explicit removal instead of a budget, in the official recipe syntax: comma-separated END-EXCLUSIVE block ranges (`\"25-29,31-35\"` = blocks 25–28 and 31–34), single blocks (`7`) and addresses (`blocks.12.ff`)."),
-        Field("granularity", .choice(PruneRequest.Granularity.allCases.map(\.rawValue)), default: .string("block"),
+        Field("granularity", .choice(of: PruneRequest.Granularity.self), default: .string(PruneRequest.Granularity.block.rawValue),
               doc: "What competes in the ranking: `block` (whole blocks), `component` (sub-components: attn, ff, ff_context, norm1, …), or `mixed` (both in one ranking, as the official code)."),
         Field("blocks", .string,
               doc: "Candidate block range in the official syntax (`\"10-38\"`, end-exclusive); blocks outside it are never touched. Default: every block."),
         Field("protect_first", .integer(min: 0), default: .int(0), doc: "The first N blocks are never touched."),
-        Field("components", .list(.choice(SubComponent.allCases.map(\.rawValue)), minCount: 1),
+        Field("components", .list(.choice(of: SubComponent.self), minCount: 1),
               doc: "Only these sub-component kinds compete (e.g. `[attn, ff]`). A kind no candidate block has is an error."),
-        Field("ranking", .choice(Sensitivity.Ranking.allCases.map(\.rawValue)), default: .string("absolute"),
+        Field("ranking", .choice(of: Sensitivity.Ranking.self), default: .string(Sensitivity.Ranking.absolute.rawValue),
               doc: "`absolute`: remove by |ΔP|·W_pos ascending (the paper's score −|ΔP|·W_pos). `signed`: by ΔP·W_pos, so removals that improve quality go first (the official code's order)."),
     ])
+
+    public struct Params: Decodable {
+        var model: String
+        var scores: String?
+        /// The budget (`check`: exactly one of its fields); nil with `remove`.
+        var target: Target?
+        var remove: String?
+        var granularity: PruneRequest.Granularity
+        var blocks: String?
+        var protectFirst: Int
+        var components: [SubComponent]?
+        var ranking: Sensitivity.Ranking
+
+        /// `target: {params}` or `target: {memory_gb}`.
+        struct Target: Decodable {
+            var value: PruneRequest.Target
+
+            enum CodingKeys: String, CodingKey { case params, memoryGb }
+
+            init(from decoder: Decoder) throws {
+                let c = try decoder.container(keyedBy: CodingKeys.self)
+                switch (try c.decodeIfPresent(Double.self, forKey: .params), try c.decodeIfPresent(Double.self, forKey: .memoryGb)) {
+                case (let f?, nil): value = .params(f)
+                case (nil, let gb?): value = .memoryGB(gb)
+                case (_?, _?), (nil, nil):
+                    throw ParamDecodingError(path: "target", message: "needs exactly one of 'params' or 'memory_gb'")
+                }
+            }
+        }
+    }
 
     public func outputs(params: ParamValue) -> [PortSpec] {
         [PortSpec("model", .model, doc: "the pruned model (shares the input's tensor objects)")]
@@ -81,12 +111,12 @@ public struct PruneStage: ExecutableStageKind {
     }
 
     public func run(_ ctx: StageContext) async throws -> [String: Digest] {
+        let p = try params(ctx)
         let m = try ctx.loadModel("model")
-        let p = ctx.params
         let bytes = Self.tensorBytes(m)
         let outcome: PruneOutcome
         do {
-            if let text = p["remove"]?.string {
+            if let text = p.remove {
                 var removal = try PruneSelection.explicit([text], structure: m.structure)
                 for a in m.removal.addresses { try removal.insert(a, in: m.structure) }
                 let collapsed = removal.collapseFullyRemovedBlocks(in: m.structure)
@@ -100,15 +130,11 @@ public struct PruneStage: ExecutableStageKind {
                                            fix: "prune the unpruned model with one budget, or use `remove:` to add to this one")
                 }
                 guard let sref = ctx.input("scores") else { throw ctx.failure("'scores' is not bound") }
+                guard let target = p.target?.value else { throw ctx.failure("missing 'target' or 'remove'") }
                 let sens = try Sensitivity.decode(try ctx.store.data(sref.digest), source: "scores", structure: m.structure)
-                let target: PruneRequest.Target
-                if let f = p["target"]?["params"]?.double { target = .params(f) } else { target = .memoryGB(p["target"]?["memory_gb"]?.double ?? 0) }
-                let candidates = try p["blocks"]?.string.map { Set(try PruneSelection.blockRanges($0, blockCount: m.structure.blocks.count)) }
-                let kinds = p["components"]?.list.map { Set($0.compactMap { $0.string.flatMap(SubComponent.init(rawValue:)) }) }
-                let request = PruneRequest(target: target,
-                                           granularity: PruneRequest.Granularity(rawValue: p["granularity"]?.string ?? "block") ?? .block,
-                                           candidateBlocks: candidates, protectFirst: p["protect_first"]?.int ?? 0, components: kinds,
-                                           ranking: Sensitivity.Ranking(rawValue: p["ranking"]?.string ?? "absolute") ?? .absolute)
+                let candidates = try p.blocks.map { Set(try PruneSelection.blockRanges($0, blockCount: m.structure.blocks.count)) }
+                let request = PruneRequest(target: target, granularity: p.granularity, candidateBlocks: candidates,
+                                           protectFirst: p.protectFirst, components: p.components.map(Set.init), ranking: p.ranking)
                 outcome = try PruneSelection.select(request, sensitivity: sens, structure: m.structure, tensorBytes: bytes)
             }
         } catch let e as CompressionError {

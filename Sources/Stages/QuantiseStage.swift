@@ -13,7 +13,7 @@ import StageGraph
 import TensorCore
 import YAMLSupport
 
-public struct QuantiseStage: ExecutableStageKind {
+public struct QuantiseStage: TypedStageKind {
     public init() {}
     public let name = "quantise"
     public let version = 2   // 2: double_quant defaults to true for nf4/fp4 (the official Linear4bit)
@@ -22,55 +22,77 @@ public struct QuantiseStage: ExecutableStageKind {
 
     public let schema = Schema([
         Field("model", .reference(.model), required: true, doc: "The model to quantise (not already quantised)."),
-        Field("format", .choice(["nf4", "fp4", "int4", "int8"]), default: .string("nf4"),
+        Field("format", .choice(of: Format.self), default: .string(Format.nf4.rawValue),
               doc: "`nf4` / `fp4`: bitsandbytes 4-bit (blockwise absmax), exported in bitsandbytes' key layout so diffusers loads it. `int4`: linear 4-bit per group (see `scheme`). `int8`: per-row absmax 8-bit."),
         Field("block_size", .integer(min: 1), default: .int(64),
               doc: "Elements per absmax block (nf4/fp4: one of 32, 64, 128, 256, 512, 1024, 2048, 4096) or per group (int4). Ignored by int8."),
         Field("double_quant", .bool,
               doc: "nf4/fp4: quantise the absmax vector to 8 bits (bitsandbytes `bnb_4bit_use_double_quant`). Default: true for nf4/fp4 — the official code's `Linear4bit` has `compress_statistics=True` (utils/quantize.py), which saves ~0.4 bit per weight (~0.3 GB at 8B parameters); not used by int4/int8."),
-        Field("scheme", .choice(["symmetric", "asymmetric"]), default: .string("symmetric"),
+        Field("scheme", .choice(of: Int4Scheme.self), default: .string(Int4Scheme.symmetric.rawValue),
               doc: "int4 only: `symmetric` (scale = absmax/7) or `asymmetric` (scale and zero point per group)."),
         Field("keep", .list(.string), default: .list([]),
               doc: "Layer or tensor name patterns left unquantised, e.g. `[proj_out, \"norm_out.*\", \"transformer_blocks.0.*\"]`. A pattern without `*` matches the layer and everything under it; a pattern that matches nothing is an error. Default: every Linear weight (2-D `*.weight`) is quantised."),
-        Field("compute_dtype", .choice(["float32", "bfloat16", "float16"]), default: .string("bfloat16"),
+        Field("compute_dtype", .choice(of: LoaderComputeDType.self), default: .string(LoaderComputeDType.bfloat16.rawValue),
               doc: "Activation dtype recorded for loaders (diffusers `bnb_4bit_compute_dtype`); the official code uses float16."),
     ])
+
+    /// The recipe's `format`: a family; int4's `scheme` picks the stored `QuantFormat`.
+    public enum Format: String, CaseIterable, Sendable, Decodable {
+        case nf4, fp4, int4, int8
+    }
+
+    public struct Params: Decodable {
+        var model: String
+        var format: Format
+        var blockSize: Int
+        /// Default (nil): true for nf4/fp4 (the official `Linear4bit`), unused by int4/int8.
+        var doubleQuant: Bool?
+        var scheme: Int4Scheme
+        var keep: [String]
+        var computeDtype: LoaderComputeDType
+
+        /// The stored format: `format`, with int4's `scheme`.
+        var quantFormat: QuantFormat {
+            switch (format, scheme) {
+            case (.nf4, _): .nf4
+            case (.fp4, _): .fp4
+            case (.int4, .symmetric): .int4
+            case (.int4, .asymmetric): .int4Asym
+            case (.int8, _): .int8
+            }
+        }
+
+        /// The quantiser's options these params mean.
+        var options: QuantiseOptions {
+            let f = quantFormat
+            return QuantiseOptions(spec: QuantSpec(f, blockSize: blockSize), doubleQuant: doubleQuant ?? (f.bitsandbytesType != nil),
+                                   keep: keep, computeDType: computeDtype.rawValue)
+        }
+    }
 
     public func outputs(params: ParamValue) -> [PortSpec] { [PortSpec("model", .model, doc: "the quantised model")] }
     public func defaultOutput(params: ParamValue) -> String { "model" }
 
     public func check(params: ParamValue, node: YAMLNode, checker: inout SchemaChecker) {
-        let format = params["format"]?.string ?? "nf4"
-        let block = params["block_size"]?.int ?? 64
-        if format == "nf4" || format == "fp4", !bitsandbytesBlockSizes.contains(block) {
-            checker.error("'block_size' \(block) is not one bitsandbytes accepts for \(format)", node["block_size"]?.mark ?? node.mark,
+        guard let p = try? decodeParams(params) else { return }
+        let bitsandbytes = p.quantFormat.bitsandbytesType != nil
+        if bitsandbytes, !bitsandbytesBlockSizes.contains(p.blockSize) {
+            checker.error("'block_size' \(p.blockSize) is not one bitsandbytes accepts for \(p.format.rawValue)", node["block_size"]?.mark ?? node.mark,
                           hint: "use one of " + bitsandbytesBlockSizes.map(String.init).joined(separator: ", "))
         }
-        if params["double_quant"]?.bool == true, format != "nf4" && format != "fp4" {
+        if p.doubleQuant == true, !bitsandbytes {
             checker.error("'double_quant' applies to nf4/fp4 only", node["double_quant"]?.mark ?? node.mark)
         }
-        if format != "int4", node["scheme"] != nil {
+        if p.format != .int4, node["scheme"] != nil {
             checker.error("'scheme' applies to int4 only", node["scheme"]?.mark ?? node.mark)
         }
     }
 
-    /// The options a checked params value means.
-    static func options(_ p: ParamValue) -> QuantiseOptions? {
-        var name = p["format"]?.string ?? "nf4"
-        if name == "int4", p["scheme"]?.string == "asymmetric" { name = "int4-asym" }
-        guard let f = QuantFormat(name: name, blockSize: p["block_size"]?.int ?? 64) else { return nil }
-        let fourBit: Bool
-        switch f { case .nf4, .fp4: fourBit = true; default: fourBit = false }
-        return QuantiseOptions(format: f, doubleQuant: p["double_quant"]?.bool ?? fourBit,
-                               keep: (p["keep"]?.list ?? []).compactMap(\.string),
-                               computeDType: p["compute_dtype"]?.string ?? "bfloat16")
-    }
-
     public func run(_ ctx: StageContext) async throws -> [String: Digest] {
+        let options = try params(ctx).options
         let m = try ctx.loadModel("model")
-        guard let options = Self.options(ctx.params) else { throw ctx.failure("unknown format") }
         if m.manifest.isQuantised {
-            let q = m.manifest.quantisation?.format ?? m.manifest.tensors.values.compactMap(\.quantisation).first?.format ?? "?"
+            let q = (m.manifest.quantisation?.format ?? m.manifest.tensors.values.compactMap(\.quantisation).first?.format).map(\.rawValue) ?? "?"
             throw ctx.failure("the input model is already quantised (\(q)); quantising twice would compound the error",
                               log: "fix: point `model:` at the unquantised model (the stage before the earlier quantise)")
         }
@@ -106,7 +128,7 @@ public struct QuantiseStage: ExecutableStageKind {
                     }
                     guard let main else { throw ModelStoreError("internal: the quantiser returned no '\(name)'", fix: "report this") }
                     return (name, ManifestTensor(object: main, quantisation: TensorQuantisation(
-                        format: options.formatName, blockSize: options.format.blockSize, doubleQuant: options.doubleQuant,
+                        format: options.format, blockSize: options.spec.blockSize, doubleQuant: options.doubleQuant,
                         originalShape: t.object.shape, originalDType: t.object.dtype, companions: companions)))
                 } catch {
                     throw ModelStoreError("tensor '\(name)': \(error)", fix: "")
@@ -127,7 +149,7 @@ public struct QuantiseStage: ExecutableStageKind {
         if count == 0 {
             throw ctx.failure("no Linear weight is left to quantise (every 2-D *.weight is kept or absent)", log: "fix: shorten `keep`")
         }
-        manifest.quantisation = QuantisationRecord(format: options.formatName, blockSize: options.format.blockSize,
+        manifest.quantisation = QuantisationRecord(format: options.format, blockSize: options.spec.blockSize,
                                                    doubleQuant: options.doubleQuant, computeDType: options.computeDType, keep: options.keep)
         ctx.recorder.metric("quantised_tensors", Double(count))
         ctx.recorder.metric("weight_bytes", Double(manifest.weightBytes), unit: "B")

@@ -13,7 +13,7 @@ import StageGraph
 import Training
 import YAMLSupport
 
-public struct TrainStage: ExecutableStageKind {
+public struct TrainStage: TypedStageKind {
     public init() {}
     public let name = "train"
     public let version = 1
@@ -28,6 +28,32 @@ public struct TrainStage: ExecutableStageKind {
         Field("data", .reference(.dataset), required: true,
               doc: "Prompt embeddings and `latents` (x0, required): the model learns v = noise − x0 at x_t = σ·noise + (1−σ)·x0."),
     ] + TrainingFields.common)
+
+    public struct Params: Decodable {
+        /// Exclusive with `initial` (`check`).
+        var model: String?
+        var initial: Init?
+        var data: String
+        var training: TrainingSettings
+
+        struct Init: Decodable {
+            var config: String
+            var seed: Int
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case model, data
+            case initial = "init"
+        }
+
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            model = try c.decodeIfPresent(String.self, forKey: .model)
+            initial = try c.decodeIfPresent(Init.self, forKey: .initial)
+            data = try c.decode(String.self, forKey: .data)
+            training = try TrainingSettings(from: decoder)
+        }
+    }
 
     public func outputs(params: ParamValue) -> [PortSpec] { [PortSpec("model", .model, doc: "the trained model")] }
     public func defaultOutput(params: ParamValue) -> String { "model" }
@@ -46,12 +72,12 @@ public struct TrainStage: ExecutableStageKind {
     }
 
     public func run(_ ctx: StageContext) async throws -> [String: Digest] {
-        let p = ctx.params
+        let p = try params(ctx)
         let be = try ctx.makeBackend()
         let model: any DiffusionTransformer
         var manifest: ModelManifest
         var frozenBlocks: Set<Int> = [], frozenPrefixes: [String] = []
-        if p["model"] != nil {
+        if p.model != nil {
             let m = try ctx.openModel("model", backend: be)
             guard !m.manifest.isQuantised else {
                 throw ctx.failure("the model is quantised; quantised weights cannot be trained", log: "fix: train before the quantise stage")
@@ -61,7 +87,8 @@ public struct TrainStage: ExecutableStageKind {
             frozenBlocks = Set(m.frozen.blocks)
             frozenPrefixes = m.frozen.prefixes
         } else {
-            let path = p["init"]?["config"]?.string ?? ""
+            guard let initial = p.initial else { throw ctx.failure("missing 'model' or 'init'") }
+            let path = initial.config
             let url = path.hasPrefix("/") ? URL(fileURLWithPath: path) : ctx.recipeDirectory.appendingPathComponent(path)
             let json: [String: JSONValue]
             do {
@@ -78,7 +105,7 @@ public struct TrainStage: ExecutableStageKind {
             let config: ModelConfig
             do { config = try ModelConfig.parse(json, file: url.path) } catch { throw ctx.failure("'init.config': \(error)") }
             do {
-                model = try randomTransformer(config, backend: be, compute: .f32, seed: UInt64(p["init"]?["seed"]?.int ?? 0))
+                model = try randomTransformer(config, backend: be, compute: .f32, seed: UInt64(initial.seed))
             } catch { throw ctx.failure("cannot build the model: \(error)") }
             var cfg = json
             cfg.removeValue(forKey: removedComponentsConfigKey)
@@ -93,22 +120,22 @@ public struct TrainStage: ExecutableStageKind {
         }
         let trainable = TrainableParameters(structure: model.structure, loaded: Set(model.weights.names),
                                             frozenBlocks: frozenBlocks, frozenPrefixes: frozenPrefixes)
-        let steps = p["steps"]?.int ?? 1000
+        let t = p.training
         let trainer: Trainer
         do {
-            trainer = try Trainer(model: model, objective: .flowMatching, trainable: trainable, settings: TrainingFields.optimizer(p),
-                                  random: TrainingFields.random(p, seed: ctx.noiseSeed), totalSteps: steps)
+            trainer = try Trainer(model: model, objective: .flowMatching, trainable: trainable, settings: t.optimizerSettings,
+                                  random: t.random(seed: ctx.noiseSeed), totalSteps: t.steps)
         } catch { throw ctx.failure("\(error)") }
         ctx.recorder.metric("trainable_params", Double(trainable.elementCount(model.structure)))
         let loop = TrainingLoop(ctx: ctx, trainer: trainer,
-                                data: TrainingData(dataset: data, config: model.structure.config, batchSize: p["batch"]?.int ?? 4,
-                                                   backend: be, syntheticSeed: nil, guidance: Float(p["guidance"]?.double ?? 1)),
-                                steps: steps, checkpointEvery: p["checkpoint_every"]?.int ?? 100)
+                                data: TrainingData(dataset: data, config: model.structure.config, batchSize: t.batch,
+                                                   backend: be, syntheticSeed: nil, guidance: Float(t.guidance)),
+                                steps: t.steps, checkpointEvery: t.checkpointEvery)
         _ = try await loop.run()
 
         // Every loaded tensor: trained ones get new objects; buffers and frozen ones keep theirs (or are stored
         // once for a new model).
-        let names = p["model"] != nil ? trainable.names : model.weights.names
+        let names = p.model != nil ? trainable.names : model.weights.names
         manifest = try TrainingLoop.storeTrained(names, weights: model.weights, into: manifest, store: ctx.store)
         return ["model": try ctx.putModel(manifest)]
     }

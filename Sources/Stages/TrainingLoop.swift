@@ -47,7 +47,7 @@ enum TrainingFields {
                 Field("eps", .number(min: 0, exclusive: true), default: .double(1e-8), doc: "Adam ε."),
             ])), doc: "AdamW settings (defaults: the official HierarchicalPrune code)."),
         ])), doc: "The optimiser; only `adamw` exists."),
-        Field("schedule", .choice(LearningRateSchedule.Kind.allCases.map(\.rawValue)), default: .string("constant"),
+        Field("schedule", .choice(of: LearningRateSchedule.Kind.self), default: .string(LearningRateSchedule.Kind.constant.rawValue),
               doc: "Learning rate after warmup: `constant`, `cosine` (to 0 at the last step) or `linear` (to 0)."),
         Field("warmup_steps", .integer(min: 0), default: .int(0), doc: "Linear warmup from lr/warmup_steps to lr over this many steps."),
         Field("grad_clip", .number(min: 0), default: .double(1.0), doc: "Clip the gradients' global L2 norm to this; 0 disables."),
@@ -58,7 +58,7 @@ enum TrainingFields {
         Field("guidance", .number(min: 0), default: .double(1.0),
               doc: "FLUX models with a guidance embedding (dev) train at this guidance value; ignored otherwise."),
         Field("timesteps", .object(Schema([
-            Field("density", .choice(["logit-normal", "uniform", "mode"]), default: .string("logit-normal"),
+            Field("density", .choice(of: TimestepDensity.Kind.self), default: .string(TimestepDensity.Kind.logitNormal.rawValue),
                   doc: "How σ is drawn (diffusers' `weighting_scheme`)."),
             Field("mean", .number(), default: .double(0), doc: "logit-normal mean."),
             Field("std", .number(min: 0, exclusive: true), default: .double(1), doc: "logit-normal standard deviation."),
@@ -68,29 +68,6 @@ enum TrainingFields {
         ])), doc: "Training timestep sampling (default: logit-normal(0, 1), as the official code)."),
     ]
 
-    static func optimizer(_ p: ParamValue) -> OptimizerSettings {
-        let a = p["optimizer"]?["adamw"]
-        let betas = a?["betas"]?.list?.compactMap(\.double) ?? [0.9, 0.999]
-        let clip = p["grad_clip"]?.double ?? 1.0
-        return OptimizerSettings(learningRate: a?["lr"]?.double ?? 1e-4, beta1: betas.first ?? 0.9, beta2: betas.count > 1 ? betas[1] : 0.999,
-                                 weightDecay: a?["weight_decay"]?.double ?? 1e-4, eps: a?["eps"]?.double ?? 1e-8,
-                                 gradClip: clip > 0 ? clip : nil,
-                                 schedule: LearningRateSchedule(LearningRateSchedule.Kind(rawValue: p["schedule"]?.string ?? "constant") ?? .constant,
-                                                                warmupSteps: p["warmup_steps"]?.int ?? 0))
-    }
-
-    static func random(_ p: ParamValue, seed: UInt64) -> TrainingRandom {
-        let t = p["timesteps"]
-        let density: TimestepDensity
-        switch t?["density"]?.string ?? "logit-normal" {
-        case "uniform": density = .uniform
-        case "mode": density = .mode(scale: t?["mode_scale"]?.double ?? 1.29)
-        default: density = .logitNormal(mean: t?["mean"]?.double ?? 0, std: t?["std"]?.double ?? 1)
-        }
-        return TrainingRandom(seed: seed, density: density,
-                              schedule: FlowMatchSchedule(FlowMatchSchedulerConfig(shift: t?["shift"]?.double ?? 3.0)))
-    }
-
     static func check(_ params: ParamValue, node: YAMLNode, checker: inout SchemaChecker) {
         if let b = params["optimizer"]?["adamw"]?["betas"]?.list, b.count != 2 {
             checker.error("'optimizer.adamw.betas' needs exactly two values [β1, β2]", node["optimizer"]?.mark ?? node.mark)
@@ -98,6 +75,70 @@ enum TrainingFields {
         if let w = params["warmup_steps"]?.int, let s = params["steps"]?.int, w > s {
             checker.error("'warmup_steps' (\(w)) is more than 'steps' (\(s))", node["warmup_steps"]?.mark ?? node.mark)
         }
+    }
+}
+
+/// The common training params (`TrainingFields.common`) of a `train` or `distill` stage, decoded with their
+/// schema defaults (a kind's `Params` decodes it from the same params: `TrainingSettings(from: decoder)`).
+struct TrainingSettings: Decodable {
+    struct AdamW: Decodable {
+        var lr: Double
+        var betas: Betas
+        var weightDecay: Double
+        var eps: Double
+    }
+
+    /// `[β1, β2]` (the schema says "at least 2"; `TrainingFields.check` says "exactly 2").
+    struct Betas: Decodable {
+        var beta1: Double
+        var beta2: Double
+
+        init(from decoder: Decoder) throws {
+            var c = try decoder.unkeyedContainer()
+            beta1 = try c.decode(Double.self)
+            beta2 = try c.decode(Double.self)
+            guard c.isAtEnd else {
+                throw ParamDecodingError(path: "optimizer.adamw.betas", message: "needs exactly [β1, β2]")
+            }
+        }
+    }
+
+    struct Optimizer: Decodable {
+        var adamw: AdamW
+    }
+
+    struct Timesteps: Decodable {
+        var density: TimestepDensity.Kind
+        var mean: Double
+        var std: Double
+        var modeScale: Double
+        var shift: Double
+    }
+
+    var optimizer: Optimizer
+    var schedule: LearningRateSchedule.Kind
+    var warmupSteps: Int
+    /// 0 disables clipping.
+    var gradClip: Double
+    var steps: Int
+    var batch: Int
+    var checkpointEvery: Int
+    var guidance: Double
+    var timesteps: Timesteps
+
+    /// The optimiser these settings mean.
+    var optimizerSettings: OptimizerSettings {
+        let a = optimizer.adamw
+        return OptimizerSettings(learningRate: a.lr, beta1: a.betas.beta1, beta2: a.betas.beta2, weightDecay: a.weightDecay, eps: a.eps,
+                                 gradClip: gradClip > 0 ? gradClip : nil,
+                                 schedule: LearningRateSchedule(schedule, warmupSteps: warmupSteps))
+    }
+
+    /// The training randomness (σ density and schedule) for the Philox stream `seed`.
+    func random(seed: UInt64) -> TrainingRandom {
+        let t = timesteps
+        return TrainingRandom(seed: seed, density: TimestepDensity(t.density, mean: t.mean, std: t.std, modeScale: t.modeScale),
+                              schedule: FlowMatchSchedule(FlowMatchSchedulerConfig(shift: t.shift)))
     }
 }
 

@@ -11,7 +11,7 @@ import Models
 import TensorCore
 
 /// Which distillation loss.
-public enum DistillationForm: String, Sendable, Hashable, CaseIterable {
+public enum DistillationForm: String, Sendable, Hashable, CaseIterable, Decodable {
     case hierarchicalprune
     case bkSDM = "bk-sdm"
     case laptop

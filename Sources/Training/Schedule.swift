@@ -6,7 +6,7 @@ import TensorCore
 
 /// How the learning rate changes over the run: a linear warmup, then constant, cosine or linear decay.
 public struct LearningRateSchedule: Sendable, Hashable {
-    public enum Kind: String, Sendable, Hashable, CaseIterable {
+    public enum Kind: String, Sendable, Hashable, CaseIterable, Decodable {
         /// lr after warmup.
         case constant
         /// lr · ½(1 + cos(π·p)) after warmup, p the fraction of the post-warmup steps done (reaches 0 at the end).

@@ -121,8 +121,7 @@ struct Export: AsyncParsableCommand {
         do {
             if format == "diffusers" {
                 let qc = manifest.quantisation.flatMap { q -> [String: JSONValue]? in
-                    guard q.format == "nf4" || q.format == "fp4" else { return nil }
-                    return Quantise.bitsandbytesConfig(type: q.format, doubleQuant: q.doubleQuant, computeDType: q.computeDType)
+                    Quantise.bitsandbytesConfig(format: q.format, doubleQuant: q.doubleQuant, computeDType: q.computeDType)
                 }
                 try ModelStore.exportDiffusers(written, store: store, to: dir, quantizationConfig: qc, metadata: metadata,
                                                weightsName: written.structure.removed.isEmpty ? DiffusersFolder.weightsName : DiffusersFolder.loaderWeightsName)

@@ -9,6 +9,7 @@ import Foundation
 import ModelSpec
 import ModelStore
 import TensorCore
+import YAMLSupport
 
 struct Quantise: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -38,33 +39,37 @@ struct Quantise: AsyncParsableCommand {
     @Flag(help: "Print a JSON summary.") var json = false
 
     func options() throws -> QuantiseOptions {
-        guard let f = QuantFormat(name: format, blockSize: blockSize) else {
-            throw ValidationError("--format must be nf4, fp4, int4, int4-asym or int8, got '\(format)'")
+        guard let spec = QuantSpec(name: format, blockSize: blockSize) else {
+            throw ValidationError("--format must be " + QuantFormat.allCases.map(\.rawValue).joined(separator: ", ") + ", got '\(format)'"
+                                  + (Suggest.hint(for: format, in: QuantFormat.allCases.map(\.rawValue)).map { "; \($0)" } ?? ""))
         }
-        switch f {
+        let fourBit: Bool
+        switch spec.format {
         case .nf4, .fp4:
             guard bitsandbytesBlockSizes.contains(blockSize) else {
                 throw ValidationError("--block-size \(blockSize) is not one bitsandbytes accepts (\(bitsandbytesBlockSizes.map(String.init).joined(separator: ", ")))")
             }
-        case .int4:
+            fourBit = true
+        case .int4, .int4Asym:
             guard blockSize > 0 else { throw ValidationError("--block-size must be positive") }
             if doubleQuant == true { throw ValidationError("--double-quant applies to nf4/fp4 only") }
+            fourBit = false
         case .int8:
             if doubleQuant == true { throw ValidationError("--double-quant applies to nf4/fp4 only") }
+            fourBit = false
         }
-        guard ["float32", "bfloat16", "float16"].contains(computeDtype) else {
-            throw ValidationError("--compute-dtype must be float32, bfloat16 or float16")
+        guard LoaderComputeDType(rawValue: computeDtype) != nil else {
+            throw ValidationError("--compute-dtype must be " + LoaderComputeDType.allCases.map(\.rawValue).joined(separator: ", ")
+                                  + (Suggest.hint(for: computeDtype, in: LoaderComputeDType.allCases.map(\.rawValue)).map { "; \($0)" } ?? ""))
         }
-        let fourBit: Bool
-        switch f { case .nf4, .fp4: fourBit = true; default: fourBit = false }
-        return QuantiseOptions(format: f, doubleQuant: doubleQuant ?? fourBit, keep: keep, computeDType: computeDtype)
+        return QuantiseOptions(spec: spec, doubleQuant: doubleQuant ?? fourBit, keep: keep, computeDType: computeDtype)
     }
 
     func validate() throws { _ = try options() }
 
-    /// diffusers' quantization_config for a bitsandbytes 4-bit checkpoint.
-    static func bitsandbytesConfig(type: String, doubleQuant: Bool, computeDType: String) -> [String: JSONValue]? {
-        LinearQuantiser.diffusersQuantizationConfig(QuantiseOptions(format: type == "fp4" ? .fp4(blockSize: 64) : .nf4(blockSize: 64),
+    /// diffusers' quantization_config for a bitsandbytes 4-bit checkpoint (nil for int4 / int8).
+    static func bitsandbytesConfig(format: QuantFormat, doubleQuant: Bool, computeDType: String) -> [String: JSONValue]? {
+        LinearQuantiser.diffusersQuantizationConfig(QuantiseOptions(spec: QuantSpec(format, blockSize: 64),
                                                                     doubleQuant: doubleQuant, computeDType: computeDType))
     }
 
@@ -98,8 +103,8 @@ struct Quantise: AsyncParsableCommand {
         if let qc = LinearQuantiser.diffusersQuantizationConfig(options) {
             config["quantization_config"] = .object(qc)
         } else {
-            config["hprune_quantisation"] = .object(["format": .string(options.formatName),
-                                                     "block_size": options.format.blockSize.map(JSONValue.int) ?? .null])
+            config["hprune_quantisation"] = .object(["format": .string(options.format.rawValue),
+                                                     "block_size": options.spec.blockSize.map(JSONValue.int) ?? .null])
         }
         let dir = URL(fileURLWithPath: out)
         do {
@@ -143,10 +148,10 @@ struct Quantise: AsyncParsableCommand {
             throw Exit.failed
         }
         if json {
-            Terminal.printJSON(["out": dir.path, "format": options.formatName, "block_size": options.format.blockSize ?? NSNull(),
+            Terminal.printJSON(["out": dir.path, "format": options.format.rawValue, "block_size": options.spec.blockSize ?? NSNull(),
                                 "double_quant": options.doubleQuant, "quantised_tensors": count, "tensors": entries.count])
         } else {
-            print("wrote \(dir.path): \(count) Linear weights quantised to \(options.format)\(options.doubleQuant ? " (double quant)" : ""), \(entries.count) tensors")
+            print("wrote \(dir.path): \(count) Linear weights quantised to \(options.spec)\(options.doubleQuant ? " (double quant)" : ""), \(entries.count) tensors")
         }
     }
 }

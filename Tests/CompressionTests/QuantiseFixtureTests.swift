@@ -18,7 +18,7 @@ import Testing
         let (file, type, block, dq) = Self.configs[i]
         let model = try DiffusersFolder(path: fixturesRoot + "/models/sd3_tiny")
         let expected = try SafetensorsFile(path: fixturesRoot + "/compression/" + file)
-        let options = QuantiseOptions(format: try #require(QuantFormat(name: type, blockSize: block)), doubleQuant: dq)
+        let options = QuantiseOptions(spec: try #require(QuantSpec(name: type, blockSize: block)), doubleQuant: dq)
         var produced: [String: EncodedTensor] = [:]
         var linear = 0
         for info in model.tensors where LinearQuantiser.shouldQuantise(name: info.name, shape: info.shape, options: options) {
@@ -38,7 +38,7 @@ import Testing
     }
 
     @Test func keepPatternsAndSelection() {
-        let o = QuantiseOptions(format: .nf4(blockSize: 64), keep: ["proj_out", "transformer_blocks.1.*", "*.ff.net.2"])
+        let o = QuantiseOptions(spec: .nf4(blockSize: 64), keep: ["proj_out", "transformer_blocks.1.*", "*.ff.net.2"])
         #expect(!LinearQuantiser.shouldQuantise(name: "proj_out.weight", shape: [16, 16], options: o))
         #expect(!LinearQuantiser.shouldQuantise(name: "transformer_blocks.1.attn.to_q.weight", shape: [16, 16], options: o))
         #expect(!LinearQuantiser.shouldQuantise(name: "transformer_blocks.0.ff.net.2.weight", shape: [16, 64], options: o))
@@ -51,13 +51,13 @@ import Testing
     @Test func int4AndInt8Layouts() throws {
         let w: [Float] = (0..<96).map { Float($0 % 13) - 6 }
         let a = try LinearQuantiser.quantise(name: "l.weight", weights: w, shape: [6, 16], sourceDType: .f32,
-                                             options: QuantiseOptions(format: .int4(.asymmetric, blockSize: 32)))
+                                             options: QuantiseOptions(spec: .int4(.asymmetric, blockSize: 32)))
         #expect(Set(a.keys) == ["l.weight", "l.weight.scales", "l.weight.zeros", "l.weight.quant_state.hprune__int4"])
         #expect(a["l.weight"]?.data.count == 48 && a["l.weight.scales"]?.shape == [3])
         let b = try LinearQuantiser.quantise(name: "l.weight", weights: w, shape: [6, 16], sourceDType: .bf16,
-                                             options: QuantiseOptions(format: .int8))
+                                             options: QuantiseOptions(spec: .int8))
         #expect(b["l.weight"]?.dtype == .i8 && b["l.weight"]?.shape == [6, 16] && b["l.weight.SCB"]?.shape == [6])
-        #expect(LinearQuantiser.diffusersQuantizationConfig(QuantiseOptions(format: .int8)) == nil)
-        #expect(LinearQuantiser.diffusersQuantizationConfig(QuantiseOptions(format: .fp4(blockSize: 64), doubleQuant: true))?["bnb_4bit_use_double_quant"] == .bool(true))
+        #expect(LinearQuantiser.diffusersQuantizationConfig(QuantiseOptions(spec: .int8)) == nil)
+        #expect(LinearQuantiser.diffusersQuantizationConfig(QuantiseOptions(spec: .fp4(blockSize: 64), doubleQuant: true))?["bnb_4bit_use_double_quant"] == .bool(true))
     }
 }

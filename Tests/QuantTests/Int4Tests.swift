@@ -48,12 +48,12 @@ struct Int4Tests {
 
 struct QuantizeWeightTests {
     @Test("quantizeWeight covers every format and round-trips within each format's error",
-          arguments: [QuantFormat.nf4(blockSize: 64), .fp4(blockSize: 128), .int4(.symmetric, blockSize: 64),
+          arguments: [QuantSpec.nf4(blockSize: 64), .fp4(blockSize: 128), .int4(.symmetric, blockSize: 64),
                       .int4(.asymmetric, blockSize: 128), .int8])
-    func everyFormat(_ format: QuantFormat) throws {
+    func everyFormat(_ format: QuantSpec) throws {
         let w = lcgWeights(count: 24 * 128, seed: 11)
         let q = try quantizeWeight(w, shape: [24, 128], format: format, doubleQuant: true)
-        #expect(q.format == format)
+        #expect(q.spec == format)
         let back = q.dequantized()
         let maxErr = zip(back, w).map { abs($0 - $1) }.max()!
         #expect(maxErr < (format == .int8 ? 0.005 : 0.1), "\(format): max error \(maxErr)")

@@ -43,11 +43,18 @@ struct LayoutTests {
 
     @Test("format names")
     func names() {
-        #expect(QuantFormat(name: "nf4") == .nf4(blockSize: 64))
-        #expect(QuantFormat(name: "int4-asym", blockSize: 128) == .int4(.asymmetric, blockSize: 128))
-        #expect(QuantFormat(name: "int4") == .int4(.symmetric, blockSize: 64))
-        #expect(QuantFormat(name: "int8")?.blockSize == nil)
-        #expect(QuantFormat(name: "q4_k") == nil)
-        #expect(QuantFormat.fp4(blockSize: 128).description == "fp4/128")
+        #expect(QuantSpec(name: "nf4") == .nf4(blockSize: 64))
+        #expect(QuantSpec(name: "int4-asym", blockSize: 128) == .int4(.asymmetric, blockSize: 128))
+        #expect(QuantSpec(name: "int4") == .int4(.symmetric, blockSize: 64))
+        #expect(QuantSpec(name: "INT4-Symmetric") == .int4(.symmetric, blockSize: 64))
+        #expect(QuantSpec(name: "int8")?.blockSize == nil)
+        #expect(QuantSpec(name: "q4_k") == nil)
+        #expect(QuantSpec.fp4(blockSize: 128).description == "fp4/128")
+        // The stored names: what manifests hold (their JSON is the raw value) and what `description` prints.
+        #expect(QuantFormat.allCases.map(\.rawValue) == ["nf4", "fp4", "int4", "int4-asym", "int8"])
+        #expect(QuantFormat.allCases.allSatisfy { "\($0)" == $0.rawValue })
+        for f in QuantFormat.allCases { #expect(QuantSpec(f, blockSize: 32).format == f) }
+        #expect(QuantFormat(name: "int4-sym") == .int4)
+        #expect(QuantFormat(rawValue: "int4-sym") == nil)
     }
 }

@@ -10,6 +10,7 @@ import ModelStore
 import Scheduler
 import StageGraph
 import Stages
+import TensorCore
 import TestSupport
 import Testing
 import YAMLSupport
@@ -80,7 +81,7 @@ import YAMLSupport
         #expect(pruned.structure.removed.contains("blocks.37"))
         let q = try run.model("quantise")
         // double_quant defaults to true for nf4/fp4, as the official Linear4bit (compress_statistics=True) …
-        #expect(q.quantisation?.format == "nf4" && q.quantisation?.doubleQuant == true)
+        #expect(q.quantisation?.format == .nf4 && q.quantisation?.doubleQuant == true)
         // … and does not apply to int8.
         #expect(try run.model("int8").quantisation?.doubleQuant == false)
         let t = try #require(q.tensors["transformer_blocks.0.attn.to_q.weight"])

@@ -5,6 +5,7 @@ import ArtifactStore
 import Checkpoint
 import Foundation
 import ModelStore
+import TensorCore
 import TestSupport
 import Testing
 
@@ -49,9 +50,9 @@ import Testing
         try DiffusersFolder.write(config: try ModelStore.configJSON(config), tensors: payloads, to: q)
         let d = try ModelStore.importDiffusers(at: URL(fileURLWithPath: q), store: s)
         let m = try ModelStore.manifest(d, store: s)
-        #expect(m.isQuantised && m.quantisation?.format == "fp4" && m.quantisation?.doubleQuant == true)
+        #expect(m.isQuantised && m.quantisation?.format == .fp4 && m.quantisation?.doubleQuant == true)
         let w = try #require(m.tensors["proj_out.weight"]?.quantisation)
-        #expect(w.format == "fp4" && w.blockSize == 64 && w.doubleQuant && w.originalDType == .f32)
+        #expect(w.format == .fp4 && w.blockSize == 64 && w.doubleQuant && w.originalDType == .f32)
         #expect(w.originalShape == (try model.info("proj_out.weight")).shape)
         #expect(Set(w.companions.keys) == [".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".quant_state.bitsandbytes__fp4"])
         #expect(m.tensors["proj_out.weight.absmax"] == nil)

@@ -3,13 +3,20 @@
 // the checkpoint writer stores the returned tensors as they are.
 import Foundation
 
-/// Element type of a serialized tensor (safetensors names: "U8", "F32").
-public enum SerializedDType: String, Hashable, Sendable {
+/// Element type of a serialized tensor (safetensors names: "U8", "I8", "F32").
+public enum SerializedDType: String, Hashable, Sendable, CaseIterable {
     case uint8 = "U8"
+    /// int8 codes (per-row int8 weights).
+    case int8 = "I8"
     case float32 = "F32"
 
     /// Bytes per element.
-    public var size: Int { self == .uint8 ? 1 : 4 }
+    public var size: Int {
+        switch self {
+        case .uint8, .int8: return 1
+        case .float32: return 4
+        }
+    }
 }
 
 /// A tensor ready to be written to a checkpoint: little-endian raw bytes with dtype and shape.

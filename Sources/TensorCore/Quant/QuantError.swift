@@ -14,6 +14,10 @@ public enum QuantError: Error, Equatable, CustomStringConvertible {
     case badTensor(key: String, expected: String, got: String)
     /// The packed quant_state JSON cannot be used.
     case badQuantState(key: String, reason: String)
+    /// A companion tensor of a stored quantised weight (`.scales`, `.zeros`, `.SCB`) is absent.
+    case missingCompanion(key: String)
+    /// A stored quantised weight's tensors do not fit its format, block size or shape.
+    case badLayout(key: String, reason: String)
 
     public var description: String {
         switch self {
@@ -33,6 +37,10 @@ public enum QuantError: Error, Equatable, CustomStringConvertible {
             return "tensor '\(key)': expected \(expected), got \(got)"
         case .badQuantState(let key, let reason):
             return "tensor '\(key)': \(reason)"
+        case .missingCompanion(let key):
+            return "missing tensor '\(key)' (a companion of the quantised weight)"
+        case .badLayout(let key, let reason):
+            return "quantised tensor '\(key)': \(reason)"
         }
     }
 }

@@ -2,12 +2,72 @@
 // Every 4-bit format shares one layout: packed nibbles of the row-major flattened weight plus per-block scales.
 // Legend: n = numel of the weight, B = block (group) size, nb = ceil(n / B) blocks, nn = ceil(nb / 256).
 
-/// Which quantised weight format a layer uses.
+/// A stored quantised weight format: the name a model manifest records for a quantised tensor (its raw value,
+/// so the manifest's JSON is the format name) and the key of the format's traits (`QuantTraits`, ggml-style:
+/// one table entry per format with its block layout, code table, decoder and kernel preparation).
 ///
 /// ```swift
-/// let f = QuantFormat(name: "int4-asym", blockSize: 128)   // .int4(.asymmetric, blockSize: 128)
+/// let f = QuantFormat(name: "int4-sym")            // .int4 (aliases accepted, case-insensitive)
+/// let t = QuantFormat.nf4.traits                   // codeBits 4, statisticBytes 4, codebook: bitsandbytes' NF4
 /// ```
-public enum QuantFormat: Hashable, Sendable, CustomStringConvertible {
+public enum QuantFormat: String, CaseIterable, Hashable, Sendable, CustomStringConvertible {
+    /// bitsandbytes NormalFloat4 (`quant_type='nf4'`), fp32 absmax per block (optionally double-quantised).
+    case nf4
+    /// bitsandbytes FP4 (`quant_type='fp4'`, 1 sign, 2 exponent, 1 mantissa bit), fp32 absmax per block.
+    case fp4
+    /// Linear 4-bit integers, symmetric: one fp32 scale per group.
+    case int4
+    /// Linear 4-bit integers, asymmetric: one fp32 scale and one zero point per group.
+    case int4Asym = "int4-asym"
+    /// Linear 8-bit integers, one fp32 absmax per row (bitsandbytes `int8_vectorwise_quant`).
+    case int8
+
+    /// Parses a recipe / CLI name, case-insensitively: the raw values and the aliases `int4-sym`,
+    /// `int4-symmetric`, `int4-asymmetric`.
+    public init?(name: String) {
+        switch name.lowercased() {
+        case "int4-sym", "int4-symmetric": self = .int4
+        case "int4-asymmetric": self = .int4Asym
+        case let n: self.init(rawValue: n)
+        }
+    }
+
+    /// The bitsandbytes 4-bit type of nf4 / fp4 (what diffusers loads); nil for hprune's own formats.
+    public var bitsandbytesType: FourBitType? {
+        switch self {
+        case .nf4: return .nf4
+        case .fp4: return .fp4
+        case .int4, .int4Asym, .int8: return nil
+        }
+    }
+
+    public var description: String { rawValue }
+}
+
+extension QuantFormat: Codable {
+    /// Decodes the raw value; an unknown name says which ones exist.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        let s = try c.decode(String.self)
+        guard let f = QuantFormat(rawValue: s) else {
+            throw DecodingError.dataCorruptedError(
+                in: c, debugDescription: "unknown quantisation format '\(s)' (known: \(QuantFormat.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        self = f
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(rawValue)
+    }
+}
+
+/// What to quantise a weight to: a format with its block (group) size.
+///
+/// ```swift
+/// let s = QuantSpec(name: "int4-asym", blockSize: 128)   // .int4(.asymmetric, blockSize: 128)
+/// ```
+public enum QuantSpec: Hashable, Sendable, CustomStringConvertible {
     /// bitsandbytes NormalFloat4 (`quant_type='nf4'`), fp32 absmax per block (optionally double-quantised).
     case nf4(blockSize: Int)
     /// bitsandbytes FP4 (`quant_type='fp4'`, 1 sign, 2 exponent, 1 mantissa bit), fp32 absmax per block.
@@ -17,25 +77,37 @@ public enum QuantFormat: Hashable, Sendable, CustomStringConvertible {
     /// Linear 8-bit integers, one fp32 absmax per row (bitsandbytes `int8_vectorwise_quant`).
     case int8
 
-    /// Parses a recipe / CLI name: `nf4`, `fp4`, `int4` (= `int4-sym`), `int4-sym`, `int4-asym`, `int8`.
+    /// `format` with `blockSize` (ignored by the per-row `int8`).
+    public init(_ format: QuantFormat, blockSize: Int) {
+        switch format {
+        case .nf4: self = .nf4(blockSize: blockSize)
+        case .fp4: self = .fp4(blockSize: blockSize)
+        case .int4: self = .int4(.symmetric, blockSize: blockSize)
+        case .int4Asym: self = .int4(.asymmetric, blockSize: blockSize)
+        case .int8: self = .int8
+        }
+    }
+
+    /// Parses a recipe / CLI name (`QuantFormat(name:)`): `nf4`, `fp4`, `int4` (= `int4-sym`), `int4-sym`,
+    /// `int4-asym`, `int8`.
     public init?(name: String, blockSize: Int = 64) {
-        switch name.lowercased() {
-        case "nf4": self = .nf4(blockSize: blockSize)
-        case "fp4": self = .fp4(blockSize: blockSize)
-        case "int4", "int4-sym", "int4-symmetric": self = .int4(.symmetric, blockSize: blockSize)
-        case "int4-asym", "int4-asymmetric": self = .int4(.asymmetric, blockSize: blockSize)
-        case "int8": self = .int8
-        default: return nil
+        guard let f = QuantFormat(name: name) else { return nil }
+        self.init(f, blockSize: blockSize)
+    }
+
+    /// The stored format.
+    public var format: QuantFormat {
+        switch self {
+        case .nf4: return .nf4
+        case .fp4: return .fp4
+        case .int4(.symmetric, _): return .int4
+        case .int4(.asymmetric, _): return .int4Asym
+        case .int8: return .int8
         }
     }
 
     /// Stored bits per weight element, counting the packed codes only (not the scales).
-    public var codeBits: Int {
-        switch self {
-        case .nf4, .fp4, .int4: return 4
-        case .int8: return 8
-        }
-    }
+    public var codeBits: Int { format.traits.codeBits }
 
     /// Elements that share one scale; `nil` for per-row `int8`.
     public var blockSize: Int? {
@@ -57,7 +129,7 @@ public enum QuantFormat: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// How `int4` maps a group's range onto the 16 codes.
-public enum Int4Scheme: String, Hashable, Sendable {
+public enum Int4Scheme: String, Hashable, Sendable, CaseIterable, Codable {
     /// scale = absmax / 7, q = clamp(rint(x / scale), -8, 7), stored as the nibble q + 8.
     case symmetric
     /// Range widened to include 0; scale = (max - min) / 15, integer zero point z in 0...15, nibble q in 0...15.
