@@ -53,7 +53,8 @@ let package = Package(
         .target(name: "Checkpoint"),
         .target(name: "ModelSpec", dependencies: ["Checkpoint"]),
         .target(name: "Models", dependencies: ["TensorCore", "Checkpoint", "ModelSpec"]),
-        .target(name: "Compression", dependencies: ["ModelSpec", "Checkpoint", "TensorCore"]),
+        // Compression's scorers and evaluation run models (Models does not depend on Compression).
+        .target(name: "Compression", dependencies: ["Models", "ModelSpec", "Checkpoint", "TensorCore"]),
         .target(name: "Training", dependencies: ["Models", "ModelSpec", "Compression", "TensorCore", "Checkpoint"]),
         .target(name: "Classifier", swiftSettings: [.unsafeFlags(["-O"])]),
         .target(name: "PNGSupport"),
@@ -101,6 +102,6 @@ let package = Package(
                                                      "Compression", "ModelSpec", "Checkpoint", "TestSupport", "YAMLSupport",
                                                      "Models", "TensorCore", "CPUBackend", "RecipeLanguage"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "ModelSpec", "Checkpoint", "TensorCore", "CPUBackend"]),
-        .testTarget(name: "CompressionTests", dependencies: ["Compression", "ModelSpec", "Checkpoint", "TensorCore"]),
+        .testTarget(name: "CompressionTests", dependencies: ["Compression", "ModelSpec", "Checkpoint", "TensorCore", "Models", "CPUBackend"]),
     ]
 )

@@ -183,15 +183,21 @@ struct PromptDataset: @unchecked Sendable {
             }
             return [batch, c.inChannels, h, w]
         case .flux(let c):
-            let (h, w) = override ?? latentSize ?? (16, 16)
+            let (h, w) = fluxGrid(override: override)
             return [batch, h * w, c.inChannels]
         }
+    }
+
+    /// The FLUX token grid (h, w) of the samples: `override`, else the dataset's, else 16×16.
+    func fluxGrid(override: (height: Int, width: Int)?) -> (height: Int, width: Int) {
+        if let g = override ?? latentSize { return g }
+        return (16, 16)
     }
 
     /// FLUX image ids for the latent grid (nil for SD3).
     func imageIds(for config: ModelConfig, override: (height: Int, width: Int)? = nil) -> [Float]? {
         guard case .flux = config else { return nil }
-        let (h, w) = override ?? latentSize ?? (16, 16)
+        let (h, w) = fluxGrid(override: override)
         return fluxImageIds(height: h, width: w)
     }
 

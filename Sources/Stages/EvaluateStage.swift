@@ -17,32 +17,62 @@ import StageGraph
 import TensorCore
 import YAMLSupport
 
-public struct EvaluateStage: ExecutableStageKind {
+public struct EvaluateStage: TypedStageKind {
     public init() {}
     public let name = "evaluate"
     public let version = 1
     public let summary = "Memory, latency, fidelity vs a reference model and task metrics, side by side (Report + ledger metrics)."
 
-    static let metricNames = ["memory", "latency", "fidelity", "task"]
+    /// The stage's parameters, decoded once with the schema's defaults.
+    public struct Params: Decodable {
+        /// Name → model reference, in recipe order (the first is the reference).
+        public var models: NamedReferences
+        public var data: String?
+        public var metrics: [EvaluationMetric]
+        public var samples: Int?
+        public var batch: Int
+        public var repeats: Int
+        public var warmup: Int
+        public var sampling: SamplingSettings
+        public var taskSigmas: [Float]
+        public var classifier: Classifier?
+        public var degradation: [TaskMetric]
+        public var images: Images?
+        public var latentSize: LatentSize?
+        public var latents: Bool?
+
+        public struct Classifier: Decodable {
+            public var data: String
+            public var hidden: Int
+            public var epochs: Int
+            public var seed: Int
+        }
+        public struct Images: Decodable {
+            public var columns: Int
+            public var rows: Int
+            public var scale: Int
+        }
+
+        public func wants(_ m: EvaluationMetric) -> Bool { metrics.contains(m) }
+        /// `latents: true`: write every model's final latents.
+        public var savesLatents: Bool { latents == true }
+        /// Whether any part draws samples or reads the dataset.
+        public var needsData: Bool { metrics.contains(where: \.needsData) || images != nil || savesLatents }
+    }
 
     public let schema = Schema([
         Field("models", .dictionary(.reference(.model)), required: true,
               doc: "Name → model, e.g. `{original: teacher, compressed: quantise}`. The FIRST is the reference for `fidelity`. Metrics are named `<name>.<metric>`."),
         Field("data", .reference(.dataset),
               doc: "Calibration / evaluation dataset (prompt embeddings; see Docs/method.md 'Datasets'). Required for `latency`, `fidelity` and `task`."),
-        Field("metrics", .list(.choice(metricNames), minCount: 1), default: .list([.string("memory"), .string("latency"), .string("fidelity")]),
+        Field("metrics", .list(.choice(of: EvaluationMetric.self), minCount: 1), default: .list([.string("memory"), .string("latency"), .string("fidelity")]),
               doc: "`memory`: stored weight bytes in total and by dtype/format (from the manifest), parameters, and the process's resident-memory growth while the model is loaded and sampling. `latency`: median of `repeats` timed sampling runs of one batch — per denoising step and per sample (ms), on the run's backend. `fidelity`: final latents of every dataset sample (fixed per-sample noise from the recipe seed) against the reference model's: latent MSE, PSNR (dB, peak = the reference sample's range, identical = 100 dB) and cosine. `task`: flow-matching loss (velocity MSE against noise − latents) on the dataset's `latents` at `task_sigmas` — needs `latents` in the dataset; other task metrics (GenEval, HPSv2) plug in through a `command` stage (Docs/method.md)."),
         Field("samples", .integer(min: 1), doc: "Use only the first N dataset samples. Default: all."),
         Field("batch", .integer(min: 1), default: .int(1), doc: "Samples per forward pass (also the latency batch)."),
         Field("repeats", .integer(min: 1, max: 1000), default: .int(3), doc: "Timed latency runs per model (the median is reported)."),
         Field("warmup", .integer(min: 0, max: 100), default: .int(1), doc: "Untimed runs before the timed ones."),
-        Field("sampling", .object(Schema([
-            Field("steps", .integer(min: 1, max: 1000), default: .int(4), doc: "Euler steps."),
-            Field("guidance", .number(min: 0), default: .double(0),
-                  doc: "SD3: classifier-free guidance scale, on when > 1 (needs the dataset's negative embedding, see `score`'s `sampling.guidance`); FLUX models with a guidance embedding: the guidance value."),
-            Field("shift", .number(min: 0, exclusive: true), default: .double(3.0), doc: "Scheduler sigma shift."),
-        ])), default: .map([("steps", .int(4)), ("guidance", .double(0)), ("shift", .double(3.0))]),
-              doc: "Sampling settings for latency and fidelity."),
+        SamplingSettings.field(doc: "Sampling settings for latency and fidelity.",
+                               guidanceDoc: "SD3: classifier-free guidance scale, on when > 1 (needs the dataset's negative embedding, see `score`'s `sampling.guidance`); FLUX models with a guidance embedding: the guidance value."),
         Field("task_sigmas", .list(.number(min: 0, max: 1, exclusive: true), minCount: 1), default: .list([.double(0.25), .double(0.5), .double(0.75)]),
               doc: "Noise levels of the `task` loss."),
         Field("classifier", .object(Schema([
@@ -53,7 +83,7 @@ public struct EvaluateStage: ExecutableStageKind {
             Field("seed", .integer(min: 0), default: .int(0), doc: "Seed of the classifier's weights and shuffles."),
         ])),
               doc: "With `task`: a 2-layer MLP classifier trained here on `classifier.data` gives, per model, `prompt_accuracy` (share of samples classified as their prompt's label), `frechet` (Fréchet distance of the classifier's hidden features, samples vs the real `latents` of `data`) and `degradation` (% mean relative drop of the `degradation` metrics vs the first model; default prompt accuracy alone); plus `classifier.heldout_accuracy` on `data`. Samples use `sampling` and the fixed per-sample noise of `fidelity`."),
-        Field("degradation", .list(.choice(TaskMetric.allCases.map(\.rawValue)), minCount: 1), default: .list([.string("prompt_accuracy")]),
+        Field("degradation", .list(.choice(of: TaskMetric.self), minCount: 1), default: .list([.string("prompt_accuracy")]),
               doc: "With `classifier`: the task metrics whose relative drops against the first model are averaged into `degradation` (%), as the paper computes it from GenEval and HPSv2: (ref − m)/ref for `prompt_accuracy`, (m − ref)/ref for `frechet` (lower is better)."),
         Field("images", .object(Schema([
             Field("columns", .integer(min: 1, max: 64), default: .int(8),
@@ -63,8 +93,7 @@ public struct EvaluateStage: ExecutableStageKind {
             Field("scale", .integer(min: 1, max: 16), default: .int(2), doc: "Each latent pixel becomes a scale × scale block (nearest neighbour)."),
         ])),
               doc: "Writes, per model, a grid of the samples already drawn for `fidelity` / `classifier` (no extra sampling; the same noise) as `<model>.png` in the output `samples` (a folder; `hprune report --images` copies them out). Latents are mapped from [-1, 1] to 0…255 (clamped), tiles separated by 1-pixel grey gaps. Pixel-space models only: 1 latent channel (greyscale) or 3 (RGB)."),
-        Field("latent_size", .list(.integer(min: 1), minCount: 2),
-              doc: "[height, width] of the sampled latents. Default: the dataset's metadata or latents, else the model's `sample_size`."),
+        LatentSize.field(doc: "[height, width] of the sampled latents. Default: the dataset's metadata or latents, else the model's `sample_size`."),
         Field("latents", .bool,
               doc: "`true`: also write every model's final latents (the samples `fidelity` draws: the fixed per-sample noise and `sampling`) as `<model>.safetensors` in the output `latents` (a folder), in the samples format of external scorers (Docs/method.md §1a: `latents` f32 in the pipeline's scaled space, metadata `layout`, `prompts`), so a `command` stage can score them with Examples/scorers/ (HPSv2, GenEval-style)."),
     ])
@@ -82,59 +111,48 @@ public struct EvaluateStage: ExecutableStageKind {
     public func defaultOutput(params: ParamValue) -> String { "report" }
 
     public func check(params: ParamValue, node: YAMLNode, checker: inout SchemaChecker) {
-        let metrics = (params["metrics"]?.list ?? []).compactMap(\.string)
-        if params["models"]?.entries?.isEmpty ?? true {
+        guard let p = try? decodeParams(params) else { return }   // only runs on schema-clean params
+        if p.models.entries.isEmpty {
             checker.error("'models' needs at least one model", node["models"]?.mark ?? node.mark, hint: "e.g. `models: {original: teacher, compressed: quantise}`")
         }
-        if params["data"] == nil, let m = metrics.first(where: { $0 != "memory" }) {
-            checker.error("metric '\(m)' needs 'data' (a dataset of prompt embeddings)", node["metrics"]?.mark ?? node.mark, hint: "add `data: <dataset>`")
+        if p.data == nil, let m = p.metrics.first(where: \.needsData) {
+            checker.error("metric '\(m.rawValue)' needs 'data' (a dataset of prompt embeddings)", node["metrics"]?.mark ?? node.mark, hint: "add `data: <dataset>`")
         }
-        if params["images"] != nil, params["data"] == nil {
+        if p.images != nil, p.data == nil {
             checker.error("'images' shows samples, which need 'data' (a dataset of prompt embeddings)", node["images"]?.mark ?? node.mark, hint: "add `data: <dataset>`")
         }
-        if params["latents"]?.bool == true, params["data"] == nil {
+        if p.savesLatents, p.data == nil {
             checker.error("'latents' writes samples, which need 'data' (a dataset of prompt embeddings)", node["latents"]?.mark ?? node.mark, hint: "add `data: <dataset>`")
         }
-        if params["classifier"] != nil, !metrics.contains("task") {
+        if p.classifier != nil, !p.wants(.task) {
             checker.error("'classifier' gives task metrics; add 'task' to 'metrics'", node["classifier"]?.mark ?? node.mark)
         }
-        if let s = params["latent_size"]?.list, s.count != 2 {
-            checker.error("'latent_size' needs exactly [height, width]", node["latent_size"]?.mark ?? node.mark)
-        }
+        LatentSize.check(params, node: node, checker: &checker)
     }
 
     public func run(_ ctx: StageContext) async throws -> [String: Digest] {
-        let p = ctx.params
-        let names = (p["models"]?.entries ?? []).map(\.0)
-        let wanted = Set((p["metrics"]?.list ?? []).compactMap(\.string))
-        let steps = p["sampling"]?["steps"]?.int ?? 4
-        let guidance = Float(p["sampling"]?["guidance"]?.double ?? 0)
-        let shift = p["sampling"]?["shift"]?.double ?? 3
-        let batch = p["batch"]?.int ?? 1
-        let repeats = p["repeats"]?.int ?? 3, warmup = p["warmup"]?.int ?? 1
-        let taskSigmas = (p["task_sigmas"]?.list ?? []).compactMap { $0.double.map(Float.init) }
-        let size = p["latent_size"]?.list?.compactMap(\.int)
-        let override = size.flatMap { $0.count == 2 ? (height: $0[0], width: $0[1]) : nil }
+        let p = try params(ctx)
+        let names = p.models.names
+        let steps = p.sampling.steps, shift = p.sampling.shift
+        let guidance = Float(p.sampling.guidance)
+        let override = p.latentSize.map { (height: $0.height, width: $0.width) }
 
-        let grid = p["images"].map { (columns: $0["columns"]?.int ?? 8, rows: $0["rows"]?.int ?? 10, scale: $0["scale"]?.int ?? 2) }
+        let grid = p.images
         let samplesDir = ctx.workDirectory.appendingPathComponent("samples")
         if grid != nil { try FileManager.default.createDirectory(at: samplesDir, withIntermediateDirectories: true) }
-        let saveLatents = p["latents"]?.bool == true
         let latentsDir = ctx.workDirectory.appendingPathComponent("latents")
-        if saveLatents { try FileManager.default.createDirectory(at: latentsDir, withIntermediateDirectories: true) }
-        let needsData = !wanted.subtracting(["memory"]).isEmpty || grid != nil || saveLatents
-        let data = needsData ? try ctx.openDataset("data", limit: p["samples"]?.int) : nil
-        if wanted.contains("task"), data?.latents == nil {
+        if p.savesLatents { try FileManager.default.createDirectory(at: latentsDir, withIntermediateDirectories: true) }
+        let data = p.needsData ? try ctx.openDataset("data", limit: p.samples) : nil
+        if p.wants(.task), data?.latents == nil {
             throw ctx.failure("metric 'task' needs 'latents' (targets in latent space) in the dataset",
                               log: "fix: add 'latents' to the dataset file, or drop 'task' from 'metrics'")
         }
-        let classifier = wanted.contains("task") && p["classifier"] != nil ? try trainClassifier(ctx, heldOut: data) : nil
-        let be = needsData ? try ctx.makeBackend() : nil
+        let classifier = try p.classifier.flatMap { p.wants(.task) ? try trainClassifier(ctx, $0, heldOut: data) : nil }
+        let be = p.needsData ? try ctx.makeBackend() : nil
 
         var report: [String: Any] = [:]
         var reference: [[Float]]?
         var referenceTask: [TaskMetric: Double]?
-        let degradationOf = (p["degradation"]?.list ?? [.string("prompt_accuracy")]).compactMap { $0.string.flatMap(TaskMetric.init(rawValue:)) }
         var architecture: String?
         let bar = ctx.progress.bar(total: names.count, unit: "models")
         for name in names {
@@ -142,11 +160,11 @@ public struct EvaluateStage: ExecutableStageKind {
             let path = "models.\(name)"
             var metrics: [(String, Double, String)] = []
             let m = try ctx.loadModel(path)
-            if wanted.contains("fidelity"), let a = architecture, a != m.manifest.architecture {
+            if p.wants(.fidelity), let a = architecture, a != m.manifest.architecture {
                 throw ctx.failure("model '\(name)' is a \(m.manifest.architecture), the reference is a \(a)", log: "fix: compare models of one architecture")
             }
             architecture = m.manifest.architecture
-            if wanted.contains("memory") {
+            if p.wants(.memory) {
                 metrics.append(("weight_bytes", Double(m.manifest.weightBytes), "B"))
                 for (k, v) in Self.bytesByFormat(m.manifest).sorted(by: { $0.key < $1.key }) { metrics.append(("weight_bytes.\(k)", Double(v), "B")) }
                 metrics.append(("params", Double((try? m.structure.parameterCount(after: m.removal)) ?? 0), ""))
@@ -163,46 +181,26 @@ public struct EvaluateStage: ExecutableStageKind {
                 let shape: [Int]
                 do { shape = Array(try data.latentShape(for: m.structure.config, batch: 1, override: override).dropFirst()) } catch let e as DatasetError { throw ctx.failure("\(e)") }
                 let ids = data.imageIds(for: m.structure.config, override: override)
-                let fluxGuidance = guide.fluxGuidance
                 var peakRSS = rssBefore
-                let batches = data.batches(size: batch)
+                let batches = guide.batches(data, size: p.batch, sampleShape: shape, seed: ctx.noiseSeed, backend: be, latents: false)
 
-                if wanted.contains("latency") {
-                    let range = batches[0]
-                    let noise = try PromptDataset.noise(range, sampleShape: shape, seed: ctx.noiseSeed, backend: be)
-                    let (cond, uncond) = try guide.conditioning(data, range, backend: be)
-                    var times: [Double] = []
-                    for i in 0..<(warmup + repeats) {
-                        try Task.checkCancellation()
-                        let t0 = DispatchTime.now().uptimeNanoseconds
-                        _ = try be.floats(try sampler.sample(t, from: noise, cond: cond, uncond: uncond, imgIds: ids))   // floats(): wait for the result
-                        let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
-                        if i >= warmup { times.append(dt) }
+                if p.wants(.latency) {
+                    let l = try SampleEvaluation.latency(sampler, t, batch: try batches.batch(0), imgIds: ids, warmup: p.warmup, repeats: p.repeats) {
                         peakRSS = max(peakRSS, Self.residentBytes())
                     }
-                    let med = Self.median(times)
-                    metrics.append(("latency_step", med / Double(steps), "ms"))
-                    metrics.append(("latency_sample", med / Double(range.count), "ms"))
+                    metrics.append(("latency_step", l.perStep, "ms"))
+                    metrics.append(("latency_sample", l.perSample, "ms"))
                 }
                 if grid != nil, shape.count != 3 || (shape[0] != 1 && shape[0] != 3) {
                     throw ctx.failure("'images' needs a pixel-space model (1 or 3 latent channels), but model '\(name)' samples latents of shape \(shape) (channels first)",
                                       log: "fix: remove 'images' from stage '\(ctx.stage.name)' (\(ctx.stage.mark)), or evaluate only models whose latents are pixels (in_channels 1 or 3)")
                 }
-                if wanted.contains("fidelity") || classifier != nil || grid != nil || saveLatents {
-                    var outs: [[Float]] = []
-                    let per = shape.reduce(1, *)
-                    for range in batches {
-                        try Task.checkCancellation()
-                        let noise = try PromptDataset.noise(range, sampleShape: shape, seed: ctx.noiseSeed, backend: be)
-                        let (cond, uncond) = try guide.conditioning(data, range, backend: be)
-                        let x = try be.floats(try sampler.sample(t, from: noise, cond: cond, uncond: uncond, imgIds: ids))
-                        for i in 0..<range.count { outs.append(Array(x[(i * per)..<((i + 1) * per)])) }
-                        peakRSS = max(peakRSS, Self.residentBytes())
-                    }
-                    if saveLatents {
-                        let grid = override ?? data.latentSize ?? (16, 16)
+                if p.wants(.fidelity) || classifier != nil || grid != nil || p.savesLatents {
+                    let outs = try sampler.sampleAll(t, batches, imgIds: ids) { _ in peakRSS = max(peakRSS, Self.residentBytes()) }
+                    if p.savesLatents {
+                        let latentGrid = data.fluxGrid(override: override)
                         try ScorerCommand.writeSamples(outs, shape: shape, variant: name, data: data, config: m.structure.config,
-                                                       latentGrid: grid, to: latentsDir.appendingPathComponent("\(name).safetensors"))
+                                                       latentGrid: latentGrid, to: latentsDir.appendingPathComponent("\(name).safetensors"))
                     }
                     if let grid {
                         let file = samplesDir.appendingPathComponent("\(name).png")
@@ -221,50 +219,31 @@ public struct EvaluateStage: ExecutableStageKind {
                         }
                         metrics.append(("frechet", fd, ""))
                         let task: [TaskMetric: Double] = [.promptAccuracy: acc, .frechet: fd]
-                        let ref = referenceTask ?? task
+                        let ref = referenceTask ?? task   // the first model is the reference
                         referenceTask = ref
-                        metrics.append(("degradation", Degradation.percent(reference: ref, model: task, metrics: degradationOf) ?? 0, "%"))
+                        metrics.append(("degradation", Degradation.percent(reference: ref, model: task, metrics: p.degradation) ?? 0, "%"))
                     }
-                    if !wanted.contains("fidelity") {
+                    if !p.wants(.fidelity) {
                     } else if let ref = reference {
-                        var mse = 0.0, psnr = 0.0, cos = 0.0
-                        for (o, r) in zip(outs, ref) {
-                            let f = FidelityMetrics(o, r)
-                            mse += f.mse
-                            psnr += min(ScoreStage.psnrCapDB, f.psnr)
-                            cos += f.cosine
-                        }
-                        let n = Double(max(1, outs.count))
-                        metrics += [("latent_mse", mse / n, ""), ("psnr", psnr / n, "dB"), ("cosine", cos / n, "")]
+                        let f = FidelityMetrics.mean(outs, reference: ref)
+                        metrics += [("latent_mse", f.mse, ""), ("psnr", f.psnr, "dB"), ("cosine", f.cosine, "")]
                     } else {
                         reference = outs
                     }
                 }
-                if wanted.contains("task") {
-                    var total = 0.0, count = 0
-                    for range in batches {
-                        try Task.checkCancellation()
-                        let noise = try PromptDataset.noise(range, sampleShape: shape, seed: ctx.noiseSeed &+ 1, backend: be)
-                        let cond = try data.conditioning(range, backend: be, guidance: fluxGuidance)
-                        let x0 = try data.latents(range, backend: be)
-                        let target = try be.add(noise, try be.scale(x0, -1))   // v = noise − x₀
-                        for s in taskSigmas {
-                            let xt = try be.add(try be.scale(noise, s), try be.scale(x0, 1 - s))
-                            let inputs = TransformerInputs(hiddenStates: xt, encoderHiddenStates: cond.encoderHiddenStates,
-                                                           pooledProjections: cond.pooledProjections,
-                                                           timestep: Array(repeating: t.timestep(sigma: s), count: range.count),
-                                                           guidance: cond.guidance, imgIds: ids, txtIds: nil)
-                            let v = try t.forward(inputs)
-                            total += Double(try be.floats(try be.mse(v, target))[0]) * Double(range.count)
-                            count += range.count
-                        }
+                if p.wants(.task) {
+                    // Noise of seed + 1: independent of the sampling noise above.
+                    let taskBatches = guide.batches(data, size: p.batch, sampleShape: shape, seed: ctx.noiseSeed &+ 1, backend: be, latents: true)
+                    let loss: Double
+                    do { loss = try SampleEvaluation.flowMatchLoss(t, taskBatches, sigmas: p.taskSigmas, imgIds: ids) } catch let e as CompressionError {
+                        throw ctx.failure("metric 'task': \(e)")
                     }
-                    metrics.append(("task_flow_loss", total / Double(max(1, count)), ""))
+                    metrics.append(("task_flow_loss", loss, ""))
                     // Hook: class-conditional datasets (`labels`) get accuracy metrics from the real-data demo's
                     // classifier, which is not part of this stage; `labels` are read and counted only.
                     if let labels = data.labels { metrics.append(("task_labels", Double(Set(labels).count), "")) }
                 }
-                if wanted.contains("memory") {
+                if p.wants(.memory) {
                     peakRSS = max(peakRSS, Self.residentBytes())
                     metrics.append(("runtime_bytes", Double(max(0, peakRSS - rssBefore)), "B"))
                 }
@@ -287,8 +266,8 @@ public struct EvaluateStage: ExecutableStageKind {
             "schema": 1, "kind": "hprune.report", "stage": ctx.stage.name, "backend": ctx.backend,
             "reference": names.first ?? "", "order": names, "models": report,
             "classifier": classifier.map { ["heldout_accuracy": $0.heldOutAccuracy, "hidden": $0.model.hidden] as [String: Any] } ?? [:],
-            "settings": ["steps": steps, "guidance": Double(guidance), "shift": shift, "batch": batch, "repeats": repeats,
-                         "warmup": warmup, "samples": data?.count ?? 0, "seed": ctx.seed, "metrics": wanted.sorted()],
+            "settings": ["steps": steps, "guidance": Double(guidance), "shift": shift, "batch": p.batch, "repeats": p.repeats,
+                         "warmup": p.warmup, "samples": data?.count ?? 0, "seed": ctx.seed, "metrics": Set(p.metrics.map(\.rawValue)).sorted()],
         ]
         let json = try JSONSerialization.data(withJSONObject: doc, options: [.sortedKeys, .prettyPrinted])
         var log = "backend \(ctx.backend)\n"
@@ -300,7 +279,7 @@ public struct EvaluateStage: ExecutableStageKind {
         ctx.recorder.log(log)
         var result = ["report": try ctx.store.put(json)]
         if grid != nil { result["samples"] = try ctx.store.putTree(samplesDir) }
-        if saveLatents { result["latents"] = try ctx.store.putTree(latentsDir) }
+        if p.savesLatents { result["latents"] = try ctx.store.putTree(latentsDir) }
         return result
     }
 
@@ -332,8 +311,7 @@ public struct EvaluateStage: ExecutableStageKind {
     }
 
     /// Trains the classifier on `classifier.data` and measures it on the held-out dataset (`data`).
-    func trainClassifier(_ ctx: StageContext, heldOut: PromptDataset?) throws -> TrainedClassifier {
-        let p = ctx.params["classifier"]
+    func trainClassifier(_ ctx: StageContext, _ p: Params.Classifier, heldOut: PromptDataset?) throws -> TrainedClassifier {
         let train = try ctx.openDataset("classifier.data")
         guard let heldOut, let testLatents = heldOut.latents, let testLabels = heldOut.labels else {
             throw ctx.failure("'classifier' needs 'latents' and 'labels' in the stage's dataset (the held-out real images)",
@@ -349,8 +327,7 @@ public struct EvaluateStage: ExecutableStageKind {
                               log: "fix: use datasets of one latent size for 'data' and 'classifier.data'")
         }
         let classes = max(labels.max() ?? 0, testLabels.max() ?? 0) + 1
-        let settings = MLPClassifier.Settings(hidden: p?["hidden"]?.int ?? 64, epochs: p?["epochs"]?.int ?? 40,
-                                              seed: UInt64(p?["seed"]?.int ?? 0))
+        let settings = MLPClassifier.Settings(hidden: p.hidden, epochs: p.epochs, seed: UInt64(p.seed))
         do {
             let host = ReferenceBackend()
             let model = try MLPClassifier.train(images: try host.floats(latents), labels: labels, inputs: inputs,
@@ -381,12 +358,6 @@ public struct EvaluateStage: ExecutableStageKind {
             out[key, default: 0] += t.objects.reduce(0) { $0 + $1.bytes }
         }
         return out
-    }
-
-    static func median(_ xs: [Double]) -> Double {
-        let s = xs.sorted()
-        guard !s.isEmpty else { return .nan }
-        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
     }
 
     /// Resident set size of this process in bytes (Linux /proc/self/statm; 0 elsewhere).

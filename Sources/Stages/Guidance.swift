@@ -1,6 +1,7 @@
 // `sampling.guidance` of the score and evaluate stages, resolved against the model and the dataset: the
 // classifier-free guidance scale of SD3 models (v = v_u + g·(v_c − v_u) on the dataset's negative embedding, as
-// diffusers' StableDiffusion3Pipeline; on when g > 1) or the embedded guidance value of FLUX models that have one.
+// diffusers' StableDiffusion3Pipeline; on when g > 1) or the embedded guidance value of FLUX models that have one;
+// and the dataset's samples as `SampleBatches` with that guidance, for the scorers and evaluation in Compression.
 
 import ModelSpec
 import Models
@@ -41,5 +42,20 @@ struct SamplingGuidance {
     func conditioning(_ data: PromptDataset, _ range: Range<Int>, backend: any Backend) throws -> (cond: Conditioning, uncond: Conditioning?) {
         let cond = try data.conditioning(range, backend: backend, guidance: fluxGuidance)
         return (cond, usesCFG ? try data.negativeConditioning(range, backend: backend) : nil)
+    }
+
+    /// The dataset's samples in batches of `size`: the fixed per-sample noise of `seed` (sample i's noise does not
+    /// depend on the batching), the conditioning with this guidance, and with `latents` the dataset's clean
+    /// latents where it has them. Built on demand, one batch at a time.
+    func batches(_ data: PromptDataset, size: Int, sampleShape: [Int], seed: UInt64, backend: any Backend,
+                 latents: Bool) -> SampleBatches {
+        let ranges = data.batches(size: size)
+        return SampleBatches(sizes: ranges.map(\.count)) { i in
+            let range = ranges[i]
+            let (cond, uncond) = try conditioning(data, range, backend: backend)
+            return SampleBatch(noise: try PromptDataset.noise(range, sampleShape: sampleShape, seed: seed, backend: backend),
+                               cond: cond, uncond: uncond,
+                               latents: latents && data.latents != nil ? try data.latents(range, backend: backend) : nil)
+        }
     }
 }

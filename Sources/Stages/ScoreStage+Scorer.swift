@@ -30,16 +30,14 @@ struct ScorerCommand {
     /// Digest of argv, env and the `deps` files' contents: part of every kept value's key.
     let identity: String
 
-    init(_ p: ParamValue, ctx: StageContext) throws {
-        let s = p["scorer"]
-        argv = (s?["run"]?.list ?? []).compactMap(\.string)
+    init(_ s: ScoreStage.Params.Scorer, ctx: StageContext) throws {
+        argv = s.run
         guard !argv.isEmpty else { throw ctx.failure("'scorer.run' is empty", log: "fix: give the program and its arguments, e.g. [python3, Examples/scorers/hpsv2_score.py]") }
-        var e: [String: String] = [:]
-        for (k, v) in s?["env"]?.entries ?? [] { e[k] = v.string ?? "" }
+        let e = s.env ?? [:]
         env = e
-        timeout = s?["timeout"]?.double
+        timeout = s.timeout
         var id = "argv=\(argv)|env=\(e.sorted { $0.key < $1.key })"
-        for dep in (s?["deps"]?.list ?? []).compactMap(\.string) {
+        for dep in s.deps ?? [] {
             let url = dep.hasPrefix("/") ? URL(fileURLWithPath: dep) : ctx.recipeDirectory.appendingPathComponent(dep)
             guard let d = try? Data(contentsOf: url) else {
                 throw ctx.failure("'scorer.deps': cannot read '\(dep)' (\(url.path))", log: "fix: list files that exist, relative to the recipe")
@@ -122,7 +120,6 @@ extension ScoreRun {
     /// ΔP kept as they are known. Returns (ΔP by address, P_baseline).
     func scoreExternally(_ addresses: [ComponentAddress], scorer: ScorerCommand, interruptAfter: Int?)
         async throws -> ([ComponentAddress: Double], Double) {
-        let be = model.backend
         let t0 = Date()
         let bar = ctx.progress.bar(total: addresses.count + 1, unit: "variants")
         let datasetPath = ctx.input("data").map { $0.sourcePath?.path ?? ctx.store.path(of: $0.digest).path }
@@ -134,7 +131,7 @@ extension ScoreRun {
             baseline = v
             bar.advance(message: "baseline P \(String(format: "%.5g", v)) (kept)")
         } else {
-            baseline = try await scorer.score(try referenceOutputs(be), shape: sampleShape, variant: "baseline", data: data, config: config,
+            baseline = try await scorer.score(try referenceOutputs(), shape: sampleShape, variant: "baseline", data: data, config: config,
                                               latentGrid: latentGrid, datasetPath: datasetPath, ctx: ctx)
             try keep(key("baseline"), Self.encodeValue(baseline))
             bar.advance(message: "baseline P \(String(format: "%.5g", baseline))")
@@ -149,7 +146,7 @@ extension ScoreRun {
                 continue
             }
             if let limit = interruptAfter, fresh >= limit { throw CancellationError() }
-            let samples = try runModel(be, removing: try Removal([a], in: model.structure))
+            let samples = try removal.outputs(removing: try Removal([a], in: model.structure))
             let p = try await scorer.score(samples, shape: sampleShape, variant: a.description, data: data, config: config,
                                            latentGrid: latentGrid, datasetPath: datasetPath, ctx: ctx)
             let v = baseline - p

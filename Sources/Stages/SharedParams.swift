@@ -57,3 +57,28 @@ public struct LatentSize: Decodable, Sendable, Hashable {
         }
     }
 }
+
+/// A `.dictionary(.reference(…))` field in recipe order, e.g. evaluate's `models: {original: teacher, compressed: quantise}`
+/// (a Swift dictionary would lose the order, and the first entry can mean something).
+public struct NamedReferences: Decodable, Sendable, Hashable {
+    public struct Entry: Sendable, Hashable {
+        public var name: String
+        /// The reference as written (`stage` or `stage.output`); bound as the input `<field>.<name>`.
+        public var reference: String
+    }
+
+    public var entries: [Entry]
+    public var names: [String] { entries.map(\.name) }
+
+    private struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: Key.self)
+        entries = try c.allKeys.map { Entry(name: $0.stringValue, reference: try c.decode(String.self, forKey: $0)) }
+    }
+}

@@ -3,6 +3,7 @@
 // and without one the stage fails with a located error naming the scripts that write it.
 
 import CPUBackend
+import Compression
 import Checkpoint
 import Foundation
 import ModelSpec

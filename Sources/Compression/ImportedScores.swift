@@ -4,15 +4,32 @@
 import Foundation
 import ModelSpec
 
-enum ImportedScores {
-    struct Problem: Error {
-        var message: String
-        var fix: String?
+/// The layout of a scores file (`score`'s `import.format`).
+public enum ScoreFileFormat: String, Sendable, Hashable, CaseIterable, Decodable {
+    /// `{"baseline": P, "scores": {…}}` or `{"delta_p": {…}}` (`ImportedScores.hprune`).
+    case hprune
+    /// The official code's contribution JSON (`ImportedScores.official`).
+    case hierarchicalprune
+
+    /// The layout of a parsed file by its content: hprune's when it has `scores` or `delta_p`.
+    public init(guessing obj: [String: Any]) {
+        self = obj["scores"] == nil && obj["delta_p"] == nil ? .hierarchicalprune : .hprune
+    }
+}
+
+public enum ImportedScores {
+    public struct Problem: Error, Sendable {
+        public var message: String
+        public var fix: String?
+        public init(message: String, fix: String? = nil) {
+            self.message = message
+            self.fix = fix
+        }
     }
 
     /// `{"baseline": P, "scores": {"blocks.3": P, …}}` (ΔP = baseline − P) or `{"delta_p": {"blocks.3": ΔP, …}}`.
     /// Every address must exist in `structure`.
-    static func hprune(_ obj: [String: Any], structure: ModelStructure) throws -> ([ComponentAddress: Double], Double?) {
+    public static func hprune(_ obj: [String: Any], structure: ModelStructure) throws -> ([ComponentAddress: Double], Double?) {
         let baseline = (obj["baseline"] as? NSNumber)?.doubleValue
         let table: [String: Any]
         let isDelta: Bool
@@ -44,7 +61,7 @@ enum ImportedScores {
     /// Entries the model does not have are skipped and listed in the second result (the official SD3.5 files score
     /// `ff_context` of the last block, which diffusers builds without one); composite entries (`w_norm1+ff`,
     /// the code's hybrid analyses) are refused.
-    static func official(_ obj: [String: Any], baseline: Double?, structure: ModelStructure) throws -> ([ComponentAddress: Double], [String]) {
+    public static func official(_ obj: [String: Any], baseline: Double?, structure: ModelStructure) throws -> ([ComponentAddress: Double], [String]) {
         guard let baseline else {
             throw Problem(message: "the official contribution files hold no baseline", fix: "set `import.baseline` to P of the unpruned model (the paper: HPSv2 30.29 for SD3.5 Large Turbo)")
         }
