@@ -104,7 +104,7 @@ extension CPUBackend {
     /// HPRUNE_ISA) and, for the AMX families, the family they take everything else from. The fast kernels only:
     /// `Kernels.scalarTwins` is for tests and never runs a stage.
     ///
-    ///     CPUBackend.numerics()   // [tensorcore 1, cpu 1, cpu.avx512_bf16 1] on a Zen 4
+    ///     CPUBackend.numerics()   // [tensorcore 1, cpu 1, cpu.avx2 1] on the 2-core EPYC (its VM shows no AVX-512)
     public static func numerics(family: Family = .auto) -> [NumericsFamily] {
         let isa = family == .auto ? hp_selected_isa_id() : family.isa
         var out: [NumericsFamily] = [.tensorCore, NumericsFamily("cpu", commonNumericsVersion)]

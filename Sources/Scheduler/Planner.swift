@@ -62,8 +62,18 @@ public enum Planner {
                 case .stage(let s, let port): return outputs[s]?[port].map { "sha256:" + $0.hex }
                 }
             }
-            let actionJSON = canonical(stage, context: context, files: deps, resolve: resolveAction)
-            let action = actionJSON.map(ActionKey.hash)
+            // One JSON: the action's canonical JSON when every input is known, else the provisional one.
+            var pending = false
+            let shown = ActionKey.provisionalJSON(
+                kind: stage.kind.name, version: stage.kind.version, usesBackend: stage.kind.usesBackend,
+                params: stage.params, context: context, fileDependencies: deps,
+                resolve: { target in stage.endpoint(for: target).flatMap(resolveAction) },
+                pending: { target in
+                    pending = true
+                    guard case .stage(let s, let port)? = stage.endpoint(for: target) else { return ActionKey.pendingPrefix + target }
+                    return ActionKey.pendingPrefix + s + "." + port
+                })
+            let action = pending ? nil : ActionKey.hash(shown)
             let forced = force.contains(stage.name)
             var cached = false
             if let action, !forced, let hit = lookup(action),
@@ -71,14 +81,6 @@ public enum Planner {
                 outputs[stage.name] = hit
                 cached = true
             }
-            let shown = actionJSON ?? ActionKey.provisionalJSON(
-                kind: stage.kind.name, version: stage.kind.version, usesBackend: stage.kind.usesBackend,
-                params: stage.params, context: context, fileDependencies: deps,
-                resolve: { target in stage.endpoint(for: target).flatMap(resolveAction) },
-                pending: { target in
-                    guard case .stage(let s, let port)? = stage.endpoint(for: target) else { return ActionKey.pendingPrefix + target }
-                    return ActionKey.pendingPrefix + s + "." + port
-                })
             entries.append(PlanEntry(name: stage.name, kind: stage.kind.name, key: action, definitionKey: definition,
                                      canonical: shown, definitionCanonical: definitionJSON,
                                      cached: cached, outputs: cached ? outputs[stage.name] : nil,

@@ -82,7 +82,7 @@ struct KeysCLITests {
         // (amx_emu runs on the best plain family, so on a scalar-only CPU the scalar family stays in use.)
         #expect(a == "scalar" || teacherWhy.contains("numerics cpu.\(a): 1 → (absent)"), "\(why.stdout)")
         let afterWhy = field(why, "after", "why") as? [String] ?? []
-        #expect(afterWhy.contains { $0.hasPrefix("input model: sha256:") && $0.hasSuffix("→ (after teacher runs)") }, "\(why.stdout)")
+        #expect(afterWhy.contains { $0.hasPrefix("input inputs.model: sha256:") && $0.hasSuffix("→ (after teacher runs)") }, "\(why.stdout)")
         let text = try CLI.run(["plan", recipe, "--store", store, "--why"], environment: onB)
         #expect(text.stdout.contains("why: numerics cpu.\(b): (absent) → 1"), "\(text.stdout)")
 
@@ -113,7 +113,7 @@ struct KeysCLITests {
         #expect(diff.status == 0, "\(diff.stderr)")
         let reasons = jsonObject(diff.stdout)?["why"] as? [String: [String]] ?? [:]
         #expect(reasons["teacher"] == ["params.optimizer.adamw.lr: 0.002 → 0.003"], "\(diff.stdout)")
-        #expect(reasons["after"]?.count == 1 && reasons["after"]?.first?.hasPrefix("input model: sha256:") == true, "\(diff.stdout)")
+        #expect(reasons["after"]?.count == 1 && reasons["after"]?.first?.hasPrefix("input inputs.model: sha256:") == true, "\(diff.stdout)")
         #expect(reasons["hello"] == nil)
         let plain = try CLI.run(["diff", runA, runB, "--store", store])
         #expect(plain.stdout.contains("  teacher: params.optimizer.adamw.lr: 0.002 → 0.003"), "\(plain.stdout)")
@@ -122,7 +122,7 @@ struct KeysCLITests {
         let recipes = try CLI.run(["diff", recipe, recipe, "--store", store, "--set", "stages.teacher.steps=3", "--json"])
         let r = jsonObject(recipes.stdout)?["why"] as? [String: [String]] ?? [:]
         #expect(r["teacher"] == ["params.steps: 2 → 3"], "\(recipes.stdout)")
-        #expect(r["after"]?.first?.hasPrefix("input model: teacher.model (def ") == true, "\(recipes.stdout)")
+        #expect(r["after"]?.first?.hasPrefix("input inputs.model: teacher.model (def ") == true, "\(recipes.stdout)")
     }
 
     @Test func unknownBackendsAreRejectedWithADidYouMean() throws {
@@ -175,8 +175,8 @@ struct KeysCLITests {
         #expect(stages(run).mapValues { $0["status"] as? String ?? "" } == ["hello": "cached", "teacher": "ran", "score": "ran"], "\(run.stdout)")
         let gc = try CLI.run(["cache", "gc", "--store", store, "--json"])
         let removed = (jsonObject(gc.stdout)?["removed_actions"] as? [String]) ?? []
-        #expect(removed.filter { $0.hasPrefix("ckpt-") }.count == 1 && removed.filter { $0.hasPrefix("score-") }.count == 3, "\(gc.stdout)")
-        #expect(removed.count == 4, "\(gc.stdout)")
+        #expect(removed.filter { $0.hasPrefix("ckpt-") }.count == 1 && removed.filter { $0.hasPrefix("score-") }.count == 2, "\(gc.stdout)")
+        #expect(removed.count == 3, "\(gc.stdout)")
         let after = try CLI.run(["cache", "verify", "--store", store, "--json"])
         #expect(after.status == 0 && (jsonObject(after.stdout)?["partials_checked"] as? Int ?? 0) > 0, "\(after.stdout)")
     }

@@ -25,7 +25,7 @@ struct BackendStage: ExecutableStageKind {
         let path = ctx.params["count_file"]?.string ?? ""
         let line = Data("\(ctx.numericsLine)\n".utf8)
         if let h = FileHandle(forWritingAtPath: path) { h.seekToEndOfFile(); h.write(line); h.closeFile() }
-        else { FileManager.default.createFile(atPath: path, contents: line) }
+        else { _ = FileManager.default.createFile(atPath: path, contents: line) }
         return ["out": try ctx.store.put(Data("\(ctx.params["value"]?.double ?? 0)".utf8))]
     }
 }
@@ -71,11 +71,12 @@ private func runs(_ dir: TemporaryDirectory) -> [String] {
     #expect(runs(dir) == ["cpu=1,cpu.avx2=1,tensorcore=1", "cpu=1,cpu.avx2=2,tensorcore=1", "cpu=1,cpu.avx512=1,tensorcore=1"])
 
     // The record keeps the canonical JSON its key hashes, numerics included.
-    let record = try #require(store.action(for: try #require(second[1].key)))
+    let secondKey = try #require(second[1].key), firstKey = try #require(first[0].key)
+    let record = try #require(store.action(for: secondKey))
     let canonical = try #require(record.canonical)
     #expect(ActionKey.hash(canonical) == record.key && canonical.contains(#""numerics":{"cpu":1,"cpu.avx2":2,"tensorcore":1}"#))
     #expect(second[1].canonical == canonical)
-    #expect(store.action(for: try #require(first[0].key))?.canonical?.contains("numerics") == false)
+    #expect(store.action(for: firstKey)?.canonical?.contains("numerics") == false)
 
     // Which input changed, from the stored JSON of the cached action to the new one.
     let plan = Planner.plan(ws.graph, sourceDigests: [:], context: ws.keyContext(backend: "cpu", numerics: avx2)) { key in
