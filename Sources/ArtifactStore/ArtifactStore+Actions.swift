@@ -1,6 +1,7 @@
 // The action cache: action key → the digests a stage produced (actions/ab/<key>.json, written atomically).
 // A lookup checks that every object the record needs is still present with its size; a broken record is
-// evicted with a warning and reported as a miss, so the stage simply re-runs.
+// evicted with a warning and reported as a miss, so the stage simply re-runs. A record keeps the canonical JSON its
+// key hashes (absent in records of older versions, which stay readable).
 import Foundation
 
 /// What one execution of a stage produced, stored under its action key.
@@ -22,9 +23,14 @@ public struct ActionRecord: Codable, Sendable, Equatable {
     /// outputs, and objects named by digest in JSON outputs (a model manifest's tensors). Filled in by
     /// `recordAction`; checked by `action(for:)`; what `gc` keeps.
     public var objectSizes: [String: Int64]
+    /// The canonical JSON the key is the SHA-256 of (kind, kind version, params with inputs as digests, backend and
+    /// numerics, seed, hprune version, file digests), so `diff` and `plan --why` can say which input changed. Nil in
+    /// records written before it was kept (they stay readable) and in records whose key hashes nothing.
+    public var canonical: String?
 
     public init(key: String, stage: String, kind: String, outputs: [String: Digest], createdAt: Date = Date(),
-                seconds: Double, extra: [String: String] = [:], objectSizes: [String: Int64] = [:]) {
+                seconds: Double, extra: [String: String] = [:], objectSizes: [String: Int64] = [:],
+                canonical: String? = nil) {
         self.key = key
         self.stage = stage
         self.kind = kind
@@ -33,10 +39,11 @@ public struct ActionRecord: Codable, Sendable, Equatable {
         self.seconds = seconds
         self.extra = extra
         self.objectSizes = objectSizes
+        self.canonical = canonical
     }
 
     private enum CodingKeys: String, CodingKey {
-        case key, stage, kind, outputs, createdAt, seconds, extra, objectSizes
+        case key, stage, kind, outputs, createdAt, seconds, extra, objectSizes, canonical
     }
 
     public init(from decoder: any Decoder) throws {
@@ -49,6 +56,7 @@ public struct ActionRecord: Codable, Sendable, Equatable {
         seconds = try c.decode(Double.self, forKey: .seconds)
         extra = try c.decodeIfPresent([String: String].self, forKey: .extra) ?? [:]
         objectSizes = try c.decodeIfPresent([String: Int64].self, forKey: .objectSizes) ?? [:]
+        canonical = try c.decodeIfPresent(String.self, forKey: .canonical)
     }
 }
 
@@ -157,6 +165,9 @@ extension ArtifactStore {
         }
         if record.key != key {
             return .failure(RecordProblem(reason: "action record is for key '\(record.key.prefix(80))', not '\(key)'"))
+        }
+        if let canonical = record.canonical, Digest.of(Data(canonical.utf8)).hex != key {
+            return .failure(RecordProblem(reason: "action record's canonical JSON does not hash to its key '\(key)'"))
         }
         var needed = record.objectSizes
         for digest in record.outputs.values where needed[digest.hex] == nil { needed[digest.hex] = -1 }

@@ -1,5 +1,6 @@
 // Maintenance behind `hprune cache ls|du|verify|gc`: list objects, measure disk use, re-hash everything
-// (evicting what is corrupt), and collect what the last N runs and the pins do not reach.
+// (evicting what is corrupt), and collect what the last N runs and the pins do not reach (actions, the partial
+// results of their executions, and the objects of both).
 import Foundation
 
 /// One object in the store.
@@ -19,7 +20,10 @@ public struct Usage: Sendable, Codable, Equatable {
     public var tmpBytes: Int64
     /// ledger.sqlite with its -wal and -shm files.
     public var ledgerBytes: Int64
-    public var totalBytes: Int64 { objectBytes + actionBytes + tmpBytes + ledgerBytes }
+    /// Partial-result records (`partials/`; their bytes are objects, counted above).
+    public var partials = 0
+    public var partialBytes: Int64 = 0
+    public var totalBytes: Int64 { objectBytes + actionBytes + partialBytes + tmpBytes + ledgerBytes }
 }
 
 /// What `verify()` found. `isClean` when nothing was wrong.
@@ -38,6 +42,9 @@ public struct VerifyReport: Sendable, Codable, Equatable {
     public var strayFiles: [Problem] = []
     /// Action records that could not be read or needed a missing object (removed).
     public var brokenActions: [Problem] = []
+    public var partialsChecked = 0
+    /// Partial-result records that could not be read or needed a missing object (removed; the work is redone).
+    public var brokenPartials: [Problem] = []
     /// Temp files left by crashed writers (removed).
     public var staleTempFiles = 0
     /// Stage scratch folders (`tmp/stage-<id>`) that no live process holds: left by a killed run. Reported,
@@ -46,7 +53,7 @@ public struct VerifyReport: Sendable, Codable, Equatable {
     /// Problems SQLite's integrity check found in the ledger (not repaired).
     public var ledgerProblems: [String] = []
     public var isClean: Bool {
-        corruptObjects.isEmpty && strayFiles.isEmpty && brokenActions.isEmpty && ledgerProblems.isEmpty
+        corruptObjects.isEmpty && strayFiles.isEmpty && brokenActions.isEmpty && brokenPartials.isEmpty && ledgerProblems.isEmpty
     }
 }
 
@@ -66,6 +73,9 @@ public struct GCReport: Sendable, Codable, Equatable {
     public var removedTempFiles: Int
     /// Stage scratch folders left by killed runs (removed, or with `dryRun` found).
     public var staleStageDirectories: [String] = []
+    /// Partial-result namespaces kept (an owner among the kept runs' actions) and removed.
+    public var keptPartials: [String] = []
+    public var removedPartials: [String] = []
 }
 
 extension ArtifactStore {
@@ -91,6 +101,13 @@ extension ArtifactStore {
             guard let st = POSIX.lstat(actionPath(key)) else { continue }
             usage.actions += 1
             usage.actionBytes += Int64(st.st_size)
+        }
+        for ns in partialNamespaces() {
+            for name in partialNames(in: ns) {
+                guard let st = POSIX.lstat(partialPath(ns, name)) else { continue }
+                usage.partials += 1
+                usage.partialBytes += Int64(st.st_size)
+            }
         }
         for name in (try? POSIX.listDirectory(tmpPath)) ?? [] {
             guard let st = POSIX.lstat(tmpPath + "/" + name) else { continue }
@@ -139,6 +156,22 @@ extension ArtifactStore {
                 report.brokenActions.append(.init(path: path, reason: problem.reason))
             }
         }
+        for ns in partialNamespaces() {
+            for name in partialNames(in: ns) {
+                let path = partialPath(ns, name)
+                guard let data = try? Data(contentsOf: URL(fileURLWithPath: path)) else { continue }
+                report.partialsChecked += 1
+                if case .failure(let problem) = checkPartial(data, namespace: ns, name: name) {
+                    try? POSIX.unlink(path)
+                    warn(StoreWarning(path: path, message: "\(problem.reason); removed the partial result, its work will be done again"))
+                    for (digest, reason) in problem.corruptObjects {
+                        evictObject(digest, reason: reason)
+                        report.corruptObjects.append(.init(path: objectPath(digest), reason: reason))
+                    }
+                    report.brokenPartials.append(.init(path: path, reason: problem.reason))
+                }
+            }
+        }
         report.staleTempFiles = removeStaleTempFiles(olderThan: Self.staleTempAge).count
         report.staleStageDirectories = staleStageDirectories(remove: false)
         report.ledgerProblems = try ledger.integrityProblems()
@@ -176,6 +209,24 @@ extension ArtifactStore {
             }
         }
 
+        // Partial results live while an execution that wrote them belongs to a kept run (any status: an interrupted
+        // run resumes from them) or is pinned, or while they are newer than the oldest kept run (a run killed before
+        // its stage was recorded).
+        let owners = try ledger.executionKeys(ofLatestRuns: keepingRuns).union(keepKeys)
+        let window = try ledger.runs(limit: max(keepingRuns, 0)).last?.startedAt
+        var keptPartials: [String] = []
+        var removedPartials: [String] = []
+        let partialsByNamespace = Dictionary(grouping: allPartials(), by: \.namespace)
+        for ns in partialNamespaces() {
+            let records = partialsByNamespace[ns] ?? []
+            if records.contains(where: { r in owners.contains(r.owner) || window.map { r.createdAt >= $0 } ?? false }) {
+                keptPartials.append(ns)
+                for r in records { reachable[r.digest.hex] = r.size }
+            } else {
+                removedPartials.append(ns)
+            }
+        }
+
         let removedActions = actionKeys().filter { !keepKeys.contains($0) }
         var removedObjects: [Digest] = []
         var removedBytes: Int64 = 0
@@ -194,12 +245,14 @@ extension ArtifactStore {
         if !dryRun {
             for key in removedActions { try POSIX.unlink(actionPath(key)) }
             for digest in removedObjects { try POSIX.unlink(objectPath(digest)) }
+            for ns in removedPartials { try FileManager.default.removeItem(atPath: partialsPath + "/" + ns) }
             removedTemp = removeStaleTempFiles(olderThan: Self.staleTempAge).count
         }
         let stages = staleStageDirectories(remove: !dryRun)
         return GCReport(dryRun: dryRun, keptRuns: keptRuns, keptActions: keptActions, keptObjects: keptObjects,
                         keptBytes: keptBytes, removedActions: removedActions, removedObjects: removedObjects,
-                        removedBytes: removedBytes, removedTempFiles: removedTemp, staleStageDirectories: stages)
+                        removedBytes: removedBytes, removedTempFiles: removedTemp, staleStageDirectories: stages,
+                        keptPartials: keptPartials, removedPartials: removedPartials)
     }
 
     /// Every file under objects/: those named like objects (with their digest) and strays.

@@ -239,6 +239,14 @@ public final class Ledger: Sendable {
             pinned_at REAL NOT NULL
         );
         """,
+        // 2: the canonical JSON each action key hashes, for `diff` and `plan --why` (older ledgers simply lack rows).
+        """
+        CREATE TABLE action_inputs (
+            key TEXT PRIMARY KEY NOT NULL,
+            canonical TEXT NOT NULL,
+            recorded_at REAL NOT NULL
+        );
+        """,
     ]
 
     private static func migrate(_ db: Database) throws {
@@ -331,6 +339,45 @@ public final class Ledger: Sendable {
                                      execution.recordedAt.timeIntervalSince1970])
             }
         }
+    }
+
+    /// Keeps the canonical JSON that action key `key` hashes (the first one recorded wins: equal keys, equal JSON).
+    public func recordActionInput(key: String, canonical: String) throws {
+        guard !key.isEmpty else { return }
+        try wrap {
+            try pool.write { db in
+                try db.execute(sql: "INSERT OR IGNORE INTO action_inputs (key, canonical, recorded_at) VALUES (?, ?, ?)",
+                               arguments: [key, canonical, Date().timeIntervalSince1970])
+            }
+        }
+    }
+
+    /// The canonical JSON recorded for action key `key`, if any.
+    public func actionInput(key: String) throws -> String? {
+        guard !key.isEmpty else { return nil }
+        return try wrap {
+            try pool.read { db in
+                try String.fetchOne(db, sql: "SELECT canonical FROM action_inputs WHERE key = ?", arguments: [key])
+            }
+        }
+    }
+
+    /// The newest execution of stage `stage` with an action key, preferring runs of the recipe named `recipeName`
+    /// and executions that ran or were cached (what the cache holds) over ones that failed or were cancelled.
+    /// What `plan --why` compares a stage's new action with. Nil when the stage never ran in this store.
+    public func latestExecution(stage: String, recipeName: String) throws -> StageExecution? {
+        let found: (String, Int64)? = try wrap {
+            try pool.read { db in
+                try Row.fetchOne(db, sql: """
+                    SELECT s.run_id, s.id FROM stage_executions s JOIN runs r ON r.id = s.run_id
+                    WHERE s.stage = ? AND s.key != ''
+                    ORDER BY (r.recipe_name = ?) DESC, (s.status IN ('ran', 'cached')) DESC, s.id DESC LIMIT 1
+                    """, arguments: [stage, recipeName]).map { ($0["run_id"], $0["id"]) }
+            }
+        }
+        guard let (runID, _) = found else { return nil }
+        let candidates = try stages(of: RunID(runID)).filter { $0.stage == stage && !$0.key.isEmpty }
+        return candidates.last { $0.status == .ran || $0.status == .cached } ?? candidates.last
     }
 
     /// Records one metric.
@@ -444,6 +491,21 @@ public final class Ledger: Sendable {
                         UNION SELECT id FROM runs WHERE status = 'running')
                     """, arguments: [max(count, 0)])
                 return Set(keys)
+            }
+        }
+    }
+
+    /// Action keys of every stage execution (any status: ran, cached, failed, cancelled, skipped with a key) of the
+    /// newest `count` runs and of runs still running: the owners whose partial results `gc` keeps.
+    public func executionKeys(ofLatestRuns count: Int) throws -> Set<String> {
+        try wrap {
+            try pool.read { db in
+                Set(try String.fetchAll(db, sql: """
+                    SELECT DISTINCT s.key FROM stage_executions s
+                    WHERE s.key != '' AND s.run_id IN (
+                        SELECT id FROM (SELECT id FROM runs ORDER BY started_at DESC, id DESC LIMIT ?)
+                        UNION SELECT id FROM runs WHERE status = 'running')
+                    """, arguments: [max(count, 0)]))
             }
         }
     }

@@ -11,6 +11,8 @@ public struct CPUBackendProvider: BackendProvider {
                     features: CPUBackend.cpuFeatures + ["threads=\(CPUBackend.threadCount)"])
     }
     public func make() throws -> any Backend { CPUBackend() }
+    /// The families `make()`'s backend dispatches to in this process (`CPUBackend.numerics()`).
+    public func numerics() throws -> [NumericsFamily] { CPUBackend.numerics() }
 }
 
 extension BackendRegistry {

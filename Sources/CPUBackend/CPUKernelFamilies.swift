@@ -1,7 +1,8 @@
 // What the CPU kernels chose on this machine: the kernel family per op (from the one dispatch table picked at
 // start-up by feature score, or HPRUNE_ISA), each family's score, the caches the blocking was sized from, and
-// the AMX status. `hprune backends` prints it.
+// the AMX status. `hprune backends` prints it. Also each family's numerics version, which action keys include.
 import CPUKernels
+import TensorCore
 
 /// A snapshot of the CPU kernel dispatch for reports.
 public struct CPUKernelReport: Sendable {
@@ -56,5 +57,63 @@ public struct CPUKernelReport: Sendable {
                                cpuFamily: Int(info.family), model: Int(info.model), l1dBytes: info.l1d, l2Bytes: info.l2,
                                l3Bytes: info.l3, cacheSource: String(cString: info.cache_source),
                                blocking: String(cString: info.blocking))
+    }
+}
+
+// MARK: Numerics versions (part of every backend stage's action key)
+
+extension CPUBackend.Family {
+    /// The version of this family's numerics: identity `cpu.<name>` in action keys. **Bump a family's number when
+    /// its results change in any bit** (a new microkernel shape or reduction order, another rounding or epilogue),
+    /// so that artifacts cached from the old kernels are not reused; leave it when only speed changes.
+    ///
+    /// | family      | version | what it covers |
+    /// |-------------|---------|----------------|
+    /// | scalar      | 1       | portable C GEMM (4×16), attention, W4A16 |
+    /// | avx2        | 1       | AVX2+FMA GEMM (6×16, bf16 converted to f32 when packing), attention, W4A16 |
+    /// | avx512      | 1       | AVX-512 GEMM (14×32, bf16 converted to f32), attention, W4A16 |
+    /// | avx512_bf16 | 1       | AVX-512 + vdpbf16ps: bf16 GEMM / attention in bf16 with f32 accumulation |
+    /// | amx         | 1       | AMX-BF16 tiles for bf16 GEMM / attention / W4A16 (M > 16); the rest is avx512_bf16's |
+    /// | amx_emu     | 1       | the AMX code path on emulated tiles; the rest is the best plain family's |
+    public var numericsVersion: Int {
+        switch self {
+        case .auto: preconditionFailure("resolve `auto` to the selected family before asking for its numerics")
+        case .scalar: 1
+        case .avx2: 1
+        case .avx512: 1
+        case .avx512BF16: 1
+        case .amx: 1
+        case .amxEmu: 1
+        }
+    }
+
+    /// `cpu.<name>`, the family's name in action keys.
+    public var numericsIdentity: String { "cpu." + rawValue }
+
+    /// The family of a C kernel id.
+    init?(isa: hp_isa) { self.init(rawValue: String(cString: hp_isa_name(isa))) }
+}
+
+extension CPUBackend {
+    /// The version of the CPU kernels every family shares (identity `cpu`): elementwise ops, norms, softmax,
+    /// casts, Philox noise and AdamW in elementwise*.c. Bump it when any of their results change.
+    public static let commonNumericsVersion = 1
+
+    /// What a CPU backend running `family` computes with in this process: `tensorcore`, `cpu` (the shared kernels),
+    /// the family that runs GEMM / attention / W4A16 (`.auto`: the one chosen at start-up, by feature score or
+    /// HPRUNE_ISA) and, for the AMX families, the family they take everything else from. The fast kernels only:
+    /// `Kernels.scalarTwins` is for tests and never runs a stage.
+    ///
+    ///     CPUBackend.numerics()   // [tensorcore 1, cpu 1, cpu.avx2 1] on the 2-core EPYC (its VM shows no AVX-512)
+    public static func numerics(family: Family = .auto) -> [NumericsFamily] {
+        let isa = family == .auto ? hp_selected_isa_id() : family.isa
+        var out: [NumericsFamily] = [.tensorCore, NumericsFamily("cpu", commonNumericsVersion)]
+        for id in [isa, hp_isa_base(isa)] where id != HP_ISA_AUTO {
+            guard let f = Family(isa: id) else {
+                preconditionFailure("CPU kernel family '\(String(cString: hp_isa_name(id)))' has no numerics version")
+            }
+            out.append(NumericsFamily(f.numericsIdentity, f.numericsVersion))
+        }
+        return out
     }
 }

@@ -368,6 +368,11 @@ int hp_set_isa_override(hp_isa isa) {
 
 hp_isa hp_get_isa_override(void) { return tl_override ? tl_override->isa : HP_ISA_AUTO; }
 
+hp_isa hp_isa_base(hp_isa isa) {
+    const hp_dispatch *t = hp_dispatch_for(isa == HP_ISA_AUTO ? hp_selected_isa_id() : isa);
+    return t ? t->base_isa : HP_ISA_AUTO;
+}
+
 // ── per-op families (`hprune backends`) ──────────────────────────────────────────────────────────────────
 const char *hp_kernel_op_name(hp_kernel_op op) {
     switch (op) {

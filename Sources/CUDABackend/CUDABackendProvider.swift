@@ -77,4 +77,22 @@ public struct CUDABackendProvider: BackendProvider {
         case .success(let o): return o.backend
         }
     }
+
+    /// The version of the GEMM path (identity `cuda.gemm`: cuBLASLt with CUBLAS_COMPUTE_32F, no TF32, the bias and
+    /// GELU epilogues, SiLU as an extra pass). Bump it when its results change.
+    public static let gemmNumericsVersion = 1
+
+    /// tensorcore, `cuda.gemm`, every kernel family of `KernelFamily.all` (`cuda.<family>`), and what cuBLASLt's
+    /// algorithm choice depends on: the GPU's architecture (`cuda.sm_<arch>`) and the cuBLASLt version
+    /// (`cuda.cublaslt-<version>`), which may change the last bits of a GEMM. Opens the GPU (once per process).
+    public func numerics() throws -> [NumericsFamily] {
+        switch CUDARuntime.open() {
+        case .failure(let e): throw RegistryError.unavailable(name, reason: CUDARuntime.reason(e))
+        case .success(let o):
+            let c = o.backend.context
+            return [.tensorCore, NumericsFamily("cuda.gemm", Self.gemmNumericsVersion)]
+                + KernelFamily.all.map { NumericsFamily("cuda." + $0.name, $0.numericsVersion) }
+                + [NumericsFamily("cuda.sm_\(c.arch)", 1), NumericsFamily("cuda.cublaslt-\(c.cublas.version())", 1)]
+        }
+    }
 }

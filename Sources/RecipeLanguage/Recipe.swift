@@ -48,8 +48,8 @@ public struct Recipe: Sendable {
     public var name: String
     public var description: String?
     public var seed: Int
-    /// `cpu`, `cuda` or `auto`.
-    public var backend: String
+    /// `auto`, `cpu`, `cuda` or `reference` (`hprune run --backend` overrides it).
+    public var backend: BackendSelection
     public var vars: [String: YAMLNode]
     public var models: [Declaration]
     public var datasets: [Declaration]
@@ -68,7 +68,7 @@ public struct Recipe: Sendable {
         slurm.overridden(by: stages.first { $0.name == name }?.slurm)
     }
 
-    public init(file: String, schemaVersion: Int, name: String, description: String?, seed: Int, backend: String,
+    public init(file: String, schemaVersion: Int, name: String, description: String?, seed: Int, backend: BackendSelection,
                 vars: [String: YAMLNode], models: [Declaration], datasets: [Declaration],
                 stages: [StageDeclaration], document: YAMLNode, files: [String]) {
         self.file = file

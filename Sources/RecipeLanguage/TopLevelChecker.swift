@@ -11,7 +11,6 @@ struct TopLevelChecker {
 
     static let keys = ["recipe", "name", "description", "extends", "vars", "seed", "backend", "models",
                        "datasets", "stages", "executor", "slurm"]
-    static let backends = ["cpu", "cuda", "auto"]
     static let schemaVersion = 1
 
     init(file: String) { self.file = file }
@@ -110,18 +109,17 @@ struct TopLevelChecker {
         return seed
     }
 
-    private mutating func checkBackend(_ document: YAMLNode) -> String {
-        guard let node = document["backend"] else { return "auto" }
+    private mutating func checkBackend(_ document: YAMLNode) -> BackendSelection {
+        guard let node = document["backend"] else { return .auto }
         guard node.isScalar, let text = node.string, node.typeDescription == "a string" else {
-            diagnostics.append(expected("one of cpu, cuda, auto", "backend", node))
-            return "auto"
+            diagnostics.append(expected("one of " + BackendSelection.names.joined(separator: ", "), "backend", node))
+            return .auto
         }
-        guard Self.backends.contains(text) else {
+        do { return try BackendSelection.parse(text) } catch {
             diagnostics.append(.error("unknown backend '\(text)'", at: node.mark,
-                                      hint: Suggest.hint(for: text, in: Self.backends) ?? "use cpu, cuda or auto"))
-            return "auto"
+                                      hint: error.suggestion ?? "use " + BackendSelection.names.joined(separator: ", ")))
+            return .auto
         }
-        return text
     }
 
     private mutating func checkExecutor(_ document: YAMLNode) -> String {

@@ -1,5 +1,6 @@
-// Comparing two recipes (or two runs' recipes): parameters by dotted path, graph changes, and which stages
-// would re-run — those whose definition key differs, i.e. whose params, sources or upstream changed.
+// Comparing two recipes (or two runs' recipes): parameters by dotted path, graph changes, which stages would
+// re-run — those whose definition key differs, i.e. whose params, sources or upstream changed — and, for each,
+// which of its key's inputs changed (InputDiff over the two definitions' canonical JSON).
 import StageGraph
 import YAMLSupport
 
@@ -18,6 +19,9 @@ public struct Comparison: Sendable {
     public var rewired: [String]
     /// Stages of B that would run again after A: new, or definition key changed.
     public var rerun: [String]
+    /// For each stage of `rerun` that A has too: what changed in its definition (an upstream input shows as
+    /// `input model: teacher.model (def 1a2b…) → teacher.model (def 3c4d…)`). Absent for new stages.
+    public var reasons: [String: [InputChange]] = [:]
 }
 
 public enum Compare {
@@ -57,9 +61,26 @@ public enum Compare {
             if ea != eb { rewired.append(s.name) }
         }
         let rerun = planB.entries.filter { e in planA.entry(e.name)?.definitionKey != e.definitionKey }.map(\.name)
+        var reasons: [String: [InputChange]] = [:]
+        let describe = definitionNames(planA, planB)
+        for name in rerun {
+            guard let ea = planA.entry(name), let eb = planB.entry(name) else { continue }
+            reasons[name] = InputDiff.changes(ea.definitionCanonical, eb.definitionCanonical, describe: describe) ?? []
+        }
         return Comparison(params: documents(documentA, documentB),
                           addedStages: b.stages.map(\.name).filter { !namesA.contains($0) },
                           removedStages: a.stages.map(\.name).filter { !namesB.contains($0) },
-                          rewired: rewired, rerun: rerun)
+                          rewired: rewired, rerun: rerun, reasons: reasons)
+    }
+
+    /// Shows an upstream input of a definition (`def:<key>#<port>`) as `<stage>.<port> (def <key prefix>)`.
+    static func definitionNames(_ plans: Plan...) -> (String) -> String? {
+        var names: [String: String] = [:]
+        for p in plans { for e in p.entries { names[e.definitionKey] = e.name } }
+        return { text in
+            guard text.hasPrefix("def:"), let hash = text.dropFirst(4).split(separator: "#").first else { return nil }
+            let port = text.split(separator: "#").dropFirst().first.map(String.init) ?? ""
+            return "\(names[String(hash)] ?? "?").\(port) (def \(hash.prefix(12)))"
+        }
     }
 }

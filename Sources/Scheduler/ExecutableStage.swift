@@ -42,15 +42,22 @@ public struct StageContext: Sendable {
     public var recipeDirectory: URL
     public var seed: Int
     public var backend: String
+    /// identity → numerics version of the kernel families `backend` computes with (KeyContext.numerics).
+    public var numerics: [String: Int]
     public var progress: ProgressSink
     /// Metrics and logs, recorded in the ledger by the scheduler.
     public var recorder: StageRecorder
     /// This execution's action key (hex SHA-256): a stable name for state that must survive an interruption
-    /// (training checkpoints), since a re-run of the same stage with the same inputs has the same key.
+    /// (training checkpoints, in the store's partials), since a re-run of the same stage with the same inputs has
+    /// the same key. Set for shard tasks too.
     public var actionKey: String = ""
 
     /// The input bound at `path`, by the reference written there.
     public func input(_ path: String) -> ArtifactRef? { inputs[path] }
+
+    /// `numerics` as one stable line (`cpu=1,cpu.avx512_bf16=1,tensorcore=1`), for names of partial results that
+    /// must not be shared between kernel families.
+    public var numericsLine: String { numerics.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",") }
 }
 
 /// Metrics (name, value, unit) and log text a stage reports; thread-safe.

@@ -15,6 +15,12 @@ public struct PlanEntry: Sendable {
     /// Merkle key over definitions (params, source digests, upstream definition keys): equal iff nothing the
     /// stage depends on changed. Used by `diff` to say what would re-run.
     public var definitionKey: String
+    /// The canonical JSON the action key hashes (ActionKey.swift); while `key` is nil, the provisional JSON with
+    /// each unknown input as `pending:<stage>.<port>`. What `plan --why` compares with the stage's last action.
+    public var canonical: String
+    /// The canonical JSON the definition key hashes (upstream inputs as `def:<key>#<port>`); what `diff` of two
+    /// recipes compares.
+    public var definitionCanonical: String
     public var cached: Bool
     /// Outputs (port → artifact digest) when cached.
     public var outputs: [String: Digest]?
@@ -41,20 +47,33 @@ public enum Planner {
         var entries: [PlanEntry] = []
         for stage in graph.stages {
             let deps = fileDependencies[stage.name] ?? [:]
-            let definition = key(stage, context: context, files: deps) { endpoint in
+            let definitionJSON = canonical(stage, context: context, files: deps) { endpoint in
                 switch endpoint {
                 case .source(let n): return sourceDigests[n].map { "sha256:" + $0.hex }
                 case .stage(let s, let port): return definitionKeys[s].map { "def:" + $0 + "#" + port }
                 }
             } ?? "" // sources are always known, upstream stages come first: never nil
+            let definition = ActionKey.hash(definitionJSON)
             definitionKeys[stage.name] = definition
 
-            let action = key(stage, context: context, files: deps) { endpoint in
+            let resolveAction = { (endpoint: Endpoint) -> String? in
                 switch endpoint {
                 case .source(let n): return sourceDigests[n].map { "sha256:" + $0.hex }
                 case .stage(let s, let port): return outputs[s]?[port].map { "sha256:" + $0.hex }
                 }
             }
+            // One JSON: the action's canonical JSON when every input is known, else the provisional one.
+            var pending = false
+            let shown = ActionKey.provisionalJSON(
+                kind: stage.kind.name, version: stage.kind.version, usesBackend: stage.kind.usesBackend,
+                params: stage.params, context: context, fileDependencies: deps,
+                resolve: { target in stage.endpoint(for: target).flatMap(resolveAction) },
+                pending: { target in
+                    pending = true
+                    guard case .stage(let s, let port)? = stage.endpoint(for: target) else { return ActionKey.pendingPrefix + target }
+                    return ActionKey.pendingPrefix + s + "." + port
+                })
+            let action = pending ? nil : ActionKey.hash(shown)
             let forced = force.contains(stage.name)
             var cached = false
             if let action, !forced, let hit = lookup(action),
@@ -63,6 +82,7 @@ public enum Planner {
                 cached = true
             }
             entries.append(PlanEntry(name: stage.name, kind: stage.kind.name, key: action, definitionKey: definition,
+                                     canonical: shown, definitionCanonical: definitionJSON,
                                      cached: cached, outputs: cached ? outputs[stage.name] : nil,
                                      inputs: stage.bindings.map { "\($0.path) ← \($0.source)" }, forced: forced))
         }
@@ -72,11 +92,15 @@ public enum Planner {
     /// The action key of `stage` given how to name each input endpoint, or nil if one is unknown.
     public static func key(_ stage: StageNode, context: KeyContext, files: [String: String] = [:],
                            resolve: (Endpoint) -> String?) -> String? {
-        guard let json = ActionKey.canonicalJSON(
+        canonical(stage, context: context, files: files, resolve: resolve).map(ActionKey.hash)
+    }
+
+    /// The canonical JSON `key` hashes, or nil if an input is unknown.
+    public static func canonical(_ stage: StageNode, context: KeyContext, files: [String: String] = [:],
+                                 resolve: (Endpoint) -> String?) -> String? {
+        ActionKey.canonicalJSON(
             kind: stage.kind.name, version: stage.kind.version, usesBackend: stage.kind.usesBackend,
             params: stage.params, context: context, fileDependencies: files,
             resolve: { target in stage.endpoint(for: target).flatMap(resolve) })
-        else { return nil }
-        return ActionKey.hash(json)
     }
 }

@@ -12,6 +12,8 @@ public struct StageResult: Sendable {
     public var kind: String
     public var status: StageStatus
     public var key: String?
+    /// The canonical JSON `key` hashes (what the ledger keeps for `diff` and `plan --why`).
+    public var canonical: String?
     public var seconds: Double
     public var outputs: [String: Digest]
     public var error: String?
@@ -97,7 +99,7 @@ public struct Scheduler: Sendable {
                         if deps.contains(where: { d in results[d].map { $0.status != .ran && $0.status != .cached } ?? false }) {
                             started.insert(stage.name)
                             let failed = deps.filter { d in results[d].map { $0.status != .ran && $0.status != .cached } ?? false }
-                            let r = StageResult(name: stage.name, kind: stage.kind.name, status: .skipped, key: nil, seconds: 0,
+                            let r = StageResult(name: stage.name, kind: stage.kind.name, status: .skipped, key: nil, canonical: nil, seconds: 0,
                                                 outputs: [:], error: "not run: depends on " + failed.joined(separator: ", "),
                                                 log: nil, metrics: [], peakMemory: 0)
                             results[stage.name] = r
@@ -131,7 +133,7 @@ public struct Scheduler: Sendable {
         let cancelled = Task.isCancelled
         return stages.map { stage in
             results[stage.name] ?? StageResult(
-                name: stage.name, kind: stage.kind.name, status: cancelled ? .cancelled : .skipped, key: nil, seconds: 0,
+                name: stage.name, kind: stage.kind.name, status: cancelled ? .cancelled : .skipped, key: nil, canonical: nil, seconds: 0,
                 outputs: [:], error: cancelled ? "not run: the run was interrupted" : "not run: an earlier stage failed",
                 log: nil, metrics: [], peakMemory: 0)
         }
@@ -169,35 +171,45 @@ public struct Scheduler: Sendable {
             throw StageFailure("stage kind '\(stage.kind.name)' cannot be split into shards")
         }
         let inputs = boundInputs(stage, upstream: upstream)
+        guard let json = canonical(stage, inputDigests: inputs.mapValues(\.digest)) else {
+            throw StageFailure("internal: an input of '\(name)' has no digest")
+        }
         let work = store.root.appendingPathComponent("tmp").appendingPathComponent("shard-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: work) }
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
         let ctx = StageContext(stage: stage, inputs: inputs, store: store, workDirectory: work,
                                recipeDirectory: recipeDirectory, seed: context.seed, backend: backend,
+                               numerics: context.numerics,
                                progress: ProgressSink(stage: stage.name, isTerminal: isTerminal, emit: output),
-                               recorder: StageRecorder())
+                               recorder: StageRecorder(), actionKey: ActionKey.hash(json))
         try await kind.runShard(ctx, index: index, count: count)
+    }
+
+    /// The canonical JSON of `stage`'s action given its inputs' digests (by params path), or nil if one is missing.
+    func canonical(_ stage: StageNode, inputDigests: [String: Digest]) -> String? {
+        Planner.canonical(stage, context: context, files: fileDependencies[stage.name] ?? [:]) { endpoint in
+            switch endpoint {
+            case .source(let n): return sources[n].map { "sha256:" + $0.digest.hex }
+            case .stage: return stage.bindings.first { $0.source == endpoint }.flatMap { inputDigests[$0.path] }.map { "sha256:" + $0.hex }
+            }
+        }
     }
 
     /// Runs one stage, or reuses its cached outputs.
     func execute(_ stage: StageNode, inputs: [String: ArtifactRef], inputDigests: [String: Digest],
                  index: Int, total: Int) async -> StageResult {
         let clock = ContinuousClock.now
+        let json = canonical(stage, inputDigests: inputDigests)
         func result(_ status: StageStatus, key: String?, outputs: [String: Digest] = [:], error: String? = nil,
                     log: String? = nil, recorder: StageRecorder? = nil) -> StageResult {
             let d = ContinuousClock.now - clock
-            return StageResult(name: stage.name, kind: stage.kind.name, status: status, key: key,
+            return StageResult(name: stage.name, kind: stage.kind.name, status: status, key: key, canonical: json,
                                seconds: Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18,
                                outputs: outputs, error: error, log: log ?? nilIfEmpty(recorder?.logText), metrics: recorder?.metrics ?? [],
                                peakMemory: Self.peakResidentBytes())
         }
-        let key = Planner.key(stage, context: context, files: fileDependencies[stage.name] ?? [:]) { endpoint in
-            switch endpoint {
-            case .source(let n): return sources[n].map { "sha256:" + $0.digest.hex }
-            case .stage: return stage.bindings.first { $0.source == endpoint }.flatMap { inputDigests[$0.path] }.map { "sha256:" + $0.hex }
-            }
-        }
-        guard let key else { return result(.failed, key: nil, error: "internal: an input of '\(stage.name)' has no digest") }
+        guard let json else { return result(.failed, key: nil, error: "internal: an input of '\(stage.name)' has no digest") }
+        let key = ActionKey.hash(json)
         guard let kind = kinds[stage.kind.name] else {
             return result(.failed, key: key, error: "stage kind '\(stage.kind.name)' cannot run in this build")
         }
@@ -260,7 +272,7 @@ public struct Scheduler: Sendable {
         do {
             let ctx = StageContext(stage: stage, inputs: inputs, store: store, workDirectory: work,
                                    recipeDirectory: recipeDirectory, seed: context.seed, backend: backend,
-                                   progress: progress, recorder: recorder, actionKey: key)
+                                   numerics: context.numerics, progress: progress, recorder: recorder, actionKey: key)
             let outs = try await kind.run(ctx)
             if Task.isCancelled { return result(.cancelled, key: key, error: "interrupted", recorder: recorder) }
             let missing = stage.outputs.map(\.name).filter { outs[$0] == nil }
@@ -270,7 +282,7 @@ public struct Scheduler: Sendable {
             let d = ContinuousClock.now - clock
             let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
             try store.recordAction(ActionRecord(key: key, stage: stage.name, kind: stage.kind.name, outputs: outs,
-                                                createdAt: Date(), seconds: seconds, extra: [:]))
+                                                createdAt: Date(), seconds: seconds, extra: [:], canonical: json))
             return result(.ran, key: key, outputs: outs, recorder: recorder)
         } catch is CancellationError {
             return result(.cancelled, key: key, error: "interrupted", recorder: recorder)

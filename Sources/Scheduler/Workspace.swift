@@ -42,9 +42,10 @@ public struct Workspace: Sendable {
         return recipeDirectory.appendingPathComponent(".hprune")
     }
 
-    /// The backend class that enters action keys: `auto` resolves to what `resolveBackend` picks.
-    public func keyContext(backend: String) -> KeyContext {
-        KeyContext(seed: recipe.seed, backendClass: backend)
+    /// What enters every action key besides the stage: the recipe's seed, the backend the run resolved (never
+    /// `auto`) and the numerics versions of the kernel families it computes with (`BackendRegistry.numerics`).
+    public func keyContext(backend: String, numerics: [String: Int]) -> KeyContext {
+        KeyContext(seed: recipe.seed, backendClass: backend, numerics: numerics)
     }
 
     /// Hashes every model/dataset source (remembered by the store's ledger) and checks `sha256` pins.
@@ -101,10 +102,12 @@ public struct Workspace: Sendable {
     }
 
     /// The plan against `store`.
-    public func plan(store: ArtifactStore, backend: String, force: Set<String> = []) throws(DiagnosticError) -> Plan {
+    public func plan(store: ArtifactStore, backend: String, numerics: [String: Int],
+                     force: Set<String> = []) throws(DiagnosticError) -> Plan {
         let sources = try hashSources(store: store)
         let deps = try hashFileDependencies(store: store)
-        return Planner.plan(graph, sourceDigests: sources.mapValues(\.digest), context: keyContext(backend: backend),
+        return Planner.plan(graph, sourceDigests: sources.mapValues(\.digest),
+                            context: keyContext(backend: backend, numerics: numerics),
                             fileDependencies: deps, force: force) { key in store.action(for: key)?.outputs }
     }
 }

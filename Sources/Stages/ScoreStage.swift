@@ -341,8 +341,8 @@ public struct ScoreStage: ShardableStageKind, TypedStageKind {
 }
 
 /// One `score` execution: reference outputs of the unpruned model, then each component's ΔP, each kept in the
-/// store under a key of (model, data, settings, address) so that an interrupted run resumes. The numbers come
-/// from Compression's scorers on `scoring`.
+/// store's partials (namespace: a digest of model, data, settings and numerics; name: the address) so that an
+/// interrupted run resumes. The numbers come from Compression's scorers on `scoring`.
 struct ScoreRun {
     let ctx: StageContext
     let params: ScoreStage.Params
@@ -393,21 +393,24 @@ struct ScoreRun {
                               imgIds: imgIds)
         let settings = "hprune.score/1|model=\(model.digest.hex)|data=\(ctx.input("data")?.digest.hex ?? "")|n=\(data.count)|batch=\(p.batch)"
             + "|method=\(method.rawValue)|metric=\(metric.rawValue)|steps=\(p.sampling.steps)|guidance=\(guidance)|shift=\(p.sampling.shift)"
-            + "|sigmas=\(p.velocity.sigmas)|shape=\(sampleShape)|seed=\(ctx.seed)|backend=\(ctx.backend)"
+            + "|sigmas=\(p.velocity.sigmas)|shape=\(sampleShape)|seed=\(ctx.seed)|backend=\(ctx.backend)|numerics=\(ctx.numericsLine)"
         baseKey = Digest.of(Data(settings.utf8)).hex
     }
 
-    func partKey(_ what: String) -> String { "score-" + Digest.of(Data("\(baseKey)|\(what)".utf8)).hex }
+    /// The store's partial-results namespace of these settings' kept values (`what`: an address or `reference`).
+    var partNamespace: String { "score-" + baseKey }
 
-    /// Reads a kept value (a small JSON object) or nil.
-    func kept(_ what: String) -> Data? {
-        guard let rec = ctx.store.action(for: partKey(what)), let d = rec.outputs["value"], let data = try? ctx.store.data(d) else { return nil }
-        return data
+    /// The partial's name for `what`: itself where it is a plain name (`blocks.3.attn`), else its digest.
+    func partName(_ what: String) -> String {
+        (2...128).contains(what.utf8.count) && what.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }) && !what.hasPrefix(".")
+            ? what : Digest.of(Data(what.utf8)).hex
     }
 
+    /// Reads a kept value (a small JSON object) or nil.
+    func kept(_ what: String) -> Data? { ctx.store.partialData(namespace: partNamespace, name: partName(what)) }
+
     func keep(_ what: String, _ data: Data) throws {
-        let d = try ctx.store.put(data)
-        _ = try ctx.store.recordAction(ActionRecord(key: partKey(what), stage: ctx.stage.name, kind: "score-part", outputs: ["value": d], seconds: 0))
+        try ctx.store.putPartial(data, namespace: partNamespace, name: partName(what), owner: ctx.actionKey, stage: ctx.stage.name)
     }
 
     /// Scores every address; values already kept are reused. `distance` compares a removal's outputs with the

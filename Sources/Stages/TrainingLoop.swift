@@ -1,5 +1,5 @@
 // The loop `distill` and `train` share: batches from a Dataset, a Trainer step per iteration with a progress bar
-// (loss, ETA), checkpoints every N steps stored under a key derived from the stage's action key (so a killed run
+// (loss, ETA), checkpoints every N steps kept in the store's partials under the stage's action key (so a killed run
 // resumes from its last checkpoint on the next `hprune run`), NaN/Inf stops naming the step, and the output Model
 // (new objects only for the trained tensors; every other tensor keeps its input's object).
 
@@ -191,12 +191,12 @@ struct TrainingLoop {
     let steps: Int
     let checkpointEvery: Int
 
-    /// Store action key under which this execution's checkpoint is recorded (nil: no action key, no checkpoints).
-    var checkpointKey: String? { ctx.actionKey.isEmpty ? nil : "ckpt-" + ctx.actionKey }
+    /// The store's partial-results namespace of this execution's checkpoint: its action key (nil: none, no checkpoints).
+    var checkpointNamespace: String? { ctx.actionKey.isEmpty ? nil : ctx.actionKey }
 
     /// The last checkpoint of this execution, if one is stored and readable.
     func lastCheckpoint() -> (state: TrainingState, digest: Digest)? {
-        guard let key = checkpointKey, let rec = ctx.store.action(for: key), let d = rec.outputs["state"] else { return nil }
+        guard let ns = checkpointNamespace, let d = ctx.store.partial(namespace: ns, name: "checkpoint")?.digest else { return nil }
         do {
             try ctx.store.verify(d)
             let s = try TrainingState.load(path: ctx.store.path(of: d).path)
@@ -209,12 +209,11 @@ struct TrainingLoop {
     }
 
     func saveCheckpoint(completed: Int) throws -> Digest? {
-        guard let key = checkpointKey else { return nil }
+        guard let ns = checkpointNamespace else { return nil }
         let state = try trainer.state(completedSteps: completed, metadata: ["action_key": ctx.actionKey, "stage": ctx.stage.name])
-        let previous = ctx.store.action(for: key)?.outputs["state"]
-        let d = try ctx.store.put(try state.serialized())
-        try ctx.store.recordAction(ActionRecord(key: key, stage: ctx.stage.name, kind: "checkpoint", outputs: ["state": d],
-                                                seconds: 0, extra: ["step": String(completed)]))
+        let previous = ctx.store.partial(namespace: ns, name: "checkpoint")?.digest
+        let d = try ctx.store.putPartial(try state.serialized(), namespace: ns, name: "checkpoint", owner: ctx.actionKey,
+                                         stage: ctx.stage.name, extra: ["step": String(completed)]).digest
         // The new checkpoint is recorded: the one it supersedes (unique to this execution: it holds the step and
         // the action key) is no longer needed, so long runs do not fill the disk with old states.
         if let previous, previous != d { ctx.store.discard(previous) }

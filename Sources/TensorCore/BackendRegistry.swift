@@ -37,6 +37,10 @@ public protocol BackendProvider: Sendable {
     func info() -> BackendInfo
     /// Creates the backend; throws when it is unavailable.
     func make() throws -> any Backend
+    /// The kernel families a backend made by `make()` in this process computes with, each with its numerics
+    /// version (Numerics.swift): what enters the action keys of the stages run on it. Known without running an op
+    /// (`hprune plan` needs it); throws when the backend is unavailable.
+    func numerics() throws -> [NumericsFamily]
 }
 
 /// Provider of the scalar reference backend (always available).
@@ -45,6 +49,7 @@ public struct ReferenceBackendProvider: BackendProvider {
     public var name: String { "reference" }
     public func info() -> BackendInfo { BackendInfo(name: name, available: true, features: ["scalar", "f64-accumulation"]) }
     public func make() throws -> any Backend { ReferenceBackend() }
+    public func numerics() throws -> [NumericsFamily] { [.tensorCore, .reference] }
 }
 
 /// An ordered list of backend providers.
@@ -67,6 +72,14 @@ public struct BackendRegistry: Sendable {
         let info = p.info()
         guard info.available else { throw RegistryError.unavailable(name, reason: info.reason ?? "unknown reason") }
         return try p.make()
+    }
+
+    /// The numerics families of the backend called `name` (not `auto`: resolve it first), sorted by identity.
+    public func numerics(_ name: String) throws -> [NumericsFamily] {
+        guard let p = providers.first(where: { $0.name == name }) else {
+            throw RegistryError.unknown(name, known: providers.map(\.name))
+        }
+        return try p.numerics().sorted { $0.identity < $1.identity }
     }
 }
 

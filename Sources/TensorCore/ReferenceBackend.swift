@@ -9,6 +9,9 @@ public final class ReferenceBackend: HostBackend, @unchecked Sendable {
     public let name = "reference"
     public let displayName = "reference"
     public let supportedOps = Set(Op.allCases)
+    /// The version of this backend's numerics (identity `reference`, part of action keys): bump when any op's
+    /// results change (Numerics.swift).
+    public static let numericsVersion = 1
 
     public init() {}
 

@@ -39,5 +39,7 @@
 // - `ReferenceBackend` is the oracle (plain loops, f64); `CPUBackend` (module CPUBackend) runs C kernels.
 //   Tests/TensorCoreTests/OpCases.swift holds one conformance case per op: a new op or backend adds itself there.
 
-/// Version of the numerics of this module's ops; bump when any op's results change (part of cache keys).
+/// Version of the numerics of the host code every backend shares (Philox noise mapping, host casts, 4-bit packing
+/// and codebooks in `Quant`): the `tensorcore` family in every backend's action keys (Numerics.swift). Bump it when
+/// any of their results change; the reference backend's ops have their own version (`ReferenceBackend`).
 public let tensorCoreNumericsVersion = 1

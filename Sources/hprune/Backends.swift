@@ -1,6 +1,7 @@
 // `hprune backends`: the compute backends this build has, whether each can run here, and why not. On a GPU
 // machine listing CUDA opens the GPU and runs its start-up self-check; ops it disabled are listed under it. For the
-// CPU: the kernel family chosen per op and every family's feature score.
+// CPU: the kernel family chosen per op and every family's feature score. For each available backend: the kernel
+// families it computes with here and their numerics versions, which enter the action keys of backend stages.
 import ArgumentParser
 import CPUBackend
 import CUDABackend
@@ -13,7 +14,7 @@ struct Backends: AsyncParsableCommand {
         abstract: "List the compute backends, their CPU/GPU features, and why one is unavailable.",
         discussion: "Example: hprune backends --json")
 
-    @Flag(help: "Print JSON: [{\"name\", \"available\", \"reason\", \"features\"}] (cpu adds \"kernels\", cuda \"disabled_ops\").")
+    @Flag(help: "Print JSON: [{\"name\", \"available\", \"reason\", \"features\", \"numerics\"}] (cpu adds \"kernels\", cuda \"disabled_ops\").")
     var json = false
 
     func run() async throws {
@@ -22,7 +23,8 @@ struct Backends: AsyncParsableCommand {
         let disabled = Self.cudaDisabledOps()
         if json {
             Terminal.printJSON(infos.map { i -> [String: Any] in
-                var d: [String: Any] = ["name": i.name, "available": i.available, "reason": i.reason ?? NSNull(), "features": i.features]
+                var d: [String: Any] = ["name": i.name, "available": i.available, "reason": i.reason ?? NSNull(), "features": i.features,
+                                        "numerics": Self.numerics(i).map { $0.versions } ?? NSNull()]
                 if i.name == "cpu" { d["kernels"] = Self.kernelsJSON(k) }
                 if i.name == "cuda" { d["disabled_ops"] = disabled }
                 return d
@@ -34,6 +36,9 @@ struct Backends: AsyncParsableCommand {
                   + (i.available ? i.features.joined(separator: " ") : i.reason ?? ""))
             if i.name == "cuda" {
                 for (op, why) in disabled.sorted(by: { $0.key < $1.key }) { print("           disabled \(op): \(why)") }
+            }
+            if let n = Self.numerics(i) {
+                print("           numerics (part of action keys): " + n.map(\.description).joined(separator: ", "))
             }
         }
         print("")
@@ -57,6 +62,11 @@ struct Backends: AsyncParsableCommand {
          },
          "cpu": ["vendor": k.vendor, "family": k.cpuFamily, "model": k.model, "l1d_bytes": k.l1dBytes,
                  "l2_bytes": k.l2Bytes, "l3_bytes": k.l3Bytes, "cache_source": k.cacheSource, "blocking": k.blocking]]
+    }
+
+    /// The kernel families an available backend computes with here, with their numerics versions.
+    static func numerics(_ info: BackendInfo) -> [NumericsFamily]? {
+        info.available ? try? BackendRegistry.all.numerics(info.name) : nil
     }
 
     /// Every backend of the build: cuda, cpu, reference.

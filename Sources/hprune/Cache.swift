@@ -33,13 +33,15 @@ struct Cache: AsyncParsableCommand {
             let u = try store.diskUsage()
             if json {
                 Terminal.printJSON(["objects": u.objects, "object_bytes": u.objectBytes, "actions": u.actions,
-                                    "action_bytes": u.actionBytes, "tmp_files": u.tmpFiles, "tmp_bytes": u.tmpBytes,
+                                    "action_bytes": u.actionBytes, "partials": u.partials, "partial_bytes": u.partialBytes,
+                                    "tmp_files": u.tmpFiles, "tmp_bytes": u.tmpBytes,
                                     "ledger_bytes": u.ledgerBytes, "total_bytes": u.totalBytes])
                 return
             }
             print("store    \(store.root.path)")
             print("objects  \(u.objects)  \(Cache.bytes(u.objectBytes))")
             print("actions  \(u.actions)  \(Cache.bytes(u.actionBytes))")
+            print("partials \(u.partials)  \(Cache.bytes(u.partialBytes))  (records of resumable partial results; their bytes are objects)")
             print("ledger   \(Cache.bytes(u.ledgerBytes))")
             print("tmp      \(u.tmpFiles)  \(Cache.bytes(u.tmpBytes))")
             print("total    \(Cache.bytes(u.totalBytes))")
@@ -48,7 +50,7 @@ struct Cache: AsyncParsableCommand {
 
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Re-hash every object; evict corrupt objects and broken action records (exit 1 if any were found).")
+            abstract: "Re-hash every object; evict corrupt objects and broken action or partial records (exit 1 if any were found).")
         @OptionGroup var storeOptions: StoreOptions
         @Flag(help: "Print JSON.") var json = false
         func run() async throws {
@@ -56,16 +58,18 @@ struct Cache: AsyncParsableCommand {
             let r = try store.verify()
             if json {
                 Terminal.printJSON(["clean": r.isClean, "objects_checked": r.objectsChecked, "bytes_checked": r.bytesChecked,
-                                    "actions_checked": r.actionsChecked,
+                                    "actions_checked": r.actionsChecked, "partials_checked": r.partialsChecked,
+                                    "broken_partials": r.brokenPartials.map { "\($0)" },
                                     "corrupt_objects": r.corruptObjects.map { "\($0)" },
                                     "broken_actions": r.brokenActions.map { "\($0)" },
                                     "stray_files": r.strayFiles.map { "\($0)" },
                                     "stale_temp_files": r.staleTempFiles, "ledger_problems": r.ledgerProblems,
                                     "stale_stage_folders": r.staleStageDirectories])
             } else {
-                print("checked \(r.objectsChecked) objects (\(Cache.bytes(r.bytesChecked))) and \(r.actionsChecked) action records")
+                print("checked \(r.objectsChecked) objects (\(Cache.bytes(r.bytesChecked))), \(r.actionsChecked) action records and \(r.partialsChecked) partial results")
                 for p in r.corruptObjects { print("corrupt object (evicted): \(p)") }
                 for p in r.brokenActions { print("broken action record (evicted): \(p)") }
+                for p in r.brokenPartials { print("broken partial result (removed; its work is done again): \(p)") }
                 for p in r.strayFiles { print("stray file: \(p)") }
                 for p in r.ledgerProblems { print("ledger: \(p)") }
                 for p in r.staleStageDirectories { print("stale stage folder (left by a killed run): \(p)") }
@@ -81,7 +85,7 @@ struct Cache: AsyncParsableCommand {
     struct GC: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "gc",
-            abstract: "Delete objects and action records that none of the recent runs use.")
+            abstract: "Delete objects, action records and partial results that none of the recent runs use.")
         @OptionGroup var storeOptions: StoreOptions
         @Option(help: "Keep what the last N runs used.") var keepRuns: Int = 10
         @Flag(help: "Only report what would be deleted.") var dryRun = false
@@ -93,11 +97,12 @@ struct Cache: AsyncParsableCommand {
                 Terminal.printJSON(["dry_run": r.dryRun, "kept_runs": r.keptRuns, "kept_objects": r.keptObjects,
                                     "kept_bytes": r.keptBytes, "removed_actions": r.removedActions,
                                     "removed_objects": r.removedObjects.map(\.hex), "removed_bytes": r.removedBytes,
+                                    "kept_partials": r.keptPartials, "removed_partials": r.removedPartials,
                                     "stale_stage_folders": r.staleStageDirectories])
                 return
             }
             let verb = dryRun ? "would remove" : "removed"
-            print("\(verb) \(r.removedObjects.count) objects (\(Cache.bytes(r.removedBytes))) and \(r.removedActions.count) action records; kept \(r.keptObjects) objects used by \(r.keptRuns.count) runs")
+            print("\(verb) \(r.removedObjects.count) objects (\(Cache.bytes(r.removedBytes))), \(r.removedActions.count) action records and \(r.removedPartials.count) partial-result namespaces; kept \(r.keptObjects) objects used by \(r.keptRuns.count) runs")
             if !r.staleStageDirectories.isEmpty {
                 print("\(verb) \(r.staleStageDirectories.count) stale stage folder(s) left by killed runs")
             }

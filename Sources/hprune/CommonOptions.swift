@@ -103,14 +103,46 @@ extension StoreOptions {
     }
 }
 
+/// The backend a run computes with, resolved (never `auto`), and the kernel families it uses in this process with
+/// their numerics versions: what enters the action key of every stage that uses the backend.
+struct ResolvedBackend {
+    var name: String
+    var numerics: [NumericsFamily]
+    /// identity → version, as `KeyContext.numerics` takes it.
+    var versions: [String: Int] { numerics.versions }
+
+    /// `name` with the numerics of its provider here (`HPRUNE_ISA` and the CPU's features choose the CPU family).
+    static func named(_ name: String) throws -> ResolvedBackend {
+        do { return ResolvedBackend(name: name, numerics: try BackendRegistry.all.numerics(name)) } catch {
+            Terminal.err("error: backend '\(name)': \(error)")
+            throw Exit.invalid
+        }
+    }
+}
+
+extension BackendSelection {
+    /// `--backend NAME` (`@Option(transform: BackendSelection.argument)`): an unknown name is a usage error with a
+    /// did-you-mean, printed by ArgumentParser before anything runs.
+    static func argument(_ text: String) throws -> BackendSelection {
+        do { return try BackendSelection.parse(text) } catch { throw ValidationError("\(error)") }
+    }
+
+    static let optionHelp = ArgumentHelp("auto | cpu | cuda | reference (default: the recipe's `backend:`).", valueName: "backend")
+}
+
 /// Which compute backend a run uses: `--backend` or the recipe's `backend:`; `auto` picks CUDA when it opens and
 /// passed its start-up self-check for every op the recipe's stages need. Decided before planning, so a recipe that
 /// needs an op the GPU failed stops here with the stage's location.
 enum BackendChoice {
-    static func resolve(requested: String, recipe: Recipe) throws -> String {
+    static func resolve(requested: BackendSelection, recipe: Recipe) throws -> ResolvedBackend {
+        try ResolvedBackend.named(try resolveName(requested: requested, recipe: recipe))
+    }
+
+    static func resolveName(requested: BackendSelection, recipe: Recipe) throws -> String {
         switch requested {
-        case "cpu": return "cpu"
-        case "cuda":
+        case .cpu: return "cpu"
+        case .reference: return "reference"
+        case .cuda:
             let info = CUDABackendProvider().info()
             guard info.available else {
                 Terminal.err("error: backend 'cuda' is not available: \(info.reason ?? "") (see `hprune backends`); use `--backend cpu` or `backend: auto`")
@@ -121,7 +153,7 @@ enum BackendChoice {
                 throw Exit.invalid
             }
             return "cuda"
-        default:
+        case .auto:
             let info = CUDABackendProvider().info()
             if info.available, missingOps(recipe).isEmpty {
                 Terminal.err("note: backend auto: using cuda (\(info.features.joined(separator: " ")))")

@@ -1,5 +1,6 @@
 // `hprune diff A B`: compare two runs or two recipes (or one of each) — parameters by dotted path, graph
-// changes, which stages would re-run, and metrics side by side with deltas.
+// changes, which stages would re-run and which of their inputs changed (params, input digests, kernel-family
+// numerics, files: the canonical JSON of their actions compared), and metrics side by side with deltas.
 import ArgumentParser
 import ArtifactStore
 import Foundation
@@ -26,13 +27,16 @@ struct Diff: AsyncParsableCommand {
     @Option(name: .customLong("set-a"), parsing: .unconditionalSingleValue, help: "Override in A (repeatable).") var setA: [String] = []
     @Flag(name: .customLong("allow-extends-outside"), help: "Let 'extends' name files outside each recipe's folder tree.")
     var allowExtendsOutside = false
-    @Flag(help: "Print JSON: {\"params\": [{path, a, b}], \"rerun\": [stage, …], \"metrics\": […], \"stages\": {…}}.") var json = false
+    @Flag(help: "Print JSON: {\"params\": [{path, a, b}], \"rerun\": [stage, …], \"why\": {stage: [change, …]}, \"metrics\": […], \"stages\": {…}}.") var json = false
 
     struct Side {
         var label: String
         var document: YAMLNode
         var stages: [(name: String, kind: String)]
         var actionKeys: [String: String?]
+        /// Stage → the canonical JSON of its action (a recipe: as planned, provisional below a stage that must run;
+        /// a run: as recorded), where known.
+        var canonicals: [String: String]
         var definitionKeys: [String: String]?
         var graph: Graph?
         var plan: Plan?
@@ -55,15 +59,22 @@ struct Diff: AsyncParsableCommand {
         let params = Compare.documents(sideA.document, sideB.document)
         var rerun: [String] = []
         var rewired: [String] = []
+        var why: [String: [String]] = [:]
         if let ga = sideA.graph, let gb = sideB.graph, let pa = sideA.plan, let pb = sideB.plan {
             let c = Compare.graphs(ga, pa, gb, pb, documentA: sideA.document, documentB: sideB.document)
             rerun = c.rerun
             rewired = c.rewired
+            for n in rerun { why[n] = c.reasons[n].map { $0.map(\.description) } ?? ["new stage"] }
         } else {
             // At least one side is a run: compare action keys (a stage whose key is unknown would run).
             rerun = sideB.stages.map(\.name).filter { n in
                 guard let kb = sideB.actionKeys[n] ?? nil, let ka = sideA.actionKeys[n] ?? nil else { return true }
                 return ka != kb
+            }
+            for n in rerun {
+                guard sideA.actionKeys[n] != nil else { why[n] = ["new stage"]; continue }
+                guard let ka = sideA.actionKeys[n] ?? nil else { why[n] = ["it has no action in A"]; continue }
+                why[n] = Why.lines(from: sideA.canonicals[n], to: sideB.canonicals[n], oldKey: ka, newKey: sideB.actionKeys[n] ?? nil)
             }
         }
         let namesA = sideA.stages.map(\.name), namesB = sideB.stages.map(\.name)
@@ -76,6 +87,7 @@ struct Diff: AsyncParsableCommand {
                 "a": sideA.label, "b": sideB.label,
                 "params": params.map { ["path": $0.path, "a": $0.a ?? NSNull(), "b": $0.b ?? NSNull()] as [String: Any] },
                 "rerun": rerun,
+                "why": why,
                 "stages": ["added": added, "removed": removed, "rewired": rewired, "kind_changed": kindChanged],
                 "metrics": metrics.map { m -> [String: Any] in
                     ["stage": m.stage, "name": m.name, "unit": m.unit, "a": m.a ?? NSNull(), "b": m.b ?? NSNull(),
@@ -92,6 +104,7 @@ struct Diff: AsyncParsableCommand {
         if !rewired.isEmpty { print("stages with changed inputs: " + rewired.joined(separator: ", ")) }
         if !kindChanged.isEmpty { print("stages with changed kind: " + kindChanged.joined(separator: ", ")) }
         print(rerun.isEmpty ? "would re-run: nothing" : "would re-run: " + rerun.joined(separator: ", "))
+        for n in rerun { for line in why[n] ?? [] { print("  \(n): \(line)") } }
         if !metrics.isEmpty {
             print("metrics:")
             let w = max(6, metrics.map { $0.stage.count + $0.name.count + 1 }.max() ?? 0)
@@ -113,9 +126,9 @@ struct Diff: AsyncParsableCommand {
     func side(_ ref: String, overrides: [String], store: ArtifactStore) throws -> Side {
         if isRecipe(ref) {
             let ws = try RecipeOptions(recipe: ref, overrides: overrides, allowExtendsOutside: allowExtendsOutside).workspace()
-            let backendName = try BackendChoice.resolve(requested: ws.recipe.backend, recipe: ws.recipe)
+            let resolved = try BackendChoice.resolve(requested: ws.recipe.backend, recipe: ws.recipe)
             let plan: Plan
-            do { plan = try ws.plan(store: store, backend: backendName) } catch {
+            do { plan = try ws.plan(store: store, backend: resolved.name, numerics: resolved.versions) } catch {
                 Terminal.report(error.diagnostics)
                 throw Exit.invalid
             }
@@ -126,6 +139,7 @@ struct Diff: AsyncParsableCommand {
             return Side(label: label, document: ws.recipe.document,
                         stages: ws.graph.stages.map { ($0.name, $0.kind.name) },
                         actionKeys: Dictionary(uniqueKeysWithValues: plan.entries.map { ($0.name, $0.key) }),
+                        canonicals: Dictionary(uniqueKeysWithValues: plan.entries.map { ($0.name, $0.canonical) }),
                         definitionKeys: Dictionary(uniqueKeysWithValues: plan.entries.map { ($0.name, $0.definitionKey) }),
                         graph: ws.graph, plan: plan,
                         metrics: try lastRun.map { try store.ledger.metrics(of: $0.id) } ?? [])
@@ -141,6 +155,8 @@ struct Diff: AsyncParsableCommand {
         return Side(label: "run \(record.id) (\(record.start.recipePath))", document: document,
                     stages: stages.map { ($0.stage, $0.kind) },
                     actionKeys: Dictionary(stages.map { s -> (String, String?) in (s.stage, s.key.isEmpty ? nil : s.key) }, uniquingKeysWith: { _, b in b }),
+                    canonicals: Dictionary(stages.compactMap { s in Why.canonical(key: s.key, store: store).map { (s.stage, $0) } },
+                                           uniquingKeysWith: { _, b in b }),
                     definitionKeys: nil, graph: nil, plan: nil, metrics: try store.ledger.metrics(of: record.id))
     }
 

@@ -4,6 +4,7 @@
 import ArgumentParser
 import ArtifactStore
 import Foundation
+import RecipeLanguage
 import Scheduler
 import StageGraph
 import Stages
@@ -15,7 +16,8 @@ struct Job: AsyncParsableCommand {
 
     @OptionGroup var recipe: RecipeOptions
     @OptionGroup var storeOptions: StoreOptions
-    @Option(help: "The backend the driver resolved.") var backend: String
+    @Option(help: "The backend the driver resolved (cpu, cuda or reference).", transform: BackendSelection.argument)
+    var backend: BackendSelection
     @Option(help: "The stage to run.") var stage: String
     @Option(help: "The action key the driver planned for it.") var key: String
     @Option(help: "Where to write the JobResult JSON.") var result: String = ""
@@ -48,13 +50,18 @@ struct Job: AsyncParsableCommand {
             throw Exit.invalid
         }
         let store = try storeOptions.open(for: ws)
+        guard backend != .auto else {
+            try finish("failed", error: "--backend auto: the driver passes the backend it resolved")
+            throw Exit.invalid
+        }
+        let resolved = try ResolvedBackend.named(backend.rawValue)
         let plan: Plan
         let sources: [String: ArtifactRef]
         let deps: [String: [String: String]]
         do {
             sources = try ws.hashSources(store: store)
             deps = try ws.hashFileDependencies(store: store)
-            plan = try ws.plan(store: store, backend: backend)
+            plan = try ws.plan(store: store, backend: resolved.name, numerics: resolved.versions)
         } catch {
             Terminal.report(error.diagnostics)
             try finish("failed", error: error.diagnostics.map(\.message).joined(separator: "; "))
@@ -70,13 +77,14 @@ struct Job: AsyncParsableCommand {
             throw Exit.failed
         }
         guard entry.key == key else {
-            try finish("failed", error: "the action key of '\(stage)' is \(entry.key?.prefix(12) ?? "unknown") here, but the driver planned \(key.prefix(12)): the recipe, a source or the hprune binary differs between the driver and this node")
+            try finish("failed", error: "the action key of '\(stage)' is \(entry.key?.prefix(12) ?? "unknown") here, but the driver planned \(key.prefix(12)): the recipe, a source, the hprune binary or the kernel families differ between the driver and this node (here: \(resolved.numerics.map(\.description).joined(separator: ", ")); set HPRUNE_ISA to the driver's family, see `hprune backends`)")
             throw Exit.failed
         }
 
         let scheduler = Scheduler(
-            graph: ws.graph, kinds: StageKinds.executables, store: store, context: ws.keyContext(backend: backend),
-            sources: sources, fileDependencies: deps, recipeDirectory: ws.recipeDirectory, backend: backend,
+            graph: ws.graph, kinds: StageKinds.executables, store: store,
+            context: ws.keyContext(backend: resolved.name, numerics: resolved.versions),
+            sources: sources, fileDependencies: deps, recipeDirectory: ws.recipeDirectory, backend: resolved.name,
             options: RunOptions(force: force ? [stage] : []), isTerminal: false,
             events: { event in if let line = ProgressLines.line(for: event, quiet: false) { Terminal.err(line) } },
             output: { line in Terminal.err(line.hasPrefix("\r") ? String(line.dropFirst()) : line) })

@@ -21,7 +21,7 @@ struct Run: AsyncParsableCommand {
 
     @OptionGroup var recipe: RecipeOptions
     @OptionGroup var storeOptions: StoreOptions
-    @Option(help: "cpu | cuda | auto (default: the recipe's `backend:`).") var backend: String?
+    @Option(help: BackendSelection.optionHelp, transform: BackendSelection.argument) var backend: BackendSelection?
     @Option(help: "Stages to run at once (default: the number of cores; 64 jobs in the queue with --executor slurm).") var jobs: Int?
     @Option(help: "local | slurm: where stages run (default: the recipe's `executor:`, else local).") var executor: String?
     @Flag(help: "After a failure, keep running the stages that do not depend on it.") var keepGoing = false
@@ -40,7 +40,8 @@ struct Run: AsyncParsableCommand {
         let ws = try recipe.workspace()
         try checkStageNames(force, in: ws)
         let store = try storeOptions.open(for: ws)
-        let backendName = try BackendChoice.resolve(requested: backend ?? ws.recipe.backend, recipe: ws.recipe)
+        let resolved = try BackendChoice.resolve(requested: backend ?? ws.recipe.backend, recipe: ws.recipe)
+        let backendName = resolved.name
         let sources: [String: ArtifactRef]
         let deps: [String: [String: String]]
         do {
@@ -54,7 +55,10 @@ struct Run: AsyncParsableCommand {
         let recorder = RunRecorder(store: store, workspace: ws, backend: backendName)
         let runID = try recorder.begin()
         let quiet = self.quiet || json
-        if !quiet { Terminal.err("run \(runID): recipe \(ws.recipe.name), \(ws.graph.stages.count) stages, backend \(backendName), store \(store.root.path)") }
+        if !quiet {
+            Terminal.err("run \(runID): recipe \(ws.recipe.name), \(ws.graph.stages.count) stages, backend \(backendName) "
+                         + "(\(resolved.numerics.map(\.description).joined(separator: ", "))), store \(store.root.path)")
+        }
 
         let executorName = executor ?? ws.recipe.executor
         let remote = try executorName == "slurm" ? slurmExecutor(ws: ws, store: store, backend: backendName) : nil
@@ -62,7 +66,8 @@ struct Run: AsyncParsableCommand {
         if !quiet && remote != nil { Terminal.err("executor slurm: each stage that is not cached runs as a Slurm job (logs in \(store.root.path)/slurm/logs)") }
 
         var scheduler = Scheduler(
-            graph: ws.graph, kinds: StageKinds.executables, store: store, context: ws.keyContext(backend: backendName),
+            graph: ws.graph, kinds: StageKinds.executables, store: store,
+            context: ws.keyContext(backend: backendName, numerics: resolved.versions),
             sources: sources, fileDependencies: deps, recipeDirectory: ws.recipeDirectory, backend: backendName,
             options: RunOptions(jobs: jobs, keepGoing: keepGoing, force: Set(force)), isTerminal: Terminal.stderrIsTTY,
             events: { event in

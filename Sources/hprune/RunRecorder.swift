@@ -1,5 +1,5 @@
 // Writes a run into the ledger as it happens: the run when it starts, each stage as it finishes (with
-// metrics and log tails), and the final status. Ledger failures are warnings: they never stop a run.
+// metrics, log tails and the canonical JSON of its action key), and the final status. Ledger failures are warnings: they never stop a run.
 import ArtifactStore
 import Foundation
 import Scheduler
@@ -47,6 +47,7 @@ final class RunRecorder: @unchecked Sendable {
                                            stdoutTail: out, stderrTail: err, error: r.error)
             do {
                 try store.ledger.recordStage(execution)
+                if let key = r.key, let canonical = r.canonical { try store.ledger.recordActionInput(key: key, canonical: canonical) }
                 for m in r.metrics {
                     try store.ledger.recordMetric(run: runID, stage: r.name, name: m.name, value: m.value, unit: m.unit)
                 }

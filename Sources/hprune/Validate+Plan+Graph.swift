@@ -1,6 +1,7 @@
 // `hprune validate`, `hprune plan`, `hprune graph`: check a recipe, show what a run would do, draw it.
 import ArgumentParser
 import Foundation
+import RecipeLanguage
 import Scheduler
 import StageGraph
 import YAMLSupport
@@ -29,36 +30,58 @@ struct PlanCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plan",
         abstract: "Show each stage's action key and whether it is cached, without running anything.",
-        discussion: "Example: hprune plan recipes/quickstart.yaml --json")
+        discussion: """
+            Examples:
+              hprune plan recipes/quickstart.yaml --json
+              hprune plan recipes/quickstart.yaml --set vars.budget=0.35 --why
+            """)
 
     @OptionGroup var recipe: RecipeOptions
     @OptionGroup var storeOptions: StoreOptions
-    @Option(help: "cpu | cuda | auto (default: the recipe's `backend:`).") var backend: String?
+    @Option(help: BackendSelection.optionHelp, transform: BackendSelection.argument) var backend: BackendSelection?
     @Option(name: .customLong("force"), help: "Plan STAGE as not cached (repeatable).") var force: [String] = []
-    @Flag(help: "Print JSON: {\"stages\": [{name, kind, key, cached, inputs}]}.") var json = false
+    @Flag(help: "For each stage that would run, say what changed since its last action in this store: params, input digests, kernel-family numerics, files.")
+    var why = false
+    @Flag(help: "Print JSON: {\"backend\", \"numerics\", \"stages\": [{name, kind, key, cached, inputs}]} (with --why: \"why\", \"since_run\").")
+    var json = false
 
     func run() async throws {
         let ws = try recipe.workspace()
         try checkStageNames(force, in: ws)
         let store = try storeOptions.open(for: ws)
-        let backendName = try BackendChoice.resolve(requested: backend ?? ws.recipe.backend, recipe: ws.recipe)
+        let resolved = try BackendChoice.resolve(requested: backend ?? ws.recipe.backend, recipe: ws.recipe)
         let plan: Plan
-        do { plan = try ws.plan(store: store, backend: backendName, force: Set(force)) } catch {
+        do { plan = try ws.plan(store: store, backend: resolved.name, numerics: resolved.versions, force: Set(force)) } catch {
             Terminal.report(error.diagnostics)
             throw Exit.invalid
         }
+        let reasons = why ? plan.entries.map { Why.explain($0, store: store, recipeName: ws.recipe.name) } : []
         if json {
-            Terminal.printJSON(["stages": plan.entries.map { e -> [String: Any] in
-                ["name": e.name, "kind": e.kind, "key": e.key ?? NSNull(), "cached": e.cached, "inputs": e.inputs]
-            }])
+            Terminal.printJSON([
+                "backend": resolved.name, "numerics": resolved.versions,
+                "stages": plan.entries.enumerated().map { i, e -> [String: Any] in
+                    var d: [String: Any] = ["name": e.name, "kind": e.kind, "key": e.key ?? NSNull(), "cached": e.cached,
+                                            "inputs": e.inputs]
+                    if why {
+                        d["why"] = reasons[i].lines
+                        d["since_run"] = reasons[i].run ?? NSNull()
+                    }
+                    return d
+                },
+            ])
             return
         }
         let width = max(5, plan.entries.map(\.name.count).max() ?? 0)
-        print("recipe \(ws.recipe.name) — store \(store.root.path), backend \(backendName)")
-        for e in plan.entries {
+        print("recipe \(ws.recipe.name) — store \(store.root.path), backend \(resolved.name) (\(resolved.numerics.map(\.description).joined(separator: ", ")))")
+        for (i, e) in plan.entries.enumerated() {
             let state = e.cached ? "cached" : e.forced ? "run (forced)" : e.key == nil ? "run (after upstream)" : "run"
             let key = e.key.map { String($0.prefix(12)) } ?? "-"
             print("  \(e.name.padding(toLength: width, withPad: " ", startingAt: 0))  \(e.kind.padding(toLength: 10, withPad: " ", startingAt: 0))  \(key.padding(toLength: 12, withPad: " ", startingAt: 0))  \(state)")
+            if why, !reasons[i].lines.isEmpty {
+                let indent = String(repeating: " ", count: width + 4)
+                for line in reasons[i].lines { print(indent + "why: " + line) }
+                if let run = reasons[i].run, reasons[i].lines.count > 0 { print(indent + "     (compared with its last action, in run \(run))") }
+            }
         }
         let toRun = plan.entries.filter { !$0.cached }.count
         print("\(toRun) of \(plan.entries.count) stage\(plan.entries.count == 1 ? "" : "s") to run")

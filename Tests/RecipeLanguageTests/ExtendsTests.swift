@@ -82,7 +82,7 @@ import YAMLSupport
         ])
         let recipe = try #require(ws.load("r.yaml").recipe)
         #expect(recipe.seed == 2)
-        #expect(recipe.backend == "cpu")
+        #expect(recipe.backend == .cpu)
     }
 
     @Test func errorsInAnExtendedFilePointIntoIt() {

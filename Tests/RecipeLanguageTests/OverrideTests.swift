@@ -24,7 +24,7 @@ import YAMLSupport
         #expect(prune["skip"]?.items?.compactMap(\.string) == ["a", "z"])
         #expect(prune["opts"]?["lr"]?.double == 1e-3)
         #expect(recipe.seed == 5)
-        #expect(recipe.backend == "cpu")
+        #expect(recipe.backend == .cpu)
         // The value's mark points into the argument: `--set stages.prune.opts={ lr: 1e-3 }`.
         #expect(prune["opts"]?["lr"]?.mark == SourceMark(file: "<--set 3>", line: 1, column: 31))
     }

@@ -28,7 +28,7 @@ import YAMLSupport
         #expect(recipe.name == "sd35-large-turbo-hpp20-pwp-nf4")
         #expect(recipe.description == "HierarchicalPrune at 20%")
         #expect(recipe.seed == 7)
-        #expect(recipe.backend == "cpu")
+        #expect(recipe.backend == .cpu)
         #expect(recipe.vars["budget"]?.double == 0.2)
         #expect(recipe.models.map(\.name) == ["teacher"])
         #expect(recipe.models[0].body["path"]?.string == "/models/sd35/transformer")
@@ -50,7 +50,7 @@ import YAMLSupport
         let recipe = try #require(ws.load("my-recipe.yaml").recipe)
         #expect(recipe.name == "my-recipe")
         #expect(recipe.seed == 0)
-        #expect(recipe.backend == "auto")
+        #expect(recipe.backend == .auto)
         #expect(recipe.description == nil)
         #expect(recipe.vars.isEmpty && recipe.models.isEmpty && recipe.datasets.isEmpty)
     }

@@ -26,7 +26,7 @@ let diamond = """
 @Test func planKnowsKeysOnlyBelowCachedStages() throws {
     let dir = TemporaryDirectory()
     let ws = try workspace(dir, diamond)
-    let ctx = KeyContext(seed: 0, backendClass: "cpu")
+    let ctx = KeyContext(seed: 0, backendClass: "cpu", numerics: [:])
     // Nothing cached: only the root has a key.
     let empty = Planner.plan(ws.graph, sourceDigests: [:], context: ctx) { _ in nil }
     #expect(empty.entries.map { $0.key != nil } == [true, false, false, false])
@@ -47,7 +47,7 @@ let diamond = """
     #expect(forced.entries[0].forced)
     // Definition keys do not depend on the cache, and change downstream of a change.
     #expect(empty.entries.map(\.definitionKey) == partial.entries.map(\.definitionKey))
-    let other = Planner.plan(ws.graph, sourceDigests: [:], context: KeyContext(seed: 1, backendClass: "cpu")) { _ in nil }
+    let other = Planner.plan(ws.graph, sourceDigests: [:], context: KeyContext(seed: 1, backendClass: "cpu", numerics: [:])) { _ in nil }
     #expect(zip(empty.entries, other.entries).allSatisfy { $0.definitionKey != $1.definitionKey })
 }
 
@@ -57,7 +57,7 @@ let diamond = """
     let store = try ArtifactStore(root: dir.url.appendingPathComponent("store"))
     func run() async -> [StageResult] {
         await Scheduler(graph: ws.graph, kinds: TestKinds.executables, store: store,
-                        context: ws.keyContext(backend: "cpu"), sources: [:], recipeDirectory: ws.recipeDirectory,
+                        context: ws.keyContext(backend: "cpu", numerics: [:]), sources: [:], recipeDirectory: ws.recipeDirectory,
                         backend: "cpu", options: RunOptions(jobs: 2)).run()
     }
     let first = await run()
@@ -68,7 +68,7 @@ let diamond = """
     #expect(second.map(\.status) == [.cached, .cached, .cached, .cached])
     #expect(second.map(\.outputs) == first.map(\.outputs))
     // The plan agrees with what ran.
-    let plan = try ws.plan(store: store, backend: "cpu")
+    let plan = try ws.plan(store: store, backend: "cpu", numerics: [:])
     #expect(plan.entries.map(\.key) == first.map(\.key))
 }
 

@@ -101,7 +101,7 @@ func build(_ text: String, file: String = "r.yaml") -> (Graph?, [Diagnostic]) {
     let start = ContinuousClock.now
     let (graph, diags) = build(text)
     let g = try #require(graph, "\(diags.prefix(3))")
-    let plan = Planner.plan(g, sourceDigests: [:], context: KeyContext(seed: 0, backendClass: "cpu")) { _ in nil }
+    let plan = Planner.plan(g, sourceDigests: [:], context: KeyContext(seed: 0, backendClass: "cpu", numerics: [:])) { _ in nil }
     let elapsed = ContinuousClock.now - start
     #expect(plan.entries.count == 1000)
     #expect(plan.entries[0].key != nil)

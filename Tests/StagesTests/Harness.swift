@@ -9,6 +9,7 @@ import ModelStore
 import Scheduler
 import StageGraph
 import Stages
+import TensorCore
 import TestSupport
 import Testing
 
@@ -53,7 +54,8 @@ func runRecipe(_ dir: TemporaryDirectory, _ yaml: String, replacing: [any Execut
     let sources = try ws.hashSources(store: store)
     let deps = try ws.hashFileDependencies(store: store)
     let s = Scheduler(graph: ws.graph, kinds: Dictionary(uniqueKeysWithValues: kinds.map { ($0.name, $0) }), store: store,
-                      context: ws.keyContext(backend: "cpu"), sources: sources, fileDependencies: deps,
+                      context: ws.keyContext(backend: "cpu", numerics: try BackendRegistry.all.numerics("cpu").versions),
+                      sources: sources, fileDependencies: deps,
                       recipeDirectory: ws.recipeDirectory, backend: "cpu", options: RunOptions(jobs: 2))
     return RecipeRun(results: await s.run(), store: store)
 }

@@ -229,9 +229,9 @@ final class Box<T>: @unchecked Sendable {
         #expect(msg.contains("stage 'distill' (") && msg.contains("r.yaml:"), "\(msg)")
         #expect(msg.contains("at step 4") && msg.contains("after step 3"), "\(msg)")
         let key = try #require(d.key)
-        let ckpt = try #require(run.store.action(for: "ckpt-" + key))
-        #expect(ckpt.extra["step"] == "3")
-        #expect(run.store.contains(try #require(ckpt.outputs["state"])))
+        let ckpt = try #require(run.store.partial(namespace: key, name: "checkpoint"))
+        #expect(ckpt.extra["step"] == "3" && ckpt.owner == key)
+        #expect(run.store.contains(ckpt.digest))
     }
 
     @Test func trainFitsARandomlyInitialisedModel() async throws {

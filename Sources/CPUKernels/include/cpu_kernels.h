@@ -78,6 +78,10 @@ hp_isa hp_get_isa_override(void);
 int hp_isa_score(hp_isa isa);
 /// Whether the automatic choice may pick `isa` (0 for amx, which is unmeasured, and amx_emu).
 int hp_isa_auto_eligible(hp_isa isa);
+/// The family whose kernels `isa`'s table uses for everything it does not replace (amx: avx512_bf16; amx_emu: the
+/// best plain family here); HP_ISA_AUTO for a plain family or one without a table on this CPU. HP_ISA_AUTO asks about
+/// the selected family. Action keys name both (CPUBackend/CPUKernelFamilies.swift).
+hp_isa hp_isa_base(hp_isa isa);
 
 /// CPU identity and caches read once at start-up (sysfs, else cpuid leaf 4 / 0x8000001D). Sizes in bytes, 0 if
 /// unknown. The GEMM m/n blocking of each family is sized from l2 on Intel (never the k blocking, so results do
