@@ -55,6 +55,7 @@ public struct EvaluateStage: ExecutableStageKind {
               doc: "With `task`: a 2-layer MLP classifier trained here on `classifier.data` gives, per model, `prompt_accuracy` (share of samples classified as their prompt's label), `frechet` (Fréchet distance of the classifier's hidden features, samples vs the real `latents` of `data`) and `degradation` (% mean relative drop of the `degradation` metrics vs the first model; default prompt accuracy alone); plus `classifier.heldout_accuracy` on `data`. Samples use `sampling` and the fixed per-sample noise of `fidelity`."),
         Field("degradation", .list(.choice(TaskMetric.allCases.map(\.rawValue)), minCount: 1), default: .list([.string("prompt_accuracy")]),
               doc: "With `classifier`: the task metrics whose relative drops against the first model are averaged into `degradation` (%), as the paper computes it from GenEval and HPSv2: (ref − m)/ref for `prompt_accuracy`, (m − ref)/ref for `frechet` (lower is better)."),
+        groupsField,   // EvaluateGroups.swift
         Field("images", .object(Schema([
             Field("columns", .integer(min: 1, max: 64), default: .int(8),
                   doc: "Samples per row: for class-labelled data the first `columns` samples of each class, in dataset order."),
@@ -98,6 +99,7 @@ public struct EvaluateStage: ExecutableStageKind {
         if params["classifier"] != nil, !metrics.contains("task") {
             checker.error("'classifier' gives task metrics; add 'task' to 'metrics'", node["classifier"]?.mark ?? node.mark)
         }
+        Self.checkGroups(params: params, node: node, checker: &checker)
         if let s = params["latent_size"]?.list, s.count != 2 {
             checker.error("'latent_size' needs exactly [height, width]", node["latent_size"]?.mark ?? node.mark)
         }
@@ -134,6 +136,8 @@ public struct EvaluateStage: ExecutableStageKind {
         var report: [String: Any] = [:]
         var reference: [[Float]]?
         var referenceTask: [TaskMetric: Double]?
+        let groups = Self.labelGroups(p)
+        var referenceGroups: [String: [TaskMetric: Double]]?
         let degradationOf = (p["degradation"]?.list ?? [.string("prompt_accuracy")]).compactMap { $0.string.flatMap(TaskMetric.init(rawValue:)) }
         var architecture: String?
         let bar = ctx.progress.bar(total: names.count, unit: "models")
@@ -224,6 +228,8 @@ public struct EvaluateStage: ExecutableStageKind {
                         let ref = referenceTask ?? task
                         referenceTask = ref
                         metrics.append(("degradation", Degradation.percent(reference: ref, model: task, metrics: degradationOf) ?? 0, "%"))
+                        metrics += try groupMetrics(ctx, groups, classifier: classifier, labels: labels, predictions: predictions,
+                                                    features: features, reference: &referenceGroups, degradationOf: degradationOf)
                     }
                     if !wanted.contains("fidelity") {
                     } else if let ref = reference {
