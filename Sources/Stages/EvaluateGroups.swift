@@ -6,6 +6,7 @@
 
 import Classifier
 import Compression
+import Scheduler
 import StageGraph
 import YAMLSupport
 

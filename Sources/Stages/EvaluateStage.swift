@@ -55,7 +55,7 @@ public struct EvaluateStage: ExecutableStageKind {
               doc: "With `task`: a 2-layer MLP classifier trained here on `classifier.data` gives, per model, `prompt_accuracy` (share of samples classified as their prompt's label), `frechet` (Fréchet distance of the classifier's hidden features, samples vs the real `latents` of `data`) and `degradation` (% mean relative drop of the `degradation` metrics vs the first model; default prompt accuracy alone); plus `classifier.heldout_accuracy` on `data`. Samples use `sampling` and the fixed per-sample noise of `fidelity`."),
         Field("degradation", .list(.choice(TaskMetric.allCases.map(\.rawValue)), minCount: 1), default: .list([.string("prompt_accuracy")]),
               doc: "With `classifier`: the task metrics whose relative drops against the first model are averaged into `degradation` (%), as the paper computes it from GenEval and HPSv2: (ref − m)/ref for `prompt_accuracy`, (m − ref)/ref for `frechet` (lower is better)."),
-        groupsField,   // EvaluateGroups.swift
+        EvaluateStage.groupsField,   // EvaluateGroups.swift
         Field("images", .object(Schema([
             Field("columns", .integer(min: 1, max: 64), default: .int(8),
                   doc: "Samples per row: for class-labelled data the first `columns` samples of each class, in dataset order."),
