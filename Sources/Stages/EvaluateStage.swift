@@ -85,6 +85,7 @@ public struct EvaluateStage: TypedStageKind {
               doc: "With `task`: a 2-layer MLP classifier trained here on `classifier.data` gives, per model, `prompt_accuracy` (share of samples classified as their prompt's label), `frechet` (Fréchet distance of the classifier's hidden features, samples vs the real `latents` of `data`) and `degradation` (% mean relative drop of the `degradation` metrics vs the first model; default prompt accuracy alone); plus `classifier.heldout_accuracy` on `data`. Samples use `sampling` and the fixed per-sample noise of `fidelity`."),
         Field("degradation", .list(.choice(of: TaskMetric.self), minCount: 1), default: .list([.string("prompt_accuracy")]),
               doc: "With `classifier`: the task metrics whose relative drops against the first model are averaged into `degradation` (%), as the paper computes it from GenEval and HPSv2: (ref − m)/ref for `prompt_accuracy`, (m − ref)/ref for `frechet` (lower is better)."),
+        EvaluateStage.groupsField,   // EvaluateGroups.swift
         Field("images", .object(Schema([
             Field("columns", .integer(min: 1, max: 64), default: .int(8),
                   doc: "Samples per row: for class-labelled data the first `columns` samples of each class, in dataset order."),
@@ -128,6 +129,7 @@ public struct EvaluateStage: TypedStageKind {
             checker.error("'classifier' gives task metrics; add 'task' to 'metrics'", node["classifier"]?.mark ?? node.mark)
         }
         LatentSize.check(params, node: node, checker: &checker)
+        Self.checkGroups(params: params, node: node, checker: &checker)
     }
 
     public func run(_ ctx: StageContext) async throws -> [String: Digest] {
@@ -153,6 +155,8 @@ public struct EvaluateStage: TypedStageKind {
         var report: [String: Any] = [:]
         var reference: [[Float]]?
         var referenceTask: [TaskMetric: Double]?
+        let groups = Self.labelGroups(ctx.params)   // recipe order of the groups, so read from the params as written
+        var referenceGroups: [String: [TaskMetric: Double]]?
         var architecture: String?
         let bar = ctx.progress.bar(total: names.count, unit: "models")
         for name in names {
@@ -222,6 +226,8 @@ public struct EvaluateStage: TypedStageKind {
                         let ref = referenceTask ?? task   // the first model is the reference
                         referenceTask = ref
                         metrics.append(("degradation", Degradation.percent(reference: ref, model: task, metrics: p.degradation) ?? 0, "%"))
+                        metrics += try groupMetrics(ctx, groups, classifier: classifier, labels: labels, predictions: predictions,
+                                                    features: features, reference: &referenceGroups, degradationOf: p.degradation)
                     }
                     if !p.wants(.fidelity) {
                     } else if let ref = reference {

@@ -27,11 +27,21 @@ public enum ResultsTable {
         ("task_flow_loss", "flow loss", 1, 4),
     ]
 
+    /// Per-group columns (`evaluate`'s `groups`: `prompt_accuracy.<group>` …), after the fixed ones, per group in
+    /// the order the groups first occur: (metric prefix, header, scale, decimals).
+    static let groupColumns: [(String, String, Double, Int)] = [
+        ("prompt_accuracy", "prompt accuracy", 1, 3),
+        ("frechet", "Fréchet", 1, 2),
+        ("degradation", "degradation (%)", 1, 1),
+    ]
+
     /// One row of the table: a model of a run and its metric values by metric name (unscaled).
     public struct Row: Sendable {
         public var label: String
         public var model: String
         public var values: [String: Double]
+        /// The run's first (reference) model.
+        public var reference: Bool = false
     }
 
     /// The rows and notes the table shows, and the columns some row has (in `columns` order).
@@ -47,6 +57,7 @@ public enum ResultsTable {
     public static func table(_ runs: [Run], stage: String = "evaluate", referenceOnce: Bool = true) -> Table {
         var rows: [Row] = []
         var present = Set<String>()
+        var groups: [String] = []
         var notes: [String] = []
         for (r, run) in runs.enumerated() {
             let ms = run.metrics.filter { $0.stage == stage }
@@ -66,11 +77,61 @@ public enum ResultsTable {
                 if referenceOnce, i == 0, r > 0 { continue }
                 let v = values[model] ?? [:]
                 for (name, _, _, _) in columns where v[name] != nil { present.insert(name) }
-                rows.append(Row(label: run.label, model: model, values: v))
+                for key in v.keys.sorted() {
+                    for (prefix, _, _, _) in groupColumns where key.hasPrefix(prefix + ".") {
+                        let g = String(key.dropFirst(prefix.count + 1))
+                        if !groups.contains(g) { groups.append(g) }
+                        present.insert(key)
+                    }
+                }
+                rows.append(Row(label: run.label, model: model, values: v, reference: i == 0))
             }
         }
-        return Table(rows: rows, notes: notes,
-                     columns: columns.filter { present.contains($0.0) }.map { (name: $0.0, header: $0.1, scale: $0.2, digits: $0.3) })
+        var cols = columns.filter { present.contains($0.0) }.map { (name: $0.0, header: $0.1, scale: $0.2, digits: $0.3) }
+        for g in groups {
+            for (prefix, header, scale, digits) in groupColumns where present.contains("\(prefix).\(g)") {
+                cols.append((name: "\(prefix).\(g)", header: "\(header), \(g)", scale: scale, digits: digits))
+            }
+        }
+        return Table(rows: rows, notes: notes, columns: cols)
+    }
+
+    /// The rows of `runs` grouped by (label, model) — e.g. the seeds of one recipe — as Markdown: each cell the
+    /// mean ± sample standard deviation over the group's runs (the mean alone for one run), with the number of
+    /// runs; groups in first-occurrence order. With `referenceOnce`, the reference model only for the first label.
+    public static func meanMarkdown(_ runs: [Run], stage: String = "evaluate", referenceOnce: Bool = true) -> String {
+        let t = table(runs, stage: stage, referenceOnce: false)
+        var keys: [String] = []
+        var grouped: [String: [Row]] = [:]
+        let firstLabel = t.rows.first?.label
+        for row in t.rows where !(referenceOnce && row.reference && row.label != firstLabel) {
+            let key = row.label + "\u{0}" + row.model
+            if grouped[key] == nil { keys.append(key) }
+            grouped[key, default: []].append(row)
+        }
+        var out = "| run | model | runs | " + t.columns.map(\.header).joined(separator: " | ") + " |\n"
+        out += "|---|---|---:|" + t.columns.map { _ in "---:|" }.joined() + "\n"
+        for key in keys {
+            let rows = grouped[key] ?? []
+            let cells = t.columns.map { c -> String in
+                let xs = rows.compactMap { $0.values[c.name] }.map { $0 * c.scale }
+                guard let stats = meanAndSD(xs) else { return "" }
+                let (mean, sd) = stats
+                return sd.map { format(mean, c.digits) + " ± " + format($0, c.digits) } ?? format(mean, c.digits)
+            }
+            out += "| " + ([rows[0].label, rows[0].model, String(rows.count)] + cells).joined(separator: " | ") + " |\n"
+        }
+        if !t.notes.isEmpty { out += "\n" + t.notes.joined(separator: "\n") + "\n" }
+        return out
+    }
+
+    /// Mean and sample standard deviation (n − 1; nil for a single value); nil for no values.
+    public static func meanAndSD(_ xs: [Double]) -> (Double, Double?)? {
+        guard !xs.isEmpty else { return nil }
+        let mean = xs.reduce(0, +) / Double(xs.count)
+        guard xs.count > 1 else { return (mean, nil) }
+        let ss = xs.reduce(0) { $0 + ($1 - mean) * ($1 - mean) }
+        return (mean, (ss / Double(xs.count - 1)).squareRoot())
     }
 
     /// The table as Markdown. Columns no row has are left out.

@@ -19,6 +19,8 @@ struct Report: AsyncParsableCommand {
             Examples:
               hprune report r-20261121-2210-ab12 r-20261121-2215-cd34 --store recipes/digits/.hprune
               hprune report r-…-ab12 r-…-cd34 --store recipes/digits/.hprune --images Docs/results --markdown-dir Docs > table.md
+            With --mean, the runs of one recipe name (e.g. `--set seed=1`, `seed=2`) become one row per model whose
+            cells are mean ± sample standard deviation over those runs, with their count.
             With --html OUT.html, one self-contained page (no scripts, no network; plots as inline SVG, grids as data:
             URIs) is also written: per run the ΔP heat map over block × component with the removals crossed out, the
             position weights, frozen blocks, SGDistill multipliers, loss curves and sample grids, and the metrics
@@ -30,6 +32,8 @@ struct Report: AsyncParsableCommand {
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: "The evaluate stage's name.") var stage = "evaluate"
     @Flag(help: "Show every run's reference model, not only the first run's.") var allReferences = false
+    @Flag(help: "One row per (recipe name, model) — e.g. the seeds of each recipe — with mean ± sample sd over its runs.")
+    var mean = false
     @Option(help: ArgumentHelp("Copy each run's sample grids into this folder (created) and add a Samples section.", valueName: "DIR"))
     var images: String?
     @Option(help: ArgumentHelp("The folder the Markdown will be saved in: image links are relative to it.", valueName: "DIR"))
@@ -51,7 +55,8 @@ struct Report: AsyncParsableCommand {
             out.append(ResultsTable.Run(label: record.start.recipeName, id: record.id.rawValue,
                                         metrics: try store.ledger.metrics(of: record.id)))
         }
-        var markdown = ResultsTable.markdown(out, stage: stage, referenceOnce: !allReferences)
+        var markdown = mean ? ResultsTable.meanMarkdown(out, stage: stage, referenceOnce: !allReferences)
+                            : ResultsTable.markdown(out, stage: stage, referenceOnce: !allReferences)
         if let images {
             let samples = try copySamples(store, records, out, into: URL(fileURLWithPath: images))
             markdown += "\n" + ResultsTable.samplesMarkdown(samples)

@@ -60,3 +60,28 @@ func digits(_ split: String) throws -> (images: [Float], labels: [Int]) {
     #expect(abs(fd - (mean[0] * mean[0] + cov[0])) < 1e-6)                 // (μ − 2μ)² + (σ − 2σ)²
     #expect(throws: ClassifierError.self) { try frechetDistance([1, 2], [1, 2, 3, 4], dim: 2) }
 }
+
+@Test func groupTaskMetricsByHand() throws {
+    // 1-D features, so Fréchet = (μ₁ − μ₂)² + σ₁² + σ₂² − 2σ₁σ₂ (unbiased variances).
+    // Group a = {0, 1}: generated [1, 3, 0, 2] (μ 1.5, σ² 5/3), real [0, 2, 0, 2] (μ 1, σ² 4/3);
+    //   predictions 0, 1, 1, 1 for labels 0, 0, 1, 1 → 3 of 4 right.
+    // Group b = {2}: generated [10, 12] (μ 11, σ² 2), real [5, 7] (μ 6, σ² 2) → 25 + 2 + 2 − 4 = 25; 1 of 2 right.
+    let labels = [0, 0, 1, 1, 2, 2], predictions = [0, 1, 1, 1, 2, 0]
+    let features: [Float] = [1, 3, 0, 2, 10, 12], real: [Float] = [0, 2, 0, 2, 5, 7]
+    let out = try groupTaskMetrics(groups: [("b", [2]), ("a", [0, 1])], labels: labels, predictions: predictions,
+                                   features: features, realFeatures: real, realLabels: labels, dim: 1)
+    #expect(out.map(\.name) == ["b", "a"])
+    #expect(out.map(\.samples) == [2, 4])
+    #expect(out[0].promptAccuracy == 0.5 && out[1].promptAccuracy == 0.75)
+    #expect(abs(out[0].frechet - 25) < 1e-9)
+    #expect(abs(out[1].frechet - (3.25 - 4 * 5.0.squareRoot() / 3)) < 1e-9, "\(out[1].frechet)")
+    // A group with fewer than 2 samples on either side cannot have a Fréchet distance.
+    #expect(throws: GroupedTaskMetricsError.tooFewSamples(group: "none", generated: 0, real: 0)) {
+        try groupTaskMetrics(groups: [("none", [7])], labels: labels, predictions: predictions, features: features,
+                             realFeatures: real, realLabels: labels, dim: 1)
+    }
+    #expect(throws: GroupedTaskMetricsError.self) {
+        try groupTaskMetrics(groups: [("a", [0])], labels: labels, predictions: [0], features: features,
+                             realFeatures: real, realLabels: labels, dim: 1)
+    }
+}

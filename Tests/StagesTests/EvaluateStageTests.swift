@@ -142,6 +142,84 @@ import Testing
         #expect(bad.result("evaluate")?.status == .failed && msg.contains("labels"), "\(msg)")
     }
 
+    @Test func groupsSplitTaskMetricsByLabel() async throws {
+        let dir = TemporaryDirectory()
+        let teacher = try copyModel("sd3_tiny", into: dir)
+        let data = try writeDataset(dir, n: 6, j: 24, p: 12, latents: [4, 8, 8], labels: true)   // labels 0, 1, 0, 1, 0, 1
+        func recipe(_ extra: String) -> String {
+            """
+            recipe: 1
+            name: e
+            models: { teacher: { path: \(teacher) } }
+            datasets: { calib: { path: \(data), format: safetensors } }
+            stages:
+              prune: { kind: prune, model: teacher, remove: "1-2" }
+              evaluate:
+                kind: evaluate
+                models: { original: teacher, same: teacher, pruned: prune }
+                data: calib
+                metrics: [task]
+                classifier: { data: calib, hidden: 8, epochs: 20 }
+                batch: 3
+                sampling: { steps: 2 }
+            \(extra)
+            """
+        }
+        let run = try await runRecipe(dir, recipe("    groups: { even: [0], odd: [1], both: [0, 1] }"))
+        let r = try #require(run.result("evaluate"))
+        #expect(r.status == .ran, "\(r.error ?? "")")
+        func m(_ n: String) -> Double? { metric(r, n) }
+        for model in ["original", "same", "pruned"] {
+            let acc = try #require(m("\(model).prompt_accuracy")), fd = try #require(m("\(model).frechet"))
+            // A group of every label is the overall metric exactly (same samples, same real images, same order).
+            #expect(m("\(model).prompt_accuracy.both") == acc && m("\(model).frechet.both") == fd)
+            // Two groups of 3 samples each: the overall accuracy is their mean.
+            let even = try #require(m("\(model).prompt_accuracy.even")), odd = try #require(m("\(model).prompt_accuracy.odd"))
+            #expect(abs(acc - (even + odd) / 2) < 1e-12)
+            #expect((m("\(model).frechet.even") ?? -1) >= 0 && (m("\(model).frechet.odd") ?? -1) >= 0)
+        }
+        // Group degradation is relative to the first model's value for that group.
+        for g in ["even", "odd", "both"] {
+            #expect(m("original.degradation.\(g)") == 0 && m("same.degradation.\(g)") == 0)
+            #expect(m("same.prompt_accuracy.\(g)") == m("original.prompt_accuracy.\(g)") && m("same.frechet.\(g)") == m("original.frechet.\(g)"))
+            let ref = try #require(m("original.prompt_accuracy.\(g)")), pa = try #require(m("pruned.prompt_accuracy.\(g)"))
+            let pd = try #require(m("pruned.degradation.\(g)"))
+            #expect(ref == 0 ? pd == 0 : abs(pd - 100 * (ref - pa) / ref) < 1e-9)
+        }
+        #expect(m("pruned.degradation.both") == m("pruned.degradation"))
+
+        // Without `groups`: no group metrics, the same overall numbers (an additive option).
+        let dir2 = TemporaryDirectory()
+        _ = try copyModel("sd3_tiny", into: dir2)
+        _ = try writeDataset(dir2, n: 6, j: 24, p: 12, latents: [4, 8, 8], labels: true)
+        let plain = try await runRecipe(dir2, recipe(""))
+        let pr = try #require(plain.result("evaluate"))
+        #expect(pr.status == .ran, "\(pr.error ?? "")")
+        #expect(!pr.metrics.contains { $0.name.hasSuffix(".even") || $0.name.hasSuffix(".both") })
+        for name in ["original.prompt_accuracy", "pruned.prompt_accuracy", "pruned.frechet", "pruned.degradation"] {
+            #expect(metric(pr, name) == m(name), "\(name)")
+        }
+
+        // A group whose labels are not in the data names the stage and the fix.
+        let bad = try await runRecipe(dir, recipe("    groups: { missing: [7] }"))
+        let msg = (bad.result("evaluate")?.error ?? "") + (bad.result("evaluate")?.log ?? "")
+        #expect(bad.result("evaluate")?.status == .failed && msg.contains("group 'missing'") && msg.contains("r.yaml:"), "\(msg)")
+        // `groups` without `classifier` is rejected before anything runs.
+        do {
+            _ = try await runRecipe(dir, """
+                recipe: 1
+                name: e
+                models: { teacher: { path: \(teacher) } }
+                datasets: { calib: { path: \(data), format: safetensors } }
+                stages:
+                  evaluate: { kind: evaluate, models: { t: teacher }, data: calib, metrics: [task], groups: { a: [0] } }
+                """)
+            Issue.record("a recipe with 'groups' but no 'classifier' was accepted")
+        } catch {
+            #expect("\(error)".contains("'groups'") && "\(error)".contains("classifier"), "\(error)")
+        }
+    }
+
     @Test func imagesNeedPixelSpaceModels() async throws {
         // sd3_tiny samples 4-channel latents: `images` fails at run time, naming the stage's place and the fix.
         let dir = TemporaryDirectory()

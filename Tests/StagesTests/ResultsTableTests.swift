@@ -27,3 +27,30 @@ import Testing
     #expect(lines.count == 6 && lines[5] == "Classifier held-out accuracy: 0.975 (run r-a).")
     #expect(ResultsTable.markdown([a, b], referenceOnce: false).contains("| hpp30 | teacher | 1000 | 0.900 |  |"))
 }
+
+@Test func resultsTableGroupColumnsAndMeanOverSeeds() {
+    func m(_ run: String, _ name: String, _ v: Double) -> Metric { Metric(run: RunID(run), stage: "evaluate", name: name, value: v) }
+    func run(_ id: String, _ label: String, teacher: Double, student: Double, unseen: Double) -> ResultsTable.Run {
+        ResultsTable.Run(label: label, id: id, metrics: [
+            m(id, "teacher.prompt_accuracy", teacher), m(id, "teacher.prompt_accuracy.unseen", teacher),
+            m(id, "student.prompt_accuracy", student), m(id, "student.prompt_accuracy.unseen", unseen),
+            m(id, "student.frechet.unseen", 10 * unseen),
+        ])
+    }
+    // Group metrics become columns after the fixed ones, headed by metric and group.
+    let one = ResultsTable.markdown([run("r-1", "hpp", teacher: 0.9, student: 0.8, unseen: 0.5)])
+    let lines = one.split(separator: "\n").map(String.init)
+    #expect(lines[0] == "| run | model | prompt accuracy | prompt accuracy, unseen | Fréchet, unseen |")
+    #expect(lines[3] == "| hpp | student | 0.800 | 0.500 | 5.00 |")
+    // --mean: three seeds of "hpp" and one of "pwp" → one row per (recipe, model); mean ± sample sd (n − 1).
+    let runs = [run("r-1", "hpp", teacher: 0.9, student: 0.8, unseen: 0.5), run("r-2", "hpp", teacher: 0.9, student: 0.7, unseen: 0.4),
+                run("r-3", "hpp", teacher: 0.9, student: 0.6, unseen: 0.3), run("r-4", "pwp", teacher: 0.9, student: 0.75, unseen: 0.6)]
+    let mean = ResultsTable.meanMarkdown(runs).split(separator: "\n").map(String.init)
+    #expect(mean[0] == "| run | model | runs | prompt accuracy | prompt accuracy, unseen | Fréchet, unseen |")
+    #expect(mean[2] == "| hpp | teacher | 3 | 0.900 ± 0.000 | 0.900 ± 0.000 |  |")
+    #expect(mean[3] == "| hpp | student | 3 | 0.700 ± 0.100 | 0.400 ± 0.100 | 4.00 ± 1.00 |")
+    #expect(mean[4] == "| pwp | student | 1 | 0.750 | 0.600 | 6.00 |")
+    #expect(mean.count == 5)
+    #expect(ResultsTable.meanMarkdown(runs, referenceOnce: false).contains("| pwp | teacher | 1 | 0.900 | 0.900 |  |"))
+    #expect(ResultsTable.meanAndSD([]) == nil)
+}
