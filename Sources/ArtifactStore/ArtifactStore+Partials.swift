@@ -46,6 +46,11 @@ extension ArtifactStore {
 
     func partialPath(_ namespace: String, _ name: String) -> String { partialsPath + "/" + namespace + "/" + name + ".json" }
 
+    /// A valid partial name for `what`: itself where it is one (`blocks.3.attn`, `reference`), else its SHA-256 hex.
+    public static func partialName(_ what: String) -> String {
+        isValidKey(what) ? what : Digest.of(Data(what.utf8)).hex
+    }
+
     /// Keeps `data` as partial result `name` of `namespace` (replacing what was there), written by the execution
     /// with action key `owner` of stage `stage`, at `createdAt` (now).
     ///

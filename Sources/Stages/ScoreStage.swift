@@ -400,17 +400,12 @@ struct ScoreRun {
     /// The store's partial-results namespace of these settings' kept values (`what`: an address or `reference`).
     var partNamespace: String { "score-" + baseKey }
 
-    /// The partial's name for `what`: itself where it is a plain name (`blocks.3.attn`), else its digest.
-    func partName(_ what: String) -> String {
-        (2...128).contains(what.utf8.count) && what.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }) && !what.hasPrefix(".")
-            ? what : Digest.of(Data(what.utf8)).hex
-    }
-
     /// Reads a kept value (a small JSON object) or nil.
-    func kept(_ what: String) -> Data? { ctx.store.partialData(namespace: partNamespace, name: partName(what)) }
+    func kept(_ what: String) -> Data? { ctx.store.partialData(namespace: partNamespace, name: ArtifactStore.partialName(what)) }
 
     func keep(_ what: String, _ data: Data) throws {
-        try ctx.store.putPartial(data, namespace: partNamespace, name: partName(what), owner: ctx.actionKey, stage: ctx.stage.name)
+        try ctx.store.putPartial(data, namespace: partNamespace, name: ArtifactStore.partialName(what), owner: ctx.actionKey,
+                                 stage: ctx.stage.name)
     }
 
     /// Scores every address; values already kept are reused. `distance` compares a removal's outputs with the

@@ -26,6 +26,12 @@ struct AvailabilityTests {
         #expect(throws: RegistryError.self) { _ = try CUDABackendProvider().make() }
     }
 
+    @Test("without a driver: no numerics either; every kernel family has a numerics version", .enabled(if: noDriver))
+    func numericsNeedTheGPU() {
+        #expect(throws: RegistryError.self) { _ = try CUDABackendProvider().numerics() }
+        #expect(KernelFamily.all.allSatisfy { $0.numericsVersion >= 1 } && CUDABackendProvider.gemmNumericsVersion >= 1)
+    }
+
     @Test("the self-check passes a correct backend (CPU) at the start-up sizes")
     func cpuPasses() {
         let report = SelfCheck.run(CPUBackend(), sizes: SelfCheck.startupSizes)
