@@ -24,7 +24,10 @@ struct FlowMatchPathTests {
         let be = CPUBackend()
         let noise = try be.tensor([1, -2, 0.5, 4], shape: [2, 2]), x0 = try be.tensor([3, 1, -1, 0], shape: [2, 2])
         let xt = try be.floats(try FlowMatchPath.point(noise: noise, clean: x0, sigma: 0.25, backend: be))
-        #expect(xt == [0.25 * 1 + 0.75 * 3, 0.25 * -2 + 0.75 * 1, 0.25 * 0.5 + 0.75 * -1, 0.25 * 4 + 0])
+        let sigma: Float = 0.25
+        let n: [Float] = [1, -2, 0.5, 4], x: [Float] = [3, 1, -1, 0]
+        #expect(xt == zip(n, x).map { sigma * $0 + (1 - sigma) * $1 })
+        #expect(xt == [2.5, 0.25, -0.625, 1])
         #expect(try be.floats(try FlowMatchPath.velocityTarget(noise: noise, clean: x0, backend: be)) == [-2, -3, 1.5, 4])
         // The ends of the path: σ = 1 is the noise, σ = 0 the clean latents.
         #expect(try be.floats(try FlowMatchPath.point(noise: noise, clean: x0, sigma: 1, backend: be)) == [1, -2, 0.5, 4])
@@ -89,6 +92,7 @@ struct FlowMatchPathTests {
         // Passes of one sample call: steps, doubled only with CFG and an unconditional batch.
         #expect(sampler.forwardPasses(uncond: nil) == 2)
         let cfg = FlowMatchEulerSampler(schedule: FlowMatchSchedule(.init(shift: 3)), steps: 2, guidanceScale: 4)
-        #expect(cfg.forwardPasses(uncond: nil) == 2 && cfg.forwardPasses(uncond: try batches.batch(0).cond) == 4)
+        let uncond = try batches.batch(0).cond
+        #expect(cfg.forwardPasses(uncond: nil) == 2 && cfg.forwardPasses(uncond: uncond) == 4)
     }
 }
