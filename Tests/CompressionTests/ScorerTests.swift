@@ -126,6 +126,8 @@ struct ScorerTests {
         // One level: σ = 1.
         let r = try TaylorScorer(levels: 1, threshold: 0.05).scores(s.data(), addresses)
         #expect(r.levels == 1)
+        // One backward with every scored tensor trainable, as the scorer runs it.
+        let wanted = Set(try addresses.flatMap { try s.model.structure.tensorNames(of: $0) })
         for a in addresses {
             let names = try s.model.structure.tensorNames(of: a).filter { s.model.weights.contains($0) }
             var want = 0.0
@@ -133,7 +135,7 @@ struct ScorerTests {
                 let b = try s.batches.batch(i)
                 let x0 = try #require(b.latents)
                 let target = try s.be.tensor(zip(try s.be.floats(b.noise), try s.be.floats(x0)).map { $0 - $1 }, shape: x0.shape)
-                let g = try s.model.mseGradients(try s.handInputs(b, x0: x0, sigma: 1), target: target, trainable: { Set(names).contains($0) })
+                let g = try s.model.mseGradients(try s.handInputs(b, x0: x0, sigma: 1), target: target, trainable: { wanted.contains($0) })
                 for n in names {
                     let w = try s.be.floats(try s.model.weights(n)), d = try s.be.floats(try #require(g.gradients[n]))
                     want += zip(w, d).reduce(0) { $0 + abs(Double($1.0) * Double($1.1)) }
