@@ -157,7 +157,7 @@ func copyFixture(_ model: String, config edit: ((inout [String: Any]) -> Void)? 
         let elapsed = clock.now - start
         #expect(c.folder.tensors.count == s.tensors.count)
         #expect(try s.parameterCount(after: c.removal) == 8_056_627_520)
-        #expect(elapsed < .seconds(5), "open + validate took \(elapsed)")
+        #expect(elapsed < .seconds(15), "open + validate took \(elapsed)")   // header-only guard (reading 16 GB would take minutes), not a speed goal
         print("SD3.5 Large Turbo layout (\(s.tensors.count) tensors, header \(head.count) B): open + validate in \(elapsed)")
         try? FileManager.default.removeItem(atPath: dir)
     }

@@ -108,7 +108,7 @@ import YAMLSupport
             i += 1
         }
         let ((root, cpu), wall) = try timed { try cpuTimed { try YAMLParser.parse(text, file: "big.yaml") } }
-        #expect(cpu < 2, "CPU \(cpu) s")
+        #expect(cpu < 4, "CPU \(cpu) s")   // linear-time guard (~0.8 s idle), not a speed goal
         #expect(wall < 20, "wall \(wall) s")
         #expect(root["stages"]?.pairs?.count == i)
     }
