@@ -62,6 +62,7 @@ public struct DistillStage: ExecutableStageKind {
     }
 
     public func run(_ ctx: StageContext) async throws -> [String: Digest] {
+        if let outputs = try await DataParallel.launchIfNeeded(ctx) { return outputs }   // `ranks: N`: N processes
         let p = ctx.params
         let be = try ctx.makeBackend()
         let student = try ctx.openModel("student", backend: be)
@@ -148,6 +149,7 @@ public struct DistillStage: ExecutableStageKind {
                                                    useLatents: x0 != "noise"),
                                 steps: steps, checkpointEvery: p["checkpoint_every"]?.int ?? 100)
         _ = try await loop.run()
+        guard DataParallel.isRoot else { return [:] }   // ranks 1… trained the same weights; rank 0 stores them
 
         var manifest = try TrainingLoop.storeTrained(trainable.names, weights: student.transformer.weights,
                                                      into: student.manifest, store: ctx.store)

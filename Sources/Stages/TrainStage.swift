@@ -46,6 +46,7 @@ public struct TrainStage: ExecutableStageKind {
     }
 
     public func run(_ ctx: StageContext) async throws -> [String: Digest] {
+        if let outputs = try await DataParallel.launchIfNeeded(ctx) { return outputs }   // `ranks: N`: N processes
         let p = ctx.params
         let be = try ctx.makeBackend()
         let model: any DiffusionTransformer
@@ -105,6 +106,7 @@ public struct TrainStage: ExecutableStageKind {
                                                    backend: be, syntheticSeed: nil, guidance: Float(p["guidance"]?.double ?? 1)),
                                 steps: steps, checkpointEvery: p["checkpoint_every"]?.int ?? 100)
         _ = try await loop.run()
+        guard DataParallel.isRoot else { return [:] }   // ranks 1… trained the same weights; rank 0 stores them
 
         // Every loaded tensor: trained ones get new objects; buffers and frozen ones keep theirs (or are stored
         // once for a new model).
