@@ -210,6 +210,9 @@ struct TrainingLoop {
     /// and the step it started at.
     func run() async throws -> (losses: [Double], start: Int) {
         let parallel = try DataParallel.plan(ctx, batch: data.batchSize)
+        if let parallel {
+            ctx.recorder.log("micro-batches: \(parallel.micro.count) of \(parallel.micro.size) (batch \(parallel.micro.batch)), summed in order over \(parallel.collective.description)\n")
+        }
         var start = 0
         var lastGood: Int?
         if let (state, d) = try resumePoint(parallel?.collective) {
