@@ -87,7 +87,10 @@ static void pool_stop(pool_t *p) {
 
 int hp_threads_init(int n) {
     if (n <= 0) {
-        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        // HPRUNE_THREADS (a positive integer) sets the default, e.g. one thread per data-parallel rank.
+        const char *env = getenv("HPRUNE_THREADS");
+        long e = env ? strtol(env, NULL, 10) : 0;
+        long c = e > 0 ? e : sysconf(_SC_NPROCESSORS_ONLN);
         n = c > 0 ? (int)c : 1;
     }
     if (n > HP_MAX_THREADS) n = HP_MAX_THREADS;

@@ -51,6 +51,10 @@ public struct StageContext: Sendable {
     /// (training checkpoints, in the store's partials), since a re-run of the same stage with the same inputs has
     /// the same key. Set for shard tasks too.
     public var actionKey: String = ""
+    /// `[hprune binary, "_job", recipe, --set …, --store …, --backend …]`: reopens this run's recipe and store in
+    /// another process (a stage that starts its own data-parallel ranks appends `--stage`, `--key`, …); nil when
+    /// the stage runs without a command line (library use, tests).
+    public var jobCommand: [String]?
 
     /// The input bound at `path`, by the reference written there.
     public func input(_ path: String) -> ArtifactRef? { inputs[path] }

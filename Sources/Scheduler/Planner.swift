@@ -100,7 +100,14 @@ public enum Planner {
                                  resolve: (Endpoint) -> String?) -> String? {
         ActionKey.canonicalJSON(
             kind: stage.kind.name, version: stage.kind.version, usesBackend: stage.kind.usesBackend,
-            params: stage.params, context: context, fileDependencies: files,
+            params: keyedParams(stage), context: context, fileDependencies: files,
             resolve: { target in stage.endpoint(for: target).flatMap(resolve) })
+    }
+
+    /// The stage's params without the top-level fields its kind marks `keyed: false` (they never change outputs).
+    static func keyedParams(_ stage: StageNode) -> ParamValue {
+        let unkeyed = Set(stage.kind.schema.fields.filter { !$0.keyed }.map(\.name))
+        guard !unkeyed.isEmpty, case .map(let kv) = stage.params else { return stage.params }
+        return .map(kv.filter { !unkeyed.contains($0.0) })
     }
 }

@@ -17,6 +17,9 @@ public struct ProgressSink: Sendable {
     /// A free-form line, prefixed with the stage name.
     public func log(_ message: String) { emit("  \(stage): \(message)") }
 
+    /// A line as it is (one another process of this stage already rendered, e.g. a data-parallel rank's bar).
+    public func line(_ text: String) { emit(text) }
+
     /// A progress bar over `total` units of work (steps, components, samples).
     public func bar(total: Int, unit: String = "") -> ProgressBar {
         ProgressBar(label: stage, total: total, unit: unit, isTerminal: isTerminal, emit: emit)

@@ -58,6 +58,8 @@ public struct Scheduler: Sendable {
     /// Where stages that miss the cache run: nil runs them in this process; a `RemoteExecutor` (Slurm) submits
     /// each as a job that runs exactly that action against this store.
     public var remote: (any RemoteExecutor)?
+    /// The `hprune _job` command line prefix that reopens this recipe and store (`StageContext.jobCommand`).
+    public var jobCommand: [String]?
 
     public init(graph: Graph, kinds: [String: any ExecutableStageKind], store: ArtifactStore, context: KeyContext,
                 sources: [String: ArtifactRef], fileDependencies: [String: [String: String]] = [:],
@@ -195,6 +197,22 @@ public struct Scheduler: Sendable {
         }
     }
 
+    /// Runs stage `name` (upstream done) as one rank of a data-parallel group started by the stage itself: no
+    /// lock, no cache look-up and no action record (the process that started the ranks holds the lock and records
+    /// the action); returns what the kind returned (rank 0: the outputs, already in the store) and its recorder.
+    public func runAsRank(_ name: String, upstream: [String: [String: Digest]], key: String,
+                          progress: ProgressSink) async throws -> (outputs: [String: Digest], recorder: StageRecorder) {
+        guard let stage = graph.stages.first(where: { $0.name == name }) else { throw StageFailure("no stage '\(name)'") }
+        guard let kind = kinds[stage.kind.name] else { throw StageFailure("stage kind '\(stage.kind.name)' cannot run in this build") }
+        let scratch = try store.makeStageDirectory()
+        defer { scratch.remove() }
+        let recorder = StageRecorder()
+        let ctx = StageContext(stage: stage, inputs: boundInputs(stage, upstream: upstream), store: store,
+                               workDirectory: scratch.url, recipeDirectory: recipeDirectory, seed: context.seed,
+                               backend: backend, numerics: context.numerics, progress: progress, recorder: recorder, actionKey: key, jobCommand: jobCommand)
+        return (try await kind.run(ctx), recorder)
+    }
+
     /// Runs one stage, or reuses its cached outputs.
     func execute(_ stage: StageNode, inputs: [String: ArtifactRef], inputDigests: [String: Digest],
                  index: Int, total: Int) async -> StageResult {
@@ -272,7 +290,7 @@ public struct Scheduler: Sendable {
         do {
             let ctx = StageContext(stage: stage, inputs: inputs, store: store, workDirectory: work,
                                    recipeDirectory: recipeDirectory, seed: context.seed, backend: backend,
-                                   numerics: context.numerics, progress: progress, recorder: recorder, actionKey: key)
+                                   numerics: context.numerics, progress: progress, recorder: recorder, actionKey: key, jobCommand: jobCommand)
             let outs = try await kind.run(ctx)
             if Task.isCancelled { return result(.cancelled, key: key, error: "interrupted", recorder: recorder) }
             let missing = stage.outputs.map(\.name).filter { outs[$0] == nil }

@@ -22,12 +22,16 @@ public struct JobResult: Codable, Sendable {
     public var error: String?
     public var log: String?
     public var metrics: [JobMetric]
-    public init(status: String, seconds: Double, error: String? = nil, log: String? = nil, metrics: [JobMetric] = []) {
+    /// Port → digest hex, written by rank 0 of a data-parallel group (`_job --data-parallel`), which records no action.
+    public var outputs: [String: String]?
+    public init(status: String, seconds: Double, error: String? = nil, log: String? = nil, metrics: [JobMetric] = [],
+                outputs: [String: String]? = nil) {
         self.status = status
         self.seconds = seconds
         self.error = error
         self.log = log
         self.metrics = metrics
+        self.outputs = outputs
     }
 }
 
@@ -101,6 +105,8 @@ public struct SlurmExecutor: RemoteExecutor {
             let logPattern = logs.appendingPathComponent("\(stage.name)-%j.log").path
             var args = ["--parsable", "--job-name=hprune-\(stage.name)", "--output=\(logPattern)", "--export=ALL"]
             args += resources.sbatchArguments
+            // A data-parallel stage (`ranks: N`) gets N tasks; in the job it starts its ranks with `srun`.
+            if let ranks = stage.params["ranks"]?.int, ranks > 1 { args.append("--ntasks=\(ranks)") }
             args += [script] + jobCommand + ["--stage", stage.name, "--key", key, "--result", resultPath]
             if forced { args.append("--force") }
             let submitted = try await Slurm.command("sbatch", args)

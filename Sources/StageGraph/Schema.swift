@@ -56,13 +56,17 @@ public struct Field: Sendable {
     public var required: Bool
     public var defaultValue: ParamValue?
     public var doc: String
+    /// Whether the value enters the action key (top-level fields only). False for settings that change where or
+    /// how fast a stage runs but never its outputs (`ranks` of the training kinds: bit-identical for any value).
+    public var keyed: Bool
 
     public init(_ name: String, _ type: ParamType, required: Bool = false, default defaultValue: ParamValue? = nil,
-                doc: String) {
+                keyed: Bool = true, doc: String) {
         self.name = name
         self.type = type
         self.required = required
         self.defaultValue = defaultValue
+        self.keyed = keyed
         self.doc = doc
     }
 }

@@ -138,6 +138,7 @@ public struct DistillStage: TypedStageKind {
     }
 
     public func run(_ ctx: StageContext) async throws -> [String: Digest] {
+        if let outputs = try await DataParallel.launchIfNeeded(ctx) { return outputs }   // `ranks: N`: N processes
         let p = try params(ctx)
         let be = try ctx.makeBackend()
         let student = try ctx.openModel("student", backend: be)
@@ -218,6 +219,7 @@ public struct DistillStage: TypedStageKind {
                                                    useLatents: useLatents),
                                 steps: t.steps, checkpointEvery: t.checkpointEvery)
         _ = try await loop.run()
+        guard DataParallel.isRoot else { return [:] }   // ranks 1… trained the same weights; rank 0 stores them
 
         var manifest = try TrainingLoop.storeTrained(trainable.names, weights: student.transformer.weights,
                                                      into: student.manifest, store: ctx.store)

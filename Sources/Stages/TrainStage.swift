@@ -72,6 +72,7 @@ public struct TrainStage: TypedStageKind {
     }
 
     public func run(_ ctx: StageContext) async throws -> [String: Digest] {
+        if let outputs = try await DataParallel.launchIfNeeded(ctx) { return outputs }   // `ranks: N`: N processes
         let p = try params(ctx)
         let be = try ctx.makeBackend()
         let model: any DiffusionTransformer
@@ -132,6 +133,7 @@ public struct TrainStage: TypedStageKind {
                                                    backend: be, syntheticSeed: nil, guidance: Float(t.guidance)),
                                 steps: t.steps, checkpointEvery: t.checkpointEvery)
         _ = try await loop.run()
+        guard DataParallel.isRoot else { return [:] }   // ranks 1… trained the same weights; rank 0 stores them
 
         // Every loaded tensor: trained ones get new objects; buffers and frozen ones keep theirs (or are stored
         // once for a new model).

@@ -53,6 +53,10 @@ enum TrainingFields {
         Field("grad_clip", .number(min: 0), default: .double(1.0), doc: "Clip the gradients' global L2 norm to this; 0 disables."),
         Field("steps", .integer(min: 1), default: .int(1000), doc: "Optimiser steps."),
         Field("batch", .integer(min: 1), default: .int(4), doc: "Samples per step; the dataset is cycled in order."),
+        Field("micro_batch", .integer(min: 1),
+              doc: "Cut each step's batch into micro-batches of this many samples (the last holds the rest), each drawing the noise and σ its rows of the whole batch draw; their gradients are computed apart and summed in micro-batch order. The unit `ranks` share out; less memory in one process too. Changes the last bits of the result (another summation order), so it is part of the cache key. Default: the whole batch at once."),
+        Field("ranks", .integer(min: 1), keyed: false,
+              doc: "Data-parallel processes over MPI (needs `micro_batch`; at most one rank per micro-batch): hprune starts them with `mpirun` (or `srun` in a Slurm job). Weights are bit-identical for any number of ranks at the same `batch` and `micro_batch`, so `ranks` is not part of the cache key (Docs/scale-out.md). Default 1."),
         Field("checkpoint_every", .integer(min: 1), default: .int(100),
               doc: "Save trainable tensors + optimiser state + step every N steps; an interrupted run resumes from the last one."),
         Field("guidance", .number(min: 0), default: .double(1.0),
@@ -74,6 +78,23 @@ enum TrainingFields {
         }
         if let w = params["warmup_steps"]?.int, let s = params["steps"]?.int, w > s {
             checker.error("'warmup_steps' (\(w)) is more than 'steps' (\(s))", node["warmup_steps"]?.mark ?? node.mark)
+        }
+        let batch = params["batch"]?.int ?? 4
+        if let m = params["micro_batch"]?.int, m > batch {
+            checker.error("'micro_batch' (\(m)) is more than 'batch' (\(batch))", node["micro_batch"]?.mark ?? node.mark,
+                          hint: "a micro-batch is a part of the batch; drop `micro_batch` to train the batch whole")
+        }
+        if let r = params["ranks"]?.int, r > 1 {
+            if let m = params["micro_batch"]?.int {
+                let count = (batch + m - 1) / m
+                if r > count {
+                    checker.error("'ranks: \(r)' but 'batch: \(batch)' in micro-batches of \(m) is only \(count) micro-batch\(count == 1 ? "" : "es"): a rank would have nothing to do",
+                                  node["ranks"]?.mark ?? node.mark, hint: "use at most \(count) ranks, or a smaller `micro_batch`")
+                }
+            } else {
+                checker.error("'ranks: \(r)' needs 'micro_batch': the ranks share the batch's micro-batches", node["ranks"]?.mark ?? node.mark,
+                              hint: "add e.g. `micro_batch: \(max(1, batch / r))` (part of the result, unlike `ranks`: 1 rank and \(r) give the same weights)")
+            }
         }
     }
 }
@@ -197,6 +218,11 @@ struct TrainingLoop {
     /// The last checkpoint of this execution, if one is stored and readable.
     func lastCheckpoint() -> (state: TrainingState, digest: Digest)? {
         guard let ns = checkpointNamespace, let d = ctx.store.partial(namespace: ns, name: "checkpoint")?.digest else { return nil }
+        return loadCheckpoint(d)
+    }
+
+    /// The checkpoint object `d`, if readable and of this execution.
+    func loadCheckpoint(_ d: Digest) -> (state: TrainingState, digest: Digest)? {
         do {
             try ctx.store.verify(d)
             let s = try TrainingState.load(path: ctx.store.path(of: d).path)
@@ -209,7 +235,7 @@ struct TrainingLoop {
     }
 
     func saveCheckpoint(completed: Int) throws -> Digest? {
-        guard let ns = checkpointNamespace else { return nil }
+        guard let ns = checkpointNamespace, DataParallel.isRoot else { return nil }   // ranks 1… never write
         let state = try trainer.state(completedSteps: completed, metadata: ["action_key": ctx.actionKey, "stage": ctx.stage.name])
         let previous = ctx.store.partial(namespace: ns, name: "checkpoint")?.digest
         let d = try ctx.store.putPartial(try state.serialized(), namespace: ns, name: "checkpoint", owner: ctx.actionKey,
@@ -223,9 +249,13 @@ struct TrainingLoop {
     /// Trains from the last checkpoint (or step 0) to `steps`. Returns the per-step total losses of this execution
     /// and the step it started at.
     func run() async throws -> (losses: [Double], start: Int) {
+        let parallel = try DataParallel.plan(ctx, batch: data.batchSize)
+        if let parallel {
+            ctx.recorder.log("micro-batches: \(parallel.micro.count) of \(parallel.micro.size) (batch \(parallel.micro.batch)), summed in order over \(parallel.collective.description)\n")
+        }
         var start = 0
         var lastGood: Int?
-        if let (state, d) = lastCheckpoint() {
+        if let (state, d) = try resumePoint(parallel?.collective) {
             do { start = try trainer.restore(state) } catch {
                 throw ctx.failure("cannot resume from checkpoint \(d.short): \(error)", log: "fix: `hprune cache gc` removes stale checkpoints")
             }
@@ -236,13 +266,18 @@ struct TrainingLoop {
         ctx.recorder.metric("resumed_from_step", Double(start))
         // The bar counts this execution's steps (so the ETA is right after a resume); the message says where we are.
         let bar = ctx.progress.bar(total: steps - start, unit: "steps")
+        let loopStart = ContinuousClock.now
         var losses: [Double] = []
         var step = start
         while step < steps {
             try Task.checkCancellation()
             let r: StepResult
             do {
-                r = try trainer.step(try data.batch(step: step), step: step)
+                if let parallel {
+                    r = try trainer.dataParallelStep(try data.batch(step: step), step: step, micro: parallel.micro, collective: parallel.collective)
+                } else {
+                    r = try trainer.step(try data.batch(step: step), step: step)
+                }
             } catch let e as TrainingError {
                 if case .nonFinite = e {
                     let kept = lastGood.map { "the last good checkpoint (after step \($0)) is kept in the store and the next run resumes from it" }
@@ -262,6 +297,13 @@ struct TrainingLoop {
             }
             TrainingObserver.notify(ctx.store.root, ctx.stage.name, step)
         }
+        let seconds = Double((ContinuousClock.now - loopStart).components.attoseconds) * 1e-18
+            + Double((ContinuousClock.now - loopStart).components.seconds)
+        if !losses.isEmpty, seconds > 0 { ctx.recorder.metric("steps_per_second", Double(losses.count) / seconds, unit: "1/s") }
+        if let parallel {
+            ctx.recorder.metric("micro_batches", Double(parallel.micro.count))
+            try checkRanksAgree(parallel.collective)
+        }
         if let first = losses.first, let last = losses.last {
             ctx.recorder.metric("loss_first", first)
             ctx.recorder.metric("loss_last", last)
@@ -272,6 +314,32 @@ struct TrainingLoop {
         ctx.recorder.metric("steps_run", Double(losses.count))
         if !losses.isEmpty { ctx.recorder.log(Self.lossCurveLine(losses, start: start)) }
         return (losses, start)
+    }
+
+    /// Where to start: the last checkpoint as rank 0 finds it (every rank then reads that same object), or nil.
+    func resumePoint(_ collective: (any Collective)?) throws -> (state: TrainingState, digest: Digest)? {
+        guard let collective, collective.size > 1 else { return lastCheckpoint() }
+        let mine = collective.rank == 0 ? lastCheckpoint() : nil
+        let chosen = try collective.broadcast(mine.map { Array($0.digest.hex.utf8) } ?? [], root: 0)
+        if collective.rank == 0 { return mine }
+        guard !chosen.isEmpty else { return nil }
+        let hex = String(decoding: chosen, as: UTF8.self)
+        guard let d = Digest(hex: hex), let found = loadCheckpoint(d) else {
+            throw ctx.failure("rank \(collective.rank) cannot read the checkpoint \(hex.prefix(12)) rank 0 resumes from",
+                              log: "fix: the store must be on a filesystem every rank's node mounts")
+        }
+        return found
+    }
+
+    /// After the last step every rank holds the same trained weights; a difference means the ranks did not run the
+    /// same model and data, and nothing is stored.
+    func checkRanksAgree(_ collective: any Collective) throws {
+        guard collective.size > 1 else { return }
+        let prints = try collective.allGather(try trainer.trainedWeightsFingerprint())
+        guard Set(prints).count == 1 else {
+            throw ctx.failure("the \(collective.size) ranks ended with different weights (fingerprints \(prints.map { String($0, radix: 16) }.joined(separator: ", "))); nothing is stored",
+                              log: "fix: every rank must run the same hprune binary on the same store and CPU kernels (HPRUNE_ISA)")
+        }
     }
 
     /// How many points the recorded loss curve has at most (`lossCurveLine`).

@@ -74,8 +74,9 @@ public struct TrainingRandom: Sendable, Hashable {
 
     /// σ for each of `count` samples of `step`: u from the density (normal draws for logit-normal, else uniform
     /// from the same Philox stream), then the training sigma at index ⌊u·n⌋ (diffusers' SD3 training scripts).
-    public func sigmas(step: Int, count: Int) -> [Float] {
-        (0..<count).map { b in
+    /// `first`: the batch position of the first sample (a micro-batch draws its rows' values of the whole batch).
+    public func sigmas(step: Int, count: Int, first: Int = 0) -> [Float] {
+        (first..<(first + count)).map { b in
             let z = Double(Philox.normal(seed: sigmaSeed(step: step), index: UInt64(b)))
             let draw: Double
             switch density {
@@ -86,11 +87,13 @@ public struct TrainingRandom: Sendable, Hashable {
         }
     }
 
-    /// x_t and v for clean latents `x0` at `step`.
-    public func draw(_ x0: Tensor, step: Int, backend be: any Backend) throws -> FlowMatchDraw {
+    /// x_t and v for clean latents `x0` at `step`. `sampleOffset`: the batch position of x0's first row, so a
+    /// micro-batch of rows [o, o+n) draws exactly the σ and noise those rows of the whole batch would.
+    public func draw(_ x0: Tensor, step: Int, sampleOffset: Int = 0, backend be: any Backend) throws -> FlowMatchDraw {
         let b = x0.shape[0]
-        let sig = sigmas(step: step, count: b)
-        let noise = try be.randomNormal(x0.shape, seed: noiseSeed(step: step), offset: 0)
+        let sig = sigmas(step: step, count: b, first: sampleOffset)
+        let perSample = UInt64(x0.shape.dropFirst().reduce(1, *))
+        let noise = try be.randomNormal(x0.shape, seed: noiseSeed(step: step), offset: UInt64(sampleOffset) * perSample)
         let x = try asF32(be, x0)
         let target = try be.add(noise, try be.scale(x, -1))                                 // v = noise − x0
         let s = try be.tensor(sig, shape: [b] + Array(repeating: 1, count: x0.rank - 1))    // (B,1,…)
@@ -163,10 +166,11 @@ public final class Trainer: @unchecked Sendable {
                           guidance: batch.guidance, imgIds: batch.imgIds, txtIds: batch.txtIds)
     }
 
-    /// Computes the loss and gradients at 0-based `step` without updating anything.
-    public func lossAndGradients(_ batch: TrainingBatch, step: Int) throws -> (LossBreakdown, [String: Tensor]) {
+    /// Computes the loss and gradients at 0-based `step` without updating anything. `sampleOffset`: where `batch`
+    /// starts within the step's global batch (a micro-batch; DataParallel.swift); 0 for a whole batch.
+    public func lossAndGradients(_ batch: TrainingBatch, step: Int, sampleOffset: Int = 0) throws -> (LossBreakdown, [String: Tensor]) {
         let be = model.backend
-        let d = try random.draw(batch.latents, step: step, backend: be)
+        let d = try random.draw(batch.latents, step: step, sampleOffset: sampleOffset, backend: be)
         let inp = inputs(batch, noisy: d.noisy, sigmas: d.sigmas)
         let names = trainable
         switch objective {

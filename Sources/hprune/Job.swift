@@ -1,13 +1,17 @@
 // `hprune _job` (hidden): what one Slurm job runs. It re-opens the recipe and store exactly as the driver did,
 // checks that the action key it was given is still the one the plan yields (upstream stages all cached), runs
 // that one stage (under the per-action lock, so a finished action is never run twice), and writes a JobResult.
+// With `--data-parallel` it is one rank of a stage that started its ranks itself (`ranks: N`, under mpirun or
+// srun): it joins the MPI world, runs the stage without lock or action record, and rank 0 writes the outputs.
 import ArgumentParser
 import ArtifactStore
+import CPUBackend
 import Foundation
 import RecipeLanguage
 import Scheduler
 import StageGraph
 import Stages
+import Training
 
 struct Job: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -23,8 +27,22 @@ struct Job: AsyncParsableCommand {
     @Option(help: "Where to write the JobResult JSON.") var result: String = ""
     @Flag(help: "Run even if cached (the driver was given --force for this stage).") var force = false
     @Option(help: "Run shard $SLURM_ARRAY_TASK_ID of this many (a job array task) instead of the whole stage.") var shards: Int?
+    @Flag(help: "Run as one MPI rank of a data-parallel stage whose parent process holds the lock (no action record).")
+    var dataParallel = false
+    @Option(help: "With --data-parallel: the number of ranks the stage started (checked against the MPI world).") var ranks: Int?
+
+    /// `[this binary, "_job", recipe, --set …, --store …, --backend …]`: the command line that reopens `recipe` and
+    /// `store` in another process (a Slurm job, a data-parallel rank); the caller appends `--stage`, `--key`, ….
+    static func commandLine(recipe: RecipeOptions, store: ArtifactStore, backend: String) -> [String] {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let recipePath = URL(fileURLWithPath: recipe.recipe).standardizedFileURL.path
+        return [exe, "_job", recipePath] + recipe.overrides.flatMap { ["--set", $0] }
+            + (recipe.allowExtendsOutside ? ["--allow-extends-outside"] : [])
+            + ["--store", store.root.path, "--backend", backend]
+    }
 
     func run() async throws {
+        if dataParallel { return try await runRank() }
         let clock = ContinuousClock.now
         func finish(_ status: String, error: String? = nil, log: String? = nil, metrics: [JobMetric] = []) throws {
             guard !result.isEmpty else {
@@ -81,13 +99,14 @@ struct Job: AsyncParsableCommand {
             throw Exit.failed
         }
 
-        let scheduler = Scheduler(
+        var scheduler = Scheduler(
             graph: ws.graph, kinds: StageKinds.executables, store: store,
             context: ws.keyContext(backend: resolved.name, numerics: resolved.versions),
             sources: sources, fileDependencies: deps, recipeDirectory: ws.recipeDirectory, backend: resolved.name,
             options: RunOptions(force: force ? [stage] : []), isTerminal: false,
             events: { event in if let line = ProgressLines.line(for: event, quiet: false) { Terminal.err(line) } },
             output: { line in Terminal.err(line.hasPrefix("\r") ? String(line.dropFirst()) : line) })
+        scheduler.jobCommand = Self.commandLine(recipe: recipe, store: store, backend: resolved.name)
         var outputs: [String: [String: Digest]] = [:]
         for e in plan.entries where e.cached { outputs[e.name] = e.outputs }
 
@@ -121,5 +140,99 @@ struct Job: AsyncParsableCommand {
         try finish(r.status.rawValue, error: r.error, log: r.log,
                    metrics: r.metrics.map { JobMetric(name: $0.name, value: $0.value, unit: $0.unit) })
         if r.status != .ran && r.status != .cached { throw r.status == .cancelled ? Exit.interrupted : Exit.failed }
+    }
+}
+
+extension Job {
+    /// One rank of a data-parallel stage (`--data-parallel`). Every failure ends the whole group (MPI_Abort), so no
+    /// rank waits forever for one that stopped; rank 0 writes the JobResult (outputs, metrics, or the error).
+    func runRank() async throws {
+        let clock = ContinuousClock.now
+        let world: any Collective
+        do { world = try MPICollective.shared() } catch {
+            Terminal.err("hprune rank: error: \(error)")
+            throw Exit.failed
+        }
+        let me = "hprune rank \(world.rank) of \(world.size)"
+        func fail(_ message: String) -> Never {
+            Terminal.err("\(me): error: \(message)")
+            if world.rank == 0 { try? writeResult(JobResult(status: "failed", seconds: elapsed(clock), error: message)) }
+            world.abort(code: 1)
+        }
+        if let ranks, ranks != world.size {
+            fail("the stage started \(ranks) ranks but MPI sees a world of \(world.size): the launcher did not connect them (for srun: `--mpi=pmix`, or set HPRUNE_SRUN_MPI)")
+        }
+        // Threads per rank: HPRUNE_THREADS (the parent sets it), else this node's cores shared by its ranks.
+        if ProcessInfo.processInfo.environment["HPRUNE_THREADS"] == nil {
+            let local = MPILaunch.localSize() ?? world.size
+            CPUBackend.setThreadCount(max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, local)))
+        }
+        DataParallel.world = world
+        if world.rank == 0 {
+            Terminal.err("\(me): \(world.description), \(CPUBackend.threadCount) thread\(CPUBackend.threadCount == 1 ? "" : "s") per rank on \(ProcessInfo.processInfo.hostName)")
+        }
+
+        let resolved: ResolvedBackend
+        do { resolved = try ResolvedBackend.named(backend.rawValue) } catch { fail("--backend \(backend.rawValue): \(error)") }
+        let ws: Workspace
+        do { ws = try recipe.workspace() } catch { fail("the recipe \(recipe.recipe) no longer checks") }
+        let store: ArtifactStore
+        do { store = try storeOptions.open(for: ws) } catch { fail("cannot open the store: \(error)") }
+        let plan: Plan
+        let sources: [String: ArtifactRef]
+        let deps: [String: [String: String]]
+        do {
+            sources = try ws.hashSources(store: store)
+            deps = try ws.hashFileDependencies(store: store)
+            plan = try ws.plan(store: store, backend: resolved.name, numerics: resolved.versions)
+        } catch {
+            fail(error.diagnostics.map(\.message).joined(separator: "; "))
+        }
+        guard ws.graph.stage(stage) != nil, let entry = plan.entry(stage) else { fail("the recipe has no stage '\(stage)'") }
+        guard entry.key == key else {
+            fail("the action key of '\(stage)' is \(entry.key?.prefix(12) ?? "unknown") on this rank, but the stage planned \(key.prefix(12)): the recipe, a source or the hprune binary differs between nodes")
+        }
+        var scheduler = Scheduler(
+            graph: ws.graph, kinds: StageKinds.executables, store: store,
+            context: ws.keyContext(backend: resolved.name, numerics: resolved.versions),
+            sources: sources, fileDependencies: deps, recipeDirectory: ws.recipeDirectory, backend: resolved.name,
+            options: RunOptions(), isTerminal: false)
+        scheduler.jobCommand = Self.commandLine(recipe: recipe, store: store, backend: resolved.name)
+        var upstream: [String: [String: Digest]] = [:]
+        for e in plan.entries where e.cached { upstream[e.name] = e.outputs }
+        // Rank 0's progress goes to stderr, where the stage's parent process reads it; the other ranks stay quiet.
+        let progress = world.rank == 0
+            ? ProgressSink(stage: stage, isTerminal: false, emit: { Terminal.err($0) }) : ProgressSink.silent
+        let outputs: [String: Digest]
+        let recorder: StageRecorder
+        do {
+            (outputs, recorder) = try await scheduler.runAsRank(stage, upstream: upstream, key: key, progress: progress)
+        } catch let f as StageFailure {
+            fail(f.message + (f.log.map { " (\($0))" } ?? ""))
+        } catch {
+            fail("\(error)")
+        }
+        if world.rank == 0 {
+            try writeResult(JobResult(status: "ran", seconds: elapsed(clock), log: recorder.logText,
+                                      metrics: recorder.metrics.map { JobMetric(name: $0.name, value: $0.value, unit: $0.unit) },
+                                      outputs: outputs.mapValues(\.hex)))
+        }
+        try? world.barrier()
+        MPICollective.finalize()
+    }
+
+    private func elapsed(_ start: ContinuousClock.Instant) -> Double {
+        let d = ContinuousClock.now - start
+        return Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+    }
+
+    /// The JobResult at `--result`, written atomically (nothing when no path was given).
+    private func writeResult(_ r: JobResult) throws {
+        guard !result.isEmpty else { return }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        let tmp = result + ".\(getpid()).tmp"
+        try encoder.encode(r).write(to: URL(fileURLWithPath: tmp))
+        guard rename(tmp, result) == 0 else { throw Exit.failed }
     }
 }

@@ -79,6 +79,7 @@ struct Run: AsyncParsableCommand {
                 if line.hasPrefix("\r") { Terminal.errRaw(line) } else { Terminal.err(line) }
             })
         scheduler.remote = remote
+        scheduler.jobCommand = Job.commandLine(recipe: recipe, store: store, backend: backendName)
 
         let task = Task { await scheduler.run() }
         let interrupt = Interrupt.onSIGINT {
@@ -124,10 +125,7 @@ extension Run {
             Terminal.err("error: executor slurm: 'sbatch' and 'squeue' must be on PATH (install Slurm's client, or run with --executor local)")
             throw Exit.invalid
         }
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        let recipePath = URL(fileURLWithPath: recipe.recipe).standardizedFileURL.path
-        let command = [exe, "_job", recipePath] + recipe.overrides.flatMap { ["--set", $0] }
-            + ["--store", store.root.path, "--backend", backend]
+        let command = Job.commandLine(recipe: recipe, store: store, backend: backend)
         let parsed = ws.recipe
         var executor = SlurmExecutor(store: store, jobCommand: command, settings: { parsed.slurmSettings(forStage: $0) })
         executor.warn = { Terminal.err("warning: " + $0) }

@@ -227,6 +227,30 @@ struct SlurmTests {
         #expect(lines(dir.path + "/count-c") == 0)
     }
 
+    /// `distill` with `ranks: 2` on Slurm: the job gets 2 tasks (`--ntasks=2`) and starts its ranks with
+    /// `srun --mpi=pmix`; the weights are those of a local one-process run.
+    @Test func dataParallelDistillOnSlurmRunsItsRanksWithSrunAndGivesTheOneRankWeights() throws {
+        guard LocalMPI.available else { return }
+        let dir = TemporaryDirectory()
+        let recipe = dataParallelRecipe(dir)
+        let local = try CLI.run(["run", recipe, "--executor", "local", "--store", dir.path + "/local", "--json"], timeout: 300)
+        #expect(local.status == 0, "\(local.stderr)")
+        let store = dir.path + "/slurm"
+        let slurm = try CLI.run(["run", recipe, "--executor", "slurm", "--store", store, "--set", "stages.distill.ranks=2", "--json"],
+                                environment: env, timeout: 300)
+        #expect(slurm.status == 0, "\(slurm.stderr)")
+        #expect(statuses(slurm)["distill"] == "ran", "\(slurm.stdout)")
+        #expect(outputDigests(slurm)["distill"] == outputDigests(local)["distill"])
+        #expect(outputDigests(local)["distill"]?["model"] != nil)
+        let log = try stageLog(slurm, store: store, stage: "distill")
+        #expect(log.contains("srun --ntasks=2 --kill-on-bad-exit=1 --mpi=pmix"), "\(log)")
+        #expect(log.contains("Open MPI") && log.contains("2 ranks"), "\(log)")
+        // The job really had two tasks.
+        let job = try #require(try stageMetric(slurm, store: store, stage: "distill", "slurm.job").first)
+        let tasks = try LocalSlurm.tool("squeue", ["-h", "--states=all", "-j", String(Int(job)), "-o", "%C"]).stdout
+        #expect(tasks.trimmingCharacters(in: .whitespacesAndNewlines) == "2", "job \(Int(job)): \(tasks)")
+    }
+
     @Test func twoDriversOnOneStoreRunEveryActionOnce() throws {
         let dir = TemporaryDirectory()
         let recipe = countingRecipe(dir, tag: "two", sleep: 2)

@@ -122,8 +122,9 @@ int hp_amx_tdpbf16ps_probe(int real, int rows, int k_pairs, int n_pairs, float *
                            long lda, const uint16_t *B, long ldb);
 
 // ── thread pool ──────────────────────────────────────────────────────────────────────────────────────────
-/// (Re)starts the persistent pool with `n` threads in all (the caller counts as one); n <= 0 means one per
-/// online CPU. Must not be called while kernels run. Returns the thread count.
+/// (Re)starts the persistent pool with `n` threads in all (the caller counts as one); n <= 0 means
+/// $HPRUNE_THREADS when set to a positive integer, else one per online CPU. Must not be called while kernels
+/// run. Returns the thread count.
 int hp_threads_init(int n);
 int hp_threads_count(void);
 /// task in [0, n_tasks), thread in [0, hp_threads_count()).
