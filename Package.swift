@@ -50,30 +50,31 @@ let package = Package(
         .target(name: "BackendConformance", dependencies: ["TensorCore"]),
         // CUDA over dlopen'ed libcuda / NVRTC / nvJitLink / cuBLASLt: builds and reports "unavailable" without them.
         .target(name: "CUDABackend", dependencies: ["TensorCore", "BackendConformance"]),
-        .target(name: "Checkpoint"),
-        .target(name: "ModelSpec", dependencies: ["Checkpoint"]),
-        .target(name: "Models", dependencies: ["TensorCore", "Checkpoint", "ModelSpec"]),
+        // Tensor files: safetensors, diffusers folders, GGUF (named apart from training checkpoints and gradient checkpointing).
+        .target(name: "TensorFiles"),
+        .target(name: "ModelSpec", dependencies: ["TensorFiles"]),
+        .target(name: "Models", dependencies: ["TensorCore", "TensorFiles", "ModelSpec"]),
         // Compression's scorers and evaluation run models (Models does not depend on Compression).
-        .target(name: "Compression", dependencies: ["Models", "ModelSpec", "Checkpoint", "TensorCore"]),
-        .target(name: "Training", dependencies: ["Models", "ModelSpec", "Compression", "TensorCore", "Checkpoint"]),
+        .target(name: "Compression", dependencies: ["Models", "ModelSpec", "TensorFiles", "TensorCore"]),
+        .target(name: "Training", dependencies: ["Models", "ModelSpec", "Compression", "TensorCore", "TensorFiles"]),
         .target(name: "Classifier", swiftSettings: [.unsafeFlags(["-O"])]),
         .target(name: "PNGSupport"),
         // `bench kernels` and `bench model`: the measurements (with their PyTorch references); the CLI prints them.
-        .target(name: "Benchmarks", dependencies: ["CPUKernels", "CPUBackend", "TensorCore", "Models", "ModelSpec", "Checkpoint"]),
+        .target(name: "Benchmarks", dependencies: ["CPUKernels", "CPUBackend", "TensorCore", "Models", "ModelSpec", "TensorFiles"]),
 
         // ── where the halves meet ────────────────────────────────────────────────────────
-        .target(name: "ModelStore", dependencies: ["ArtifactStore", "Checkpoint", "ModelSpec", "TensorCore"]),
+        .target(name: "ModelStore", dependencies: ["ArtifactStore", "TensorFiles", "ModelSpec", "TensorCore"]),
         .target(
             name: "Stages",
             dependencies: ["StageGraph", "Scheduler", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
                            "TensorCore", "CPUBackend", "CUDABackend", "Models", "ModelStore", "Compression", "ModelSpec",
-                           "Checkpoint", "Training", "Classifier", "PNGSupport"]
+                           "TensorFiles", "Training", "Classifier", "PNGSupport"]
         ),
         .executableTarget(
             name: "hprune",
             dependencies: [
                 "Stages", "Scheduler", "StageGraph", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
-                "TensorCore", "CPUBackend", "Models", "ModelStore", "Compression", "ModelSpec", "Checkpoint", "Benchmarks", "PNGSupport",
+                "TensorCore", "CPUBackend", "Models", "ModelStore", "Compression", "ModelSpec", "TensorFiles", "Benchmarks", "PNGSupport",
                 "CUDABackend", "BackendConformance",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -88,20 +89,20 @@ let package = Package(
         .testTarget(name: "StageGraphTests", dependencies: ["StageGraph", "Scheduler", "RecipeLanguage", "TestSupport", "TestKinds"]),
         .testTarget(name: "ArtifactStoreTests", dependencies: ["ArtifactStore", "TestSupport"]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "StageGraph", "ArtifactStore", "RecipeLanguage", "TestSupport", "TestKinds"]),
-        .testTarget(name: "CLITests", dependencies: ["hprune", "TestSupport", "Checkpoint", "ModelStore", "ArtifactStore", "PNGSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["hprune", "TestSupport", "TensorFiles", "ModelStore", "ArtifactStore", "PNGSupport"]),
         .testTarget(name: "CPUKernelsTests", dependencies: ["CPUKernels"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "CPUBackend", "BackendConformance", "TestSupport"]),
         .testTarget(name: "CUDABackendTests", dependencies: ["CUDABackend", "BackendConformance", "TensorCore", "CPUBackend"]),
         .testTarget(name: "QuantTests", dependencies: ["TensorCore"]),
-        .testTarget(name: "ClassifierTests", dependencies: ["Classifier", "Checkpoint"]),
+        .testTarget(name: "ClassifierTests", dependencies: ["Classifier", "TensorFiles"]),
         .testTarget(name: "PNGSupportTests", dependencies: ["PNGSupport"]),
-        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint"]),
-        .testTarget(name: "ModelSpecTests", dependencies: ["ModelSpec", "Checkpoint"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "ModelSpec", "Checkpoint", "TensorCore", "CPUBackend"]),
+        .testTarget(name: "TensorFilesTests", dependencies: ["TensorFiles"]),
+        .testTarget(name: "ModelSpecTests", dependencies: ["ModelSpec", "TensorFiles"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "ModelSpec", "TensorFiles", "TensorCore", "CPUBackend"]),
         .testTarget(name: "StagesTests", dependencies: ["Stages", "Scheduler", "StageGraph", "ArtifactStore", "ModelStore",
-                                                     "Compression", "ModelSpec", "Checkpoint", "TestSupport", "YAMLSupport",
+                                                     "Compression", "ModelSpec", "TensorFiles", "TestSupport", "YAMLSupport",
                                                      "Models", "TensorCore", "CPUBackend", "RecipeLanguage"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "ModelSpec", "Checkpoint", "TensorCore", "CPUBackend"]),
-        .testTarget(name: "CompressionTests", dependencies: ["Compression", "ModelSpec", "Checkpoint", "TensorCore", "Models", "CPUBackend"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "ModelSpec", "TensorFiles", "TensorCore", "CPUBackend"]),
+        .testTarget(name: "CompressionTests", dependencies: ["Compression", "ModelSpec", "TensorFiles", "TensorCore", "Models", "CPUBackend"]),
     ]
 )

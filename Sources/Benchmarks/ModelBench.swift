@@ -3,7 +3,7 @@
 // PyTorch in the same run with the same thread count, the two alternating forward by forward so that a change in
 // machine load hits both sides alike. The CLI (`Sources/hprune/Bench.swift`) parses the options and prints.
 import CPUBackend
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import Models

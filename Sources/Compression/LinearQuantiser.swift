@@ -8,7 +8,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Checkpoint
+import TensorFiles
 import Foundation
 import TensorCore
 

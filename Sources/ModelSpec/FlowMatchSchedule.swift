@@ -6,7 +6,7 @@
 // Precision follows diffusers: training sigmas in float32 (torch), inference sigmas computed in
 // float64 (numpy) from the float32 `sigma_min`/`sigma_max`, then rounded to float32.
 
-import Checkpoint
+import TensorFiles
 import Foundation
 
 /// `FlowMatchEulerDiscreteScheduler` config (scheduler_config.json), defaults as diffusers.

@@ -1,7 +1,7 @@
 // `hprune inspect` as a library function: architecture, config summary, blocks with their
 // sub-components and parameter counts, bytes by dtype. Codable for `--json`, `renderText()` for people.
 
-import Checkpoint
+import TensorFiles
 import Foundation
 
 /// The report of `inspect(path:)`.

@@ -5,7 +5,7 @@
 // such as "blocks.25" or "blocks.12.ff"); diffusers ignores the key, and the tensors of removed
 // components are absent from the weights.
 
-import Checkpoint
+import TensorFiles
 
 /// The config.json key under which a pruned model lists its removed addresses.
 public let removedComponentsConfigKey = "hprune_removed"
@@ -24,7 +24,7 @@ public struct ModelCheckpoint: @unchecked Sendable {
 
     /// Opens and validates a diffusers model folder.
     ///
-    /// Throws `ModelSpecError` for a bad config and `CheckpointError` for a malformed file, a
+    /// Throws `ModelSpecError` for a bad config and `TensorFileError` for a malformed file, a
     /// missing tensor (`.missingTensor`, naming it and its expected shape) or a shape mismatch
     /// (`.shapeMismatch`, naming the tensor, its file offset and both shapes).
     public init(path: String) throws {
@@ -59,7 +59,7 @@ public struct ModelCheckpoint: @unchecked Sendable {
         let arch = structure.config.architecture.rawValue
         for spec in required {
             guard folder.contains(spec.name) else {
-                throw CheckpointError(
+                throw TensorFileError(
                     .missingTensor, file: folder.path, tensor: spec.name,
                     message: "config.json (\(arch), \(structure.blocks.count) blocks) needs this tensor with shape \(spec.shape), but no weight file has it",
                     fix: "use weights that match config.json, or record removed components under '\(removedComponentsConfigKey)'")
@@ -70,7 +70,7 @@ public struct ModelCheckpoint: @unchecked Sendable {
                 continue
             }
             if info.shape != spec.shape {
-                throw CheckpointError(
+                throw TensorFileError(
                     .shapeMismatch, file: try folder.file(for: spec.name).path, tensor: spec.name, offset: info.fileOffset,
                     message: "shape \(info.shape) in the file, but config.json implies \(spec.shape)",
                     fix: "use weights that match config.json (check num_attention_heads, attention_head_dim, and the *_dim keys)")

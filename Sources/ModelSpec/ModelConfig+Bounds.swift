@@ -3,7 +3,7 @@
 // than make `ModelStructure` list a billion blocks: block counts are bounded by the blocks present, widths by the
 // shapes of tensors every model has, and the rest by the size of the weights.
 
-import Checkpoint
+import TensorFiles
 
 extension ModelConfig {
     /// Throws `ModelSpecError` (source `file`, subject the config key) unless every dimension agrees with `folder`.

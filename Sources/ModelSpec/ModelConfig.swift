@@ -2,7 +2,7 @@
 // diffusers' defaults for absent keys (diffusers 0.42 `SD3Transformer2DModel.__init__`,
 // `FluxTransformer2DModel.__init__`). Unknown keys are ignored, as diffusers does.
 
-import Checkpoint
+import TensorFiles
 import Foundation
 
 /// An error in a model config, an address, or a removal set.

@@ -4,7 +4,7 @@
 // inverse of diffusers' single-file converters, and convert.py's per-tensor type policy.
 
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 

@@ -4,7 +4,7 @@
 // GGML-quantised ones are dequantised to f32 (hprune runs no GGML kernels).
 
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 

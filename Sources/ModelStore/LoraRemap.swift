@@ -3,7 +3,7 @@
 // modules dropped and listed, and the lora_B rows of a block made context_pre_only cut to (scale, shift) as its
 // norm1_context.linear was. W + B·A of every kept adapter is then exactly the teacher's merged weight, pruned.
 
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 

@@ -3,7 +3,7 @@
 // teacher's tensor objects, so it adds only its manifest to the store.
 
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Foundation
 import TensorCore
 

@@ -3,7 +3,7 @@
 // export a manifest as a diffusers folder or a single safetensors file (temp dir → fsync → rename).
 
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import TensorCore

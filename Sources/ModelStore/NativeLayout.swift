@@ -3,7 +3,7 @@
 // exactly, so `from_pretrained` of the export loads every weight and newly initialises none.
 
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 

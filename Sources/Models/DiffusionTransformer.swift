@@ -1,7 +1,7 @@
 // The common face of the two transformer families: inputs named like diffusers' forward arguments, a forward
 // pass under a removal set, and loading from a diffusers folder (dispatching on config.json's `_class_name`).
 
-import Checkpoint
+import TensorFiles
 import ModelSpec
 import TensorCore
 
@@ -70,7 +70,7 @@ extension DiffusionTransformer {
 /// Opens the diffusers folder at `path` and builds the matching transformer.
 ///
 /// `removing` adds to the removal recorded in config.json (`hprune_removed`); tensors of removed components are
-/// not read. Throws `ModelSpecError` / `CheckpointError` naming the file and tensor for bad input.
+/// not read. Throws `ModelSpecError` / `TensorFileError` naming the file and tensor for bad input.
 public func loadTransformer(path: String, backend: any Backend, compute: ComputeDType = .f32,
                             removing extra: [String] = []) throws -> any DiffusionTransformer {
     let ckpt = try ModelCheckpoint(path: path)

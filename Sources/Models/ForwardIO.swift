@@ -1,7 +1,7 @@
 // Reading forward-pass inputs from a safetensors file (tensors named like diffusers' forward arguments) and
 // running a model on them: the engine behind `hprune forward`. Errors name the file and the tensor.
 
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import TensorCore

@@ -2,7 +2,7 @@
 // Linear (and patch-embedding) weights take the compute dtype; biases, norm scales and the SD3 position
 // table stay f32 (the backend's matmul wants an f32 bias). Removed components' tensors are never read.
 
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import TensorCore
@@ -99,7 +99,7 @@ public final class WeightStore: @unchecked Sendable {
         default: nil
         }
         guard let stored else {
-            throw CheckpointError(.dtypeMismatch, file: file.path, tensor: name, offset: info.fileOffset,
+            throw TensorFileError(.dtypeMismatch, file: file.path, tensor: name, offset: info.fileOffset,
                                   message: "dtype \(info.dtype.rawValue) cannot be used as a weight",
                                   fix: "store this tensor as F32, BF16 or F16")
         }

@@ -12,7 +12,7 @@
 //   __metadata__: latent_height, latent_width (optional; SD3: latent pixels, FLUX: token grid h, w)
 
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import Models

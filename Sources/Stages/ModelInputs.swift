@@ -3,7 +3,7 @@
 // its recipe location.
 
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Compression
 import Foundation
 import ModelSpec

@@ -3,7 +3,7 @@
 // and holds 4-bit weights packed for the W4A16 kernel (int8 is dequantised at load; `ModelLoading.quantisedWeightsNote`).
 
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Compression
 import CPUBackend
 import Foundation

@@ -3,7 +3,7 @@
 // keep their objects; each quantised weight becomes new objects (codes + companions).
 
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Compression
 import Foundation
 import ModelSpec

@@ -4,7 +4,7 @@
 // shell) and reads back P; ΔP = P_baseline − P. Each P is kept in the store as soon as it is known (resumable).
 
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import Models

@@ -3,7 +3,7 @@
 // optimiser, checkpoint/resume and NaN handling as `distill` (TrainingLoop).
 
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import ModelStore

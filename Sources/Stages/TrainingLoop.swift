@@ -4,7 +4,7 @@
 // (new objects only for the trained tensors; every other tensor keeps its input's object).
 
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import ModelStore

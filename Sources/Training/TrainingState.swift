@@ -2,7 +2,7 @@
 // run (next step; every random draw is a function of (seed, step), so the step is the RNG position). Saved
 // as one safetensors file: `param/<name>`, `adam_m/<name>`, `adam_v/<name>` (f32) with the counters in metadata.
 
-import Checkpoint
+import TensorFiles
 import Foundation
 import Models
 import TensorCore

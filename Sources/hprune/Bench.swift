@@ -8,7 +8,7 @@
 import ArgumentParser
 import Benchmarks
 import CPUBackend
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import Models

@@ -3,7 +3,7 @@
 // for ComfyUI-GGUF, or one safetensors file. Written to a temp path, fsynced, renamed.
 import ArgumentParser
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelStore
 

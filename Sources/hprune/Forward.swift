@@ -3,7 +3,7 @@
 import ArgumentParser
 import ArtifactStore
 import CPUBackend
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import Models
@@ -66,7 +66,7 @@ struct Forward: AsyncParsableCommand {
                                         metadata: ["hprune": "forward", "dtype": dtype, "backend": be.name], to: output)
         } catch let e as ModelSpecError {  // also ModelError (the same type)
             Terminal.err(e.description); throw Exit.invalid
-        } catch let e as CheckpointError {
+        } catch let e as TensorFileError {
             Terminal.err(e.description)
             throw e.file == output ? Exit.failed : Exit.invalid
         } catch {

@@ -3,7 +3,7 @@
 // tensor's object digest, so an export → import round trip can be checked tensor by tensor).
 import ArgumentParser
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelStore
 

@@ -2,7 +2,7 @@
 // dtype, from ModelSpec's inspect report. Malformed or hostile files are refused with a message and exit 2.
 import ArgumentParser
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import YAMLSupport
@@ -31,7 +31,7 @@ struct Inspect: AsyncParsableCommand {
         let report: InspectReport
         do {
             report = try inspect(path: model, scanNonFinite: !noScan)
-        } catch let e as CheckpointError {
+        } catch let e as TensorFileError {
             Terminal.err(e.description); throw Exit.invalid
         } catch let e as ModelSpecError {
             Terminal.err(e.description); throw Exit.invalid

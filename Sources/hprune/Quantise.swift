@@ -3,7 +3,7 @@
 // quantization_config, so `SD3Transformer2DModel.from_pretrained(DIR)` loads them with bitsandbytes.
 import ArgumentParser
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Compression
 import Foundation
 import ModelSpec

@@ -1,7 +1,7 @@
 // `hprune quantise` and `hprune export` through the real binary: NF4/FP4 output byte for byte with
 // bitsandbytes (Tests/Fixtures/compression), diffusers layout and config, export of a run's models.
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelStore
 import Testing

@@ -2,7 +2,7 @@
 // (Tests/Fixtures/export, written by its generate.py): renumbered native folders byte for byte, the SD3
 // context_pre_only conversion, nf4 on top, the loader layout, and `hprune forward` on each export.
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import ModelStore

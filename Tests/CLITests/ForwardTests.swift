@@ -1,5 +1,5 @@
 // `hprune forward` and `hprune inspect` end to end: the real binary on a committed diffusers fixture.
-import Checkpoint
+import TensorFiles
 import Foundation
 import Testing
 import TestSupport

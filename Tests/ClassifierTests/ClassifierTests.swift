@@ -1,6 +1,6 @@
 // Tests of the digits classifier (training, held-out accuracy on the committed data) and the Fréchet distance.
 
-import Checkpoint
+import TensorFiles
 import Foundation
 import Testing
 @testable import Classifier

@@ -2,7 +2,7 @@
 // (nf4/64, fp4/64 + double quant, nf4/4096 + double quant = partial blocks, fp4/128), byte for byte with what
 // bitsandbytes 0.50 saved (Tests/Fixtures/compression/generate.py).
 
-import Checkpoint
+import TensorFiles
 import Compression
 import Foundation
 import TensorCore

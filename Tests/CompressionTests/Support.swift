@@ -1,6 +1,6 @@
 // Shared helpers for the compression-maths tests: fixture configs and synthetic sensitivity tables.
 
-import Checkpoint
+import TensorFiles
 import Compression
 import Foundation
 import ModelSpec

@@ -1,7 +1,7 @@
 // Checkpoints checked against their config (missing tensors, shape mismatches, pruned models
 // recorded in `hprune_removed`) and the `inspect` report.
 
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import Testing
@@ -29,7 +29,7 @@ func copyFixture(_ model: String, config edit: ((inout [String: Any]) -> Void)? 
 
     @Test func missingTensorTheConfigNeedsIsNamed() throws {
         let dir = try copyFixture("sd35_tiny", tensors: { $0.removeAll { $0.name == "transformer_blocks.1.attn2.to_k.weight" } })
-        let e = try #require(throws: CheckpointError.self) { try ModelCheckpoint(path: dir) }
+        let e = try #require(throws: TensorFileError.self) { try ModelCheckpoint(path: dir) }
         #expect(e.kind == .missingTensor)
         #expect(e.tensor == "transformer_blocks.1.attn2.to_k.weight")
         #expect(e.file == dir && e.message.contains("[32, 32]"))
@@ -49,7 +49,7 @@ func copyFixture(_ model: String, config edit: ((inout [String: Any]) -> Void)? 
             let i = ts.firstIndex { $0.name == "transformer_blocks.0.attn.to_q.weight" }!
             ts[i] = TensorPayload(name: ts[i].name, shape: [16, 15], floats: Array(repeating: 0, count: 16 * 15))
         })
-        let m = try #require(throws: CheckpointError.self) { try ModelCheckpoint(path: inner) }
+        let m = try #require(throws: TensorFileError.self) { try ModelCheckpoint(path: inner) }
         #expect(m.kind == .shapeMismatch && m.tensor == "transformer_blocks.0.attn.to_q.weight")
         #expect(m.message.contains("[16, 15]") && m.message.contains("[16, 16]"))
         #expect(m.offset != nil && m.file.hasSuffix(DiffusersFolder.weightsName))
@@ -80,7 +80,7 @@ func copyFixture(_ model: String, config edit: ((inout [String: Any]) -> Void)? 
         // Only block 0's ff recorded: block 0 misses tensors the config needs.
         let partial = try copyFixture("sd35_tiny", config: { $0["hprune_removed"] = ["blocks.1"] },
                                       tensors: { $0.removeAll { gone.contains($0.name) } })
-        #expect(throws: CheckpointError.self) { try ModelCheckpoint(path: partial) }
+        #expect(throws: TensorFileError.self) { try ModelCheckpoint(path: partial) }
         // A bad record names config.json.
         let bad = try copyFixture("sd35_tiny", config: { $0["hprune_removed"] = ["blocks.9"] })
         let e = try #require(throws: ModelSpecError.self) { try ModelCheckpoint(path: bad) }
@@ -127,7 +127,7 @@ func copyFixture(_ model: String, config edit: ((inout [String: Any]) -> Void)? 
         let w = dir + "/" + DiffusersFolder.weightsName
         let data = try Data(contentsOf: URL(fileURLWithPath: w))
         try data.dropLast(3).write(to: URL(fileURLWithPath: w))
-        let e = try #require(throws: CheckpointError.self) { try inspect(path: dir) }
+        let e = try #require(throws: TensorFileError.self) { try inspect(path: dir) }
         #expect(e.kind == .offsetsOutOfBounds && e.file == w)
     }
 }
@@ -182,8 +182,8 @@ func copyFixture(_ model: String, config edit: ((inout [String: Any]) -> Void)? 
         var bytes = [UInt8](repeating: 0, count: 8)
         bytes[5] = 1  // header length 2^40
         try Data(bytes + Array("{}".utf8)).write(to: URL(fileURLWithPath: path))
-        let e = try #require(throws: CheckpointError.self) { try inspect(path: path) }
+        let e = try #require(throws: TensorFileError.self) { try inspect(path: path) }
         #expect(e.kind == .headerLengthTooLarge && e.file == path)
-        #expect(throws: CheckpointError.self) { try inspect(path: "/nonexistent/file.safetensors") }
+        #expect(throws: TensorFileError.self) { try inspect(path: "/nonexistent/file.safetensors") }
     }
 }

@@ -1,7 +1,7 @@
 // Flow-matching schedule maths against diffusers' FlowMatchEulerDiscreteScheduler
 // (Fixtures/models/schedules.json, computed by generate.py).
 
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import Testing

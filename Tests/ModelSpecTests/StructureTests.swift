@@ -1,7 +1,7 @@
 // The expected tensors, block structure, sub-component ownership and parameter counts against
 // the diffusers-written fixtures (names, shapes and counts computed by PyTorch in generate.py).
 
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import Testing

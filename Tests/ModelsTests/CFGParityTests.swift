@@ -3,7 +3,7 @@
 // prompt embeddings and one shared negative embedding (Tests/Fixtures/models/generate_cfg.py).
 
 import CPUBackend
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import Models

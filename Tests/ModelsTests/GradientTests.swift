@@ -2,7 +2,7 @@
 // (Tests/Fixtures/models/*/train.safetensors), a central finite-difference spot check, and frozen parameters.
 
 import CPUBackend
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import Models

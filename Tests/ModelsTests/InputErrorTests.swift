@@ -1,7 +1,7 @@
 // Bad forward inputs are reported naming the argument (and file), never crash.
 
 import CPUBackend
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import Models

@@ -2,7 +2,7 @@
 // official-semantics removals, f32 on the CPU and reference backends, bf16 on the CPU backend.
 
 import CPUBackend
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import Models

@@ -2,7 +2,7 @@
 // reproduces the removal fixture: removed tensors are never needed.
 
 import CPUBackend
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import Models

@@ -4,7 +4,7 @@
 // scorer failures are located; the official code's contribution JSON imports with its `<tab>` keys.
 
 import CPUBackend
-import Checkpoint
+import TensorFiles
 import Compression
 import Foundation
 import ModelSpec

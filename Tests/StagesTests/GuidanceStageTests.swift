@@ -4,7 +4,7 @@
 
 import CPUBackend
 import Compression
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelSpec
 import Models

@@ -2,7 +2,7 @@
 // manifest), caching and re-import, and the bad-input errors (stage name + recipe location, store intact).
 
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Compression
 import Foundation
 import ModelSpec

@@ -2,7 +2,7 @@
 // folders imported as quantised, export round trips, and damaged inputs.
 
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Foundation
 import ModelStore
 import TensorCore

@@ -3,7 +3,7 @@
 // the other metrics and methods, external scores, and bad input.
 
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Compression
 import Foundation
 import ModelSpec

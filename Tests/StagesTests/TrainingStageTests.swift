@@ -4,7 +4,7 @@
 // step and keeps the last good checkpoint, and train fits a randomly initialised model.
 
 import ArtifactStore
-import Checkpoint
+import TensorFiles
 import Compression
 import Foundation
 import ModelSpec

@@ -25,30 +25,30 @@ public final class SafetensorsFile: @unchecked Sendable {
     private let base: UnsafeRawPointer?
     private let index: [String: Int]
 
-    /// Opens and validates `path`. Throws `CheckpointError` for any malformed input.
+    /// Opens and validates `path`. Throws `TensorFileError` for any malformed input.
     public init(path: String) throws {
         self.path = path
         let fd = open(path, O_RDONLY)
         if fd < 0 {
             let why = String(cString: strerror(errno))
-            throw CheckpointError(.cannotOpen, file: path, message: "cannot open (\(why))",
+            throw TensorFileError(.cannotOpen, file: path, message: "cannot open (\(why))",
                                   fix: "check the path and its permissions")
         }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
-            throw CheckpointError(.cannotOpen, file: path, message: "cannot stat (\(String(cString: strerror(errno))))",
+            throw TensorFileError(.cannotOpen, file: path, message: "cannot stat (\(String(cString: strerror(errno))))",
                                   fix: "check the path and its permissions")
         }
         let size = Int(st.st_size)
         if size < 8 {
-            throw CheckpointError(
+            throw TensorFileError(
                 .emptyFile, file: path, offset: 0,
                 message: size == 0 ? "file is empty" : "file is \(size) bytes, too short for the 8-byte header length",
                 fix: "the file is truncated or not a safetensors file; re-download or re-export it")
         }
         guard let map = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), map != MAP_FAILED else {
-            throw CheckpointError(.ioFailure, file: path, message: "cannot memory-map \(size) bytes (\(String(cString: strerror(errno))))",
+            throw TensorFileError(.ioFailure, file: path, message: "cannot memory-map \(size) bytes (\(String(cString: strerror(errno))))",
                                   fix: "check free address space and that the file is a regular file")
         }
         let raw = UnsafeRawPointer(map)
@@ -85,7 +85,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// The header entry of `name`; throws `.missingTensor` when absent.
     public func info(_ name: String) throws -> TensorInfo {
         guard let i = index[name] else {
-            throw CheckpointError(.missingTensor, file: path, tensor: name,
+            throw TensorFileError(.missingTensor, file: path, tensor: name,
                                   message: "no tensor of this name in the file",
                                   fix: "check the name; `hprune inspect` lists the tensors")
         }
@@ -109,7 +109,7 @@ public final class SafetensorsFile: @unchecked Sendable {
         let t = try info(name)
         return try withBytes(name) { raw in
             guard let v = FloatDecoding.decode(raw, dtype: t.dtype) else {
-                throw CheckpointError(.dtypeMismatch, file: path, tensor: name, offset: t.fileOffset,
+                throw TensorFileError(.dtypeMismatch, file: path, tensor: name, offset: t.fileOffset,
                                       message: "dtype \(t.dtype.rawValue) cannot be read as floating point",
                                       fix: "store this tensor as F32, F16 or BF16")
             }

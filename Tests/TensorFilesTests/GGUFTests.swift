@@ -1,6 +1,6 @@
 // GGML block encodings byte for byte against gguf-py (Tests/Fixtures/export/gguf_quants.safetensors), GGUF files
 // written by gguf-py read back by our reader, our writer re-writing them byte-identically, and hostile files.
-import Checkpoint
+import TensorFiles
 import Foundation
 import Testing
 

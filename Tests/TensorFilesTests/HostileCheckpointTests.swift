@@ -1,8 +1,8 @@
-// Hostile safetensors files: each is a real file in a temp dir; each must give a CheckpointError
+// Hostile safetensors files: each is a real file in a temp dir; each must give a TensorFileError
 // naming the file (and the tensor and byte offset where there is one), never a crash, and never
 // an allocation sized by the header's claims.
 
-import Checkpoint
+import TensorFiles
 import Foundation
 import Testing
 
@@ -18,10 +18,10 @@ func hostileFile(_ header: String, data: [UInt8] = [], prefix: UInt64? = nil) th
     return path
 }
 
-/// Opens `path` expecting a CheckpointError of `kind` that names the file.
+/// Opens `path` expecting a TensorFileError of `kind` that names the file.
 @discardableResult
-func expectRefused(_ path: String, _ kind: CheckpointError.Kind, sourceLocation: SourceLocation = #_sourceLocation) throws -> CheckpointError {
-    let e = try #require(throws: CheckpointError.self, sourceLocation: sourceLocation) { try SafetensorsFile(path: path) }
+func expectRefused(_ path: String, _ kind: TensorFileError.Kind, sourceLocation: SourceLocation = #_sourceLocation) throws -> TensorFileError {
+    let e = try #require(throws: TensorFileError.self, sourceLocation: sourceLocation) { try SafetensorsFile(path: path) }
     #expect(e.kind == kind, "got \(e)", sourceLocation: sourceLocation)
     #expect(e.file == path, sourceLocation: sourceLocation)
     #expect(e.description.contains(path) && e.description.contains("fix:"), sourceLocation: sourceLocation)

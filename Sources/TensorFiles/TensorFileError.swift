@@ -1,11 +1,11 @@
-// The one error type of the Checkpoint module. Every error says which file, which tensor (when
+// The one error type of the TensorFiles module (tensor file I/O: safetensors, diffusers folders, GGUF). Every error says which file, which tensor (when
 // there is one), at which byte offset, what is wrong, and how to fix it.
 
 /// An error reading or writing a checkpoint (safetensors file or diffusers folder).
 ///
 /// `description` reads like
 /// `model.safetensors: tensor 'proj_out.weight' at byte 1032: error: shape [4, 4] of F32 needs 64 bytes but data_offsets span 60. fix: re-export the checkpoint`.
-public struct CheckpointError: Error, Sendable, Hashable, CustomStringConvertible {
+public struct TensorFileError: Error, Sendable, Hashable, CustomStringConvertible {
     /// What went wrong, for callers and tests that branch on it.
     public enum Kind: String, Sendable, Hashable, Codable {
         case cannotOpen

@@ -1,7 +1,7 @@
 // Reading and writing safetensors against files written by Python's `safetensors` (committed
 // fixtures), byte for byte; diffusers folders single-file and sharded.
 
-import Checkpoint
+import TensorFiles
 import Foundation
 import Testing
 
@@ -85,10 +85,10 @@ func tempDir() throws -> String {
     }
 
     @Test func writerRejectsBadPayloads() throws {
-        #expect(throws: CheckpointError.self) {
+        #expect(throws: TensorFileError.self) {
             try SafetensorsWriter.serialize([TensorPayload(name: "a", dtype: .f32, shape: [2], data: Data(count: 4))])
         }
-        #expect(throws: CheckpointError.self) {
+        #expect(throws: TensorFileError.self) {
             try SafetensorsWriter.serialize([TensorPayload(name: "a", shape: [1], floats: [1]),
                                              TensorPayload(name: "a", shape: [1], floats: [2])])
         }
@@ -141,20 +141,20 @@ func tempDir() throws -> String {
         let dir = try tempDir()
         try Data("{}".utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
         try Data("{\"weight_map\": {\"a\": \"nope.safetensors\"}}".utf8).write(to: URL(fileURLWithPath: dir + "/" + DiffusersFolder.indexName))
-        let e = try #require(throws: CheckpointError.self) { try DiffusersFolder(path: dir) }
+        let e = try #require(throws: TensorFileError.self) { try DiffusersFolder(path: dir) }
         #expect(e.kind == .missingFile)
         #expect(e.file.hasSuffix("nope.safetensors"))
     }
 
     @Test func missingWeightsAndConfigAreErrors() throws {
         let dir = try tempDir()
-        let e1 = try #require(throws: CheckpointError.self) { try DiffusersFolder(path: dir) }
+        let e1 = try #require(throws: TensorFileError.self) { try DiffusersFolder(path: dir) }
         #expect(e1.kind == .missingFile && e1.file.hasSuffix("config.json"))
         try Data("{}".utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
-        let e2 = try #require(throws: CheckpointError.self) { try DiffusersFolder(path: dir) }
+        let e2 = try #require(throws: TensorFileError.self) { try DiffusersFolder(path: dir) }
         #expect(e2.kind == .missingFile && e2.message.contains(DiffusersFolder.weightsName))
         try Data("[1]".utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
-        let e3 = try #require(throws: CheckpointError.self) { try DiffusersFolder(path: dir) }
+        let e3 = try #require(throws: TensorFileError.self) { try DiffusersFolder(path: dir) }
         #expect(e3.kind == .invalidConfig)
     }
 }
@@ -190,7 +190,7 @@ func tempDir() throws -> String {
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
         // Wrong byte count is refused the same way.
-        #expect(throws: CheckpointError.self) {
+        #expect(throws: TensorFileError.self) {
             try SafetensorsWriter.write(entries: [TensorEntry(name: "a", dtype: .f32, shape: [2])], to: dir + "/y.safetensors") { _ in Data(count: 4) }
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)

@@ -39,7 +39,7 @@ public final class DiffusersFolder: @unchecked Sendable {
         let fm = FileManager.default
         var isDir: ObjCBool = false
         guard fm.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
-            throw CheckpointError(.missingFile, file: path, message: "not a directory",
+            throw TensorFileError(.missingFile, file: path, message: "not a directory",
                                   fix: "pass a diffusers model folder (config.json + diffusion_pytorch_model.safetensors)")
         }
         configPath = path + "/" + Self.configName
@@ -53,14 +53,14 @@ public final class DiffusersFolder: @unchecked Sendable {
         if fm.fileExists(atPath: indexPath) {
             let index = try Self.readJSONObject(indexPath, kind: .invalidIndex, what: "the shard index")
             guard let map = index["weight_map"]?.objectValue else {
-                throw CheckpointError(.invalidIndex, file: indexPath, message: "no 'weight_map' object",
+                throw TensorFileError(.invalidIndex, file: indexPath, message: "no 'weight_map' object",
                                       fix: "the index must map each tensor name to its shard file")
             }
             var shardNames: [String] = []
             var shardOf: [String: String] = [:]
             for name in map.keys.sorted() {
                 guard let shard = map[name]?.stringValue, !shard.contains("/"), !shard.isEmpty else {
-                    throw CheckpointError(.invalidIndex, file: indexPath, tensor: name,
+                    throw TensorFileError(.invalidIndex, file: indexPath, tensor: name,
                                           message: "weight_map entry is not a plain file name",
                                           fix: "list shard files by name, in the same folder")
                 }
@@ -72,7 +72,7 @@ public final class DiffusersFolder: @unchecked Sendable {
             for s in shardNames {
                 let p = path + "/" + s
                 guard fm.fileExists(atPath: p) else {
-                    throw CheckpointError(.missingFile, file: p, message: "shard named by \(Self.indexName) does not exist",
+                    throw TensorFileError(.missingFile, file: p, message: "shard named by \(Self.indexName) does not exist",
                                           fix: "copy the missing shard into the folder or regenerate the index")
                 }
                 opened.append(try SafetensorsFile(path: p))
@@ -81,7 +81,7 @@ public final class DiffusersFolder: @unchecked Sendable {
             for (i, f) in opened.enumerated() {
                 for t in f.tensors {
                     if let j = owner[t.name] {
-                        throw CheckpointError(.invalidIndex, file: f.path, tensor: t.name, offset: t.fileOffset,
+                        throw TensorFileError(.invalidIndex, file: f.path, tensor: t.name, offset: t.fileOffset,
                                               message: "tensor also stored in \(opened[j].path)",
                                               fix: "keep each tensor in exactly one shard")
                     }
@@ -90,7 +90,7 @@ public final class DiffusersFolder: @unchecked Sendable {
             }
             for (name, shard) in shardOf {
                 guard let i = owner[name], opened[i].path.hasSuffix("/" + shard) else {
-                    throw CheckpointError(.invalidIndex, file: indexPath, tensor: name,
+                    throw TensorFileError(.invalidIndex, file: indexPath, tensor: name,
                                           message: "index says the tensor is in \(shard), but it is not there",
                                           fix: "regenerate the index from the shards")
                 }
@@ -104,7 +104,7 @@ public final class DiffusersFolder: @unchecked Sendable {
             for t in f.tensors { owner[t.name] = 0 }
             self.owner = owner
         } else {
-            throw CheckpointError(.missingFile, file: path,
+            throw TensorFileError(.missingFile, file: path,
                                   message: "no \(Self.weightsName) and no \(Self.indexName)",
                                   fix: "put the weights next to config.json (diffusers layout)")
         }
@@ -119,7 +119,7 @@ public final class DiffusersFolder: @unchecked Sendable {
     /// The file holding `name`; throws `.missingTensor` naming the folder.
     public func file(for name: String) throws -> SafetensorsFile {
         guard let i = owner[name] else {
-            throw CheckpointError(.missingTensor, file: path, tensor: name,
+            throw TensorFileError(.missingTensor, file: path, tensor: name,
                                   message: "no tensor of this name in the checkpoint",
                                   fix: "check that the checkpoint matches config.json")
         }
@@ -146,13 +146,13 @@ public final class DiffusersFolder: @unchecked Sendable {
     public static func write(config: Data, tensors: [TensorPayload], to path: String,
                              metadata: [String: String]? = ["format": "pt"], maxShardBytes: Int? = nil) throws {
         guard case .success(let v) = JSONValue.parse(config), v.objectValue != nil else {
-            throw CheckpointError(.invalidConfig, file: path + "/" + configName,
+            throw TensorFileError(.invalidConfig, file: path + "/" + configName,
                                   message: "config is not a JSON object", fix: "pass the model's config.json bytes")
         }
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {
-            throw CheckpointError(.ioFailure, file: path, message: "cannot create folder (\(error.localizedDescription))",
+            throw TensorFileError(.ioFailure, file: path, message: "cannot create folder (\(error.localizedDescription))",
                                   fix: "check write permission")
         }
         let total = tensors.reduce(0) { $0 + $1.data.count }
@@ -188,9 +188,9 @@ public final class DiffusersFolder: @unchecked Sendable {
     /// /dev/zero behind a link) is refused after reading one byte past it.
     public static let maxJSONBytes = 64 << 20
 
-    private static func readJSONObject(_ p: String, kind: CheckpointError.Kind, what: String) throws -> [String: JSONValue] {
+    private static func readJSONObject(_ p: String, kind: TensorFileError.Kind, what: String) throws -> [String: JSONValue] {
         guard let handle = FileHandle(forReadingAtPath: p) else {
-            throw CheckpointError(.missingFile, file: p, message: "\(what) is missing or unreadable",
+            throw TensorFileError(.missingFile, file: p, message: "\(what) is missing or unreadable",
                                   fix: "a diffusers folder needs config.json next to the weights")
         }
         defer { try? handle.close() }
@@ -200,16 +200,16 @@ public final class DiffusersFolder: @unchecked Sendable {
             data.append(chunk)
         }
         if data.count > maxJSONBytes {
-            throw CheckpointError(kind, file: p, message: "\(what) is larger than \(maxJSONBytes) bytes",
+            throw TensorFileError(kind, file: p, message: "\(what) is larger than \(maxJSONBytes) bytes",
                                   fix: "\(what) is a small JSON file; is this the right folder?")
         }
         switch JSONValue.parse(data) {
         case .failure(let why):
-            throw CheckpointError(kind, file: p, offset: 0, message: "\(what) is not valid JSON (\(why))",
+            throw TensorFileError(kind, file: p, offset: 0, message: "\(what) is not valid JSON (\(why))",
                                   fix: "repair or re-download \(what)")
         case .success(let v):
             guard let o = v.objectValue else {
-                throw CheckpointError(kind, file: p, offset: 0, message: "\(what) is \(v.typeName), expected an object",
+                throw TensorFileError(kind, file: p, offset: 0, message: "\(what) is \(v.typeName), expected an object",
                                       fix: "repair or re-download \(what)")
             }
             return o

@@ -57,7 +57,7 @@ public enum SafetensorsWriter {
         var sizes: [String: Int] = [:]
         for t in entries {
             if t.name == "__metadata__" || !seen.insert(t.name).inserted {
-                throw CheckpointError(.invalidWrite, file: file, tensor: t.name,
+                throw TensorFileError(.invalidWrite, file: file, tensor: t.name,
                                       message: t.name == "__metadata__" ? "'__metadata__' is reserved" : "tensor name used twice",
                                       fix: "give every tensor a unique name")
             }
@@ -65,7 +65,7 @@ public enum SafetensorsWriter {
             for d in t.shape {
                 let (p, o) = count.multipliedReportingOverflow(by: d)
                 if d < 0 || o {
-                    throw CheckpointError(.invalidWrite, file: file, tensor: t.name,
+                    throw TensorFileError(.invalidWrite, file: file, tensor: t.name,
                                           message: "shape \(t.shape) is negative or overflows", fix: "fix the shape")
                 }
                 count = p
@@ -112,7 +112,7 @@ public enum SafetensorsWriter {
         for t in layout {
             let d = byName[t.name] ?? Data()
             guard d.count == t.byteCount else {
-                throw CheckpointError(.invalidWrite, file: file, tensor: t.name,
+                throw TensorFileError(.invalidWrite, file: file, tensor: t.name,
                                       message: "shape \(t.shape) of \(t.dtype.rawValue) needs \(t.byteCount) bytes, got \(d.count)",
                                       fix: "pass data matching the shape and dtype")
             }
@@ -137,7 +137,7 @@ public enum SafetensorsWriter {
             for t in layout {
                 let d = try bytes(t)
                 guard d.count == t.byteCount else {
-                    throw CheckpointError(.invalidWrite, file: path, tensor: t.name,
+                    throw TensorFileError(.invalidWrite, file: path, tensor: t.name,
                                           message: "shape \(t.shape) of \(t.dtype.rawValue) needs \(t.byteCount) bytes, got \(d.count)",
                                           fix: "pass data matching the shape and dtype")
                 }
@@ -162,7 +162,7 @@ public enum AtomicFile {
                     guard let base = raw.baseAddress else { return }
                     let r = systemWrite(fd, base + done, raw.count - done)
                     if r <= 0 {
-                        throw CheckpointError(.ioFailure, file: path, offset: done,
+                        throw TensorFileError(.ioFailure, file: path, offset: done,
                                               message: "write failed (\(String(cString: strerror(errno))))",
                                               fix: "check free disk space")
                     }
@@ -183,8 +183,8 @@ public enum AtomicFile {
         let url = URL(fileURLWithPath: path)
         let dir = url.deletingLastPathComponent().path
         let tmp = dir + "/.\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        func fail(_ what: String) -> CheckpointError {
-            CheckpointError(.ioFailure, file: path, message: "\(what) (\(String(cString: strerror(errno))))",
+        func fail(_ what: String) -> TensorFileError {
+            TensorFileError(.ioFailure, file: path, message: "\(what) (\(String(cString: strerror(errno))))",
                             fix: "check free disk space and write permission on \(dir)")
         }
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0o644)

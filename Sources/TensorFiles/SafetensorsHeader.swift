@@ -45,14 +45,14 @@ public struct SafetensorsHeader: Sendable, Hashable {
     /// before anything is allocated for the header.
     public static func headerLength(prefix: UInt64, fileSize: Int, file: String) throws -> Int {
         if prefix > UInt64(maxHeaderLength) {
-            throw CheckpointError(
+            throw TensorFileError(
                 .headerLengthTooLarge, file: file, offset: 0,
                 message: "header length \(prefix) bytes exceeds the 100 MB limit",
                 fix: "this is not a safetensors file or it is corrupt; re-download or re-export it")
         }
         let n = Int(prefix)
         if n > fileSize - 8 {
-            throw CheckpointError(
+            throw TensorFileError(
                 .headerBeyondFile, file: file, offset: 0,
                 message: "header length \(n) bytes runs past the end of the \(fileSize)-byte file",
                 fix: "the file is truncated or not a safetensors file; re-download or re-export it")
@@ -80,13 +80,13 @@ public struct SafetensorsHeader: Sendable, Hashable {
         switch JSONValue.parse(json) {
         case .success(let v): root = v
         case .failure(let why):
-            throw CheckpointError(
+            throw TensorFileError(
                 .invalidJSON, file: file, offset: 8,
                 message: "header is not valid JSON (\(why))",
                 fix: "the header is corrupt; re-export the file with the safetensors library")
         }
         guard let object = root.objectValue else {
-            throw CheckpointError(
+            throw TensorFileError(
                 .headerNotObject, file: file, offset: 8,
                 message: "header is \(root.typeName), expected a JSON object of tensors",
                 fix: "re-export the file with the safetensors library")
@@ -98,14 +98,14 @@ public struct SafetensorsHeader: Sendable, Hashable {
         for (name, value) in object {
             if name == "__metadata__" {
                 guard let m = value.objectValue else {
-                    throw CheckpointError(
+                    throw TensorFileError(
                         .invalidEntry, file: file, offset: keyOffset(name),
                         message: "__metadata__ is \(value.typeName), expected an object of strings",
                         fix: "rewrite the metadata as a string-to-string map")
                 }
                 for (k, v) in m {
                     guard let s = v.stringValue else {
-                        throw CheckpointError(
+                        throw TensorFileError(
                             .invalidEntry, file: file, offset: keyOffset(name),
                             message: "__metadata__ value for '\(k)' is \(v.typeName), expected a string",
                             fix: "store metadata values as strings")
@@ -114,8 +114,8 @@ public struct SafetensorsHeader: Sendable, Hashable {
                 }
                 continue
             }
-            func bad(_ kind: CheckpointError.Kind, _ message: String, _ fix: String) -> CheckpointError {
-                CheckpointError(kind, file: file, tensor: name, offset: keyOffset(name), message: message, fix: fix)
+            func bad(_ kind: TensorFileError.Kind, _ message: String, _ fix: String) -> TensorFileError {
+                TensorFileError(kind, file: file, tensor: name, offset: keyOffset(name), message: message, fix: fix)
             }
             guard let entry = value.objectValue else {
                 throw bad(.invalidEntry, "entry is \(value.typeName), expected {dtype, shape, data_offsets}",
@@ -159,13 +159,13 @@ public struct SafetensorsHeader: Sendable, Hashable {
                           "the header is corrupt; re-export the file")
             }
             if end > dataLength {
-                throw CheckpointError(
+                throw TensorFileError(
                     .offsetsOutOfBounds, file: file, tensor: name, offset: 8 + n + begin,
                     message: "data_offsets [\(begin), \(end)] end past the \(dataLength)-byte data section (file ends at byte \(fileSize))",
                     fix: "the file is truncated; re-download or re-export it")
             }
             if end - begin != bytes {
-                throw CheckpointError(
+                throw TensorFileError(
                     .shapeBytesMismatch, file: file, tensor: name, offset: 8 + n + begin,
                     message: "shape \(shape) of \(dtype.rawValue) needs \(bytes) bytes but data_offsets [\(begin), \(end)] span \(end - begin)",
                     fix: "the header is inconsistent; re-export the tensor")
@@ -181,7 +181,7 @@ public struct SafetensorsHeader: Sendable, Hashable {
         var furthestName: String?
         for t in tensors where !t.dataOffsets.isEmpty {
             if t.dataOffsets.lowerBound < furthest, let other = furthestName {
-                throw CheckpointError(
+                throw TensorFileError(
                     .overlappingTensors, file: file, tensor: t.name, offset: t.fileOffset,
                     message: "data_offsets [\(t.dataOffsets.lowerBound), \(t.dataOffsets.upperBound)] overlap tensor '\(other)' which ends at \(furthest)",
                     fix: "the header is corrupt; re-export the file")
