@@ -66,7 +66,7 @@ public enum Planner {
             var pending = false
             let shown = ActionKey.provisionalJSON(
                 kind: stage.kind.name, version: stage.kind.version, usesBackend: stage.kind.usesBackend,
-                params: stage.params, context: context, fileDependencies: deps,
+                params: keyedParams(stage), context: context, fileDependencies: deps,
                 resolve: { target in stage.endpoint(for: target).flatMap(resolveAction) },
                 pending: { target in
                     pending = true

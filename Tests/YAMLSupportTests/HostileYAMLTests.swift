@@ -8,7 +8,7 @@ import YAMLSupport
     /// Parses `bytes`, expects the first diagnostic at `line:column`, and returns it. Fails if the parse
     /// takes more than `seconds` of CPU (generous; most cases take milliseconds).
     @discardableResult
-    func expectFailure(_ bytes: [UInt8], line: Int, column: Int, seconds: Double = 2,
+    func expectFailure(_ bytes: [UInt8], line: Int, column: Int, seconds: Double = 4,
                        limits: YAMLLimits = .default, sourceLocation: SourceLocation = #_sourceLocation) -> Diagnostic? {
         let ((ds, cpu), wall) = timed { cpuTimed { parseDiagnostics(bytes, file: "h.yaml", limits: limits) } }
         #expect(cpu < seconds, "CPU \(cpu) s", sourceLocation: sourceLocation)
