@@ -71,7 +71,7 @@ let package = Package(
             dependencies: [
                 "Stages", "Scheduler", "StageGraph", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
                 "TensorCore", "CPUBackend", "Models", "ModelStore", "Compression", "ModelSpec", "Checkpoint", "Benchmarks", "PNGSupport",
-                "CUDABackend", "BackendConformance",
+                "CUDABackend", "BackendConformance", "Training",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
