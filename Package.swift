@@ -75,7 +75,7 @@ let package = Package(
             dependencies: [
                 "Stages", "Scheduler", "StageGraph", "ArtifactStore", "RecipeLanguage", "YAMLSupport",
                 "TensorCore", "CPUBackend", "Models", "ModelStore", "Compression", "ModelSpec", "TensorFiles", "Benchmarks", "PNGSupport",
-                "CUDABackend", "BackendConformance",
+                "CUDABackend", "BackendConformance", "Training",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

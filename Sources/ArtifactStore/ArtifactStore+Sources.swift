@@ -1,5 +1,6 @@
 // Source hashing: files named in recipes (models, datasets) are hashed once and remembered in the ledger by
-// (path, size, mtime ns, inode), so re-runs do not re-read gigabytes. Hashing never copies into the store.
+// (path, size, mtime ns, inode), so re-runs do not re-read gigabytes (by the driver only: a store opened with
+// `writesLedger: false`, a job's, reads the memos and adds none). Hashing never copies into the store.
 import Foundation
 
 extension ArtifactStore {
@@ -38,7 +39,10 @@ extension ArtifactStore {
     func hashSourceFile(_ path: String, status st: FileStat) throws -> Digest {
         let key = SourceKey(path: path, size: Int64(st.st_size), mtimeNs: POSIX.mtimeNanoseconds(st),
                             inode: Int64(bitPattern: UInt64(st.st_ino)))
-        if let digest = try ledger.sourceDigest(for: key) { return digest }
+        // A job (not writing the ledger) treats an unreadable ledger as a miss: it hashes the file instead.
+        if let digest = writesLedger ? try ledger.sourceDigest(for: key) : (try? ledger.sourceDigest(for: key)) ?? nil {
+            return digest
+        }
 
         let started = Date().timeIntervalSince1970
         let fd = try POSIX.open(path, O_RDONLY)
@@ -51,7 +55,7 @@ extension ArtifactStore {
             && before.st_size == after.st_size
         let mtime = Double(POSIX.mtimeNanoseconds(after)) / 1e9
         let settled = mtime < started - 2
-        if unchanged && settled && Int64(after.st_size) == key.size && POSIX.mtimeNanoseconds(after) == key.mtimeNs {
+        if writesLedger && unchanged && settled && Int64(after.st_size) == key.size && POSIX.mtimeNanoseconds(after) == key.mtimeNs {
             try ledger.rememberSource(key, digest: digest)
         }
         return digest

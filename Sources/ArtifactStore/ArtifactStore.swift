@@ -23,6 +23,10 @@ public final class ArtifactStore: Sendable {
     public let root: URL
     /// The run ledger (`root/ledger.sqlite`).
     public let ledger: Ledger
+    /// False for the processes a driver starts (Slurm jobs, data-parallel ranks): they read the ledger but never
+    /// write it (no source-digest memos, no abandoned-run marks), so on a shared filesystem only the driver's host
+    /// writes the SQLite file.
+    public let writesLedger: Bool
 
     let objectsPath: String
     let actionsPath: String
@@ -39,8 +43,10 @@ public final class ArtifactStore: Sendable {
     ///
     /// - Parameter onWarning: receives what the store repaired by itself (evicted corrupt objects or broken action
     ///   records). By default each is printed to standard error as `path: warning: …`.
-    public init(root: URL, onWarning: (@Sendable (StoreWarning) -> Void)? = nil) throws {
+    /// - Parameter writesLedger: false for a driver's jobs and ranks (`writesLedger`).
+    public init(root: URL, onWarning: (@Sendable (StoreWarning) -> Void)? = nil, writesLedger: Bool = true) throws {
         let rootPath = root.standardizedFileURL.path
+        self.writesLedger = writesLedger
         self.root = URL(fileURLWithPath: rootPath, isDirectory: true)
         objectsPath = rootPath + "/objects/sha256"
         actionsPath = rootPath + "/actions"
@@ -62,7 +68,7 @@ public final class ArtifactStore: Sendable {
             defer { POSIX.close(initFD) }
             _ = try POSIX.flock(initFD, LOCK_EX, path: initLockPath)
             ledger = try Ledger(path: rootPath + "/ledger.sqlite")
-            try ledger.markAbandonedRuns()
+            if writesLedger { try ledger.markAbandonedRuns() }
         } catch {
             POSIX.close(fd)
             throw error

@@ -5,6 +5,8 @@
 //        mpirun -np N [--oversubscribe] [--allow-run-as-root] --bind-to none hprune _job … --data-parallel
 //    (or `srun --ntasks=N --mpi=pmix …` inside a Slurm allocation of N tasks), waits, forwards rank 0's progress,
 //    and returns the outputs rank 0 stored. This process keeps the action lock and records the action.
+//  - `Driver`: rank 0 of an MPI world the user started around `hprune run` (mpirun -np N hprune run R) announces
+//    each data-parallel stage to the other ranks instead of starting new ones.
 
 import ArtifactStore
 import Foundation
@@ -24,12 +26,65 @@ public enum DataParallel {
     /// False on ranks 1… of a data-parallel group: they train but store nothing.
     public static var isRoot: Bool { (world?.rank ?? 0) == 0 }
 
+    nonisolated(unsafe) private static var _driver: Driver?
+    /// Set on rank 0 of `mpirun -np N hprune run …`: the stages it runs announce themselves to the other ranks.
+    public static var driver: Driver? {
+        get { lock.withLock { _driver } }
+        set { lock.withLock { _driver = newValue } }
+    }
+
+    /// Rank 0 of an MPI world started around `hprune run`. Each data-parallel stage it reaches is announced (stage
+    /// name and action key, one patient broadcast) before it trains with the other ranks; `finish` tells them to
+    /// exit. Stages run one at a time on rank 0, so announcements and the stages' collectives never interleave.
+    public final class Driver: @unchecked Sendable {
+        public let world: any Collective
+        private let lock = NSLock()
+        private var announced: String?
+        private var finished = false
+
+        public init(world: any Collective) { self.world = world }
+
+        /// The action key announced last (the stage that trains with the other ranks now).
+        public var announcedKey: String? { lock.withLock { announced } }
+
+        static let messageBytes = 1024
+
+        /// Rank 0: the other ranks are to run `stage` (action `key`) with it now.
+        func announce(stage: String, key: String) throws {
+            let text = Array("\(stage)\n\(key)".utf8)
+            precondition(text.count < Self.messageBytes, "stage name too long to announce")
+            var buf = text + [UInt8](repeating: 0, count: Self.messageBytes - text.count)
+            try buf.withUnsafeMutableBytes { try world.patientBroadcast($0, root: 0, poll: .milliseconds(20)) }
+            lock.withLock { announced = key }
+        }
+
+        /// Rank 0, once, when the run ends (whatever its outcome): the other ranks exit.
+        public func finish() {
+            let first = lock.withLock { () -> Bool in defer { finished = true }; return !finished }
+            guard first else { return }
+            var buf = [UInt8](repeating: 0, count: Self.messageBytes)
+            try? buf.withUnsafeMutableBytes { try world.patientBroadcast($0, root: 0, poll: .milliseconds(20)) }
+        }
+
+        /// Ranks 1…: waits (sleeping between polls) for rank 0's next announcement; nil when it is done.
+        public static func nextAnnouncement(_ world: any Collective) throws -> (stage: String, key: String)? {
+            var buf = [UInt8](repeating: 0, count: messageBytes)
+            try buf.withUnsafeMutableBytes { try world.patientBroadcast($0, root: 0, poll: .milliseconds(50)) }
+            let text = String(decoding: buf.prefix { $0 != 0 }, as: UTF8.self)
+            guard !text.isEmpty else { return nil }
+            let parts = text.split(separator: "\n", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw CollectiveError("rank 0 announced '\(text.prefix(80))', not a stage and key") }
+            return (parts[0], parts[1])
+        }
+    }
+
     /// The recipe's `ranks` (1 when absent).
     static func ranks(_ ctx: StageContext) -> Int { ctx.params["ranks"]?.int ?? 1 }
 
     /// Micro-batches and collective for the training loop; nil: the whole batch at once (no `micro_batch`, one process).
     static func plan(_ ctx: StageContext, batch: Int) throws -> (micro: MicroBatches, collective: any Collective)? {
-        let world = self.world
+        var world = self.world
+        if world == nil, let driver, driver.announcedKey == ctx.actionKey { world = driver.world }
         guard let m = ctx.params["micro_batch"]?.int else {
             if let world, world.size > 1 {
                 throw ctx.failure("running as rank \(world.rank) of \(world.size), but the stage has no 'micro_batch': the batch cannot be shared",
@@ -49,7 +104,24 @@ public enum DataParallel {
     /// when the stage should run here (one rank, or this process is a rank).
     static func launchIfNeeded(_ ctx: StageContext) async throws -> [String: Digest]? {
         let ranks = ranks(ctx)
-        guard ranks > 1, world == nil else { return nil }
+        if world != nil { return nil }
+        if let driver {   // rank 0 of `mpirun -np N hprune run`: the ranks exist already
+            let n = driver.world.size
+            guard let m = ctx.params["micro_batch"]?.int else {
+                ctx.progress.log("no `micro_batch`: rank 0 trains this stage alone while the other \(n - 1) rank\(n == 2 ? "" : "s") wait")
+                return nil
+            }
+            let micro = MicroBatches(batch: ctx.params["batch"]?.int ?? 4, size: m)
+            guard micro.count >= n else {
+                throw ctx.failure("\(n) MPI ranks but only \(micro.count) micro-batch\(micro.count == 1 ? "" : "es") (batch \(micro.batch), micro_batch \(m)): a rank would have nothing to do",
+                                  log: "fix: start at most \(micro.count) ranks, or use a smaller `micro_batch`")
+            }
+            if ranks != 1 && ranks != n { ctx.progress.log("`ranks: \(ranks)` ignored: the MPI world has \(n) ranks") }
+            ctx.progress.log("training with the \(n) MPI ranks hprune was started with")
+            try driver.announce(stage: ctx.stage.name, key: ctx.actionKey)
+            return nil
+        }
+        guard ranks > 1 else { return nil }
         if let n = MPILaunch.worldSize(), n > 1 {
             throw ctx.failure("`ranks: \(ranks)`, but this hprune process is itself one of \(n) MPI ranks (started by mpirun or srun)",
                               log: "fix: run `hprune run` without mpirun/srun: hprune starts the stage's ranks itself")

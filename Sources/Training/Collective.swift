@@ -18,6 +18,9 @@ public protocol Collective: AnyObject, Sendable {
     func allGather(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer) throws
     /// Rank `root`'s `buffer` is copied into every rank's `buffer` (the same byte count on every rank).
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws
+    /// `broadcast` for a rank that may wait long (hours, while rank 0 runs other stages): it sleeps `poll`
+    /// between checks instead of spinning a core.
+    func patientBroadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int, poll: Duration) throws
     /// Returns when every rank has called it.
     func barrier() throws
     /// Ends every rank of the group now (a rank that cannot go on must not leave the others waiting).
@@ -43,6 +46,9 @@ public final class SingleProcess: Collective {
     }
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
         precondition(root == 0, "broadcast: root \(root) of a one-rank world")
+    }
+    public func patientBroadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int, poll: Duration) throws {
+        try broadcast(buffer, root: root)
     }
     public func barrier() throws {}
     public func abort(code: Int32) -> Never { exit(code) }

@@ -40,6 +40,8 @@ public final class MPICollective: Collective, @unchecked Sendable {
     private typealias BcastFn = @convention(c) (UnsafeMutableRawPointer?, Int32, UnsafeMutableRawPointer, Int32, UnsafeMutableRawPointer) -> Int32
     private typealias CommFn = @convention(c) (UnsafeMutableRawPointer) -> Int32
     private typealias AbortFn = @convention(c) (UnsafeMutableRawPointer, Int32) -> Int32
+    private typealias IbcastFn = @convention(c) (UnsafeMutableRawPointer?, Int32, UnsafeMutableRawPointer, Int32, UnsafeMutableRawPointer, UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> Int32
+    private typealias TestFn = @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>, UnsafeMutablePointer<Int32>, UnsafeMutableRawPointer?) -> Int32
     private typealias VoidFn = @convention(c) () -> Int32
     private typealias VersionFn = @convention(c) (UnsafeMutablePointer<CChar>, UnsafeMutablePointer<Int32>) -> Int32
     private typealias ErrorStringFn = @convention(c) (Int32, UnsafeMutablePointer<CChar>, UnsafeMutablePointer<Int32>) -> Int32
@@ -59,6 +61,8 @@ public final class MPICollective: Collective, @unchecked Sendable {
     private let bcastFn: BcastFn
     private let barrierFn: CommFn
     private let abortFn: AbortFn
+    private let ibcastFn: IbcastFn
+    private let testFn: TestFn
     private let finalizeFn: VoidFn
     private let errorStringFn: ErrorStringFn?
 
@@ -125,6 +129,8 @@ public final class MPICollective: Collective, @unchecked Sendable {
         bcastFn = try sym("MPI_Bcast", BcastFn.self)
         barrierFn = try sym("MPI_Barrier", CommFn.self)
         abortFn = try sym("MPI_Abort", AbortFn.self)
+        ibcastFn = try sym("MPI_Ibcast", IbcastFn.self)
+        testFn = try sym("MPI_Test", TestFn.self)
         finalizeFn = try sym("MPI_Finalize", VoidFn.self)
         errorStringFn = dlsym(handle, "MPI_Error_string").map { unsafeBitCast($0, to: ErrorStringFn.self) }
 
@@ -203,6 +209,20 @@ public final class MPICollective: Collective, @unchecked Sendable {
             let len = min(Self.maxChunk, buffer.count - offset)
             try check(bcastFn(buffer.baseAddress! + offset, Int32(len), byte, Int32(root), comm), "MPI_Bcast")
             offset += len
+        }
+    }
+
+    /// MPI_Ibcast, then MPI_Test every `poll` until it completes (MPI_STATUS_IGNORE is NULL in Open MPI).
+    public func patientBroadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int, poll: Duration) throws {
+        precondition(buffer.count <= Self.maxChunk, "patientBroadcast: at most \(Self.maxChunk) bytes")
+        var request: UnsafeMutableRawPointer?
+        try check(ibcastFn(buffer.baseAddress, Int32(buffer.count), byte, Int32(root), comm, &request), "MPI_Ibcast")
+        var done: Int32 = 0
+        let micros = UInt32(clamping: poll.components.seconds * 1_000_000 + poll.components.attoseconds / 1_000_000_000_000)
+        while true {
+            try check(testFn(&request, &done, nil), "MPI_Test")
+            if done != 0 { return }
+            usleep(max(1, micros))
         }
     }
 

@@ -73,9 +73,10 @@ extension RecipeOptions {
 }
 
 extension StoreOptions {
-    /// The store for a recipe: --store, $HPRUNE_STORE, else beside the recipe.
-    func open(for workspace: Workspace) throws -> ArtifactStore {
-        try openStore(workspace.storeURL(override: store, environment: Terminal.environment))
+    /// The store for a recipe: --store, $HPRUNE_STORE, else beside the recipe. `writesLedger: false` for the
+    /// processes a driver starts (jobs, ranks): they only read the ledger.
+    func open(for workspace: Workspace, writesLedger: Bool = true) throws -> ArtifactStore {
+        try openStore(workspace.storeURL(override: store, environment: Terminal.environment), writesLedger: writesLedger)
     }
 
     /// The store without a recipe: --store, $HPRUNE_STORE, else ./.hprune (which must exist).
@@ -93,9 +94,9 @@ extension StoreOptions {
         return try openStore(local)
     }
 
-    private func openStore(_ url: URL) throws -> ArtifactStore {
+    private func openStore(_ url: URL, writesLedger: Bool = true) throws -> ArtifactStore {
         do {
-            return try ArtifactStore(root: url, onWarning: { Terminal.err("warning: \($0)") })
+            return try ArtifactStore(root: url, onWarning: { Terminal.err("warning: \($0)") }, writesLedger: writesLedger)
         } catch {
             Terminal.err("error: cannot open the store at \(url.path): \(PlainError.describe(error))")
             throw Exit.failed

@@ -5,7 +5,6 @@
 // srun): it joins the MPI world, runs the stage without lock or action record, and rank 0 writes the outputs.
 import ArgumentParser
 import ArtifactStore
-import CPUBackend
 import Foundation
 import RecipeLanguage
 import Scheduler
@@ -67,7 +66,7 @@ struct Job: AsyncParsableCommand {
             try finish("failed", error: "the recipe \(recipe.recipe) no longer checks (see the job log)")
             throw Exit.invalid
         }
-        let store = try storeOptions.open(for: ws)
+        let store = try storeOptions.open(for: ws, writesLedger: false)   // only the driver writes the ledger
         guard backend != .auto else {
             try finish("failed", error: "--backend auto: the driver passes the backend it resolved")
             throw Exit.invalid
@@ -148,74 +147,14 @@ extension Job {
     /// rank waits forever for one that stopped; rank 0 writes the JobResult (outputs, metrics, or the error).
     func runRank() async throws {
         let clock = ContinuousClock.now
-        let world: any Collective
-        do { world = try MPICollective.shared() } catch {
-            Terminal.err("hprune rank: error: \(error)")
-            throw Exit.failed
-        }
-        let me = "hprune rank \(world.rank) of \(world.size)"
-        func fail(_ message: String) -> Never {
-            Terminal.err("\(me): error: \(message)")
+        let world = try Ranks.join(expected: ranks)
+        let done = await Ranks.runStage(stage, key: key, recipe: recipe, storeOptions: storeOptions, backend: backend, world: world) { message in
             if world.rank == 0 { try? writeResult(JobResult(status: "failed", seconds: elapsed(clock), error: message)) }
-            world.abort(code: 1)
-        }
-        if let ranks, ranks != world.size {
-            fail("the stage started \(ranks) ranks but MPI sees a world of \(world.size): the launcher did not connect them (for srun: `--mpi=pmix`, or set HPRUNE_SRUN_MPI)")
-        }
-        // Threads per rank: HPRUNE_THREADS (the parent sets it), else this node's cores shared by its ranks.
-        if ProcessInfo.processInfo.environment["HPRUNE_THREADS"] == nil {
-            let local = MPILaunch.localSize() ?? world.size
-            CPUBackend.setThreadCount(max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, local)))
-        }
-        DataParallel.world = world
-        if world.rank == 0 {
-            Terminal.err("\(me): \(world.description), \(CPUBackend.threadCount) thread\(CPUBackend.threadCount == 1 ? "" : "s") per rank on \(ProcessInfo.processInfo.hostName)")
-        }
-
-        let resolved: ResolvedBackend
-        do { resolved = try ResolvedBackend.named(backend.rawValue) } catch { fail("--backend \(backend.rawValue): \(error)") }
-        let ws: Workspace
-        do { ws = try recipe.workspace() } catch { fail("the recipe \(recipe.recipe) no longer checks") }
-        let store: ArtifactStore
-        do { store = try storeOptions.open(for: ws) } catch { fail("cannot open the store: \(error)") }
-        let plan: Plan
-        let sources: [String: ArtifactRef]
-        let deps: [String: [String: String]]
-        do {
-            sources = try ws.hashSources(store: store)
-            deps = try ws.hashFileDependencies(store: store)
-            plan = try ws.plan(store: store, backend: resolved.name, numerics: resolved.versions)
-        } catch {
-            fail(error.diagnostics.map(\.message).joined(separator: "; "))
-        }
-        guard ws.graph.stage(stage) != nil, let entry = plan.entry(stage) else { fail("the recipe has no stage '\(stage)'") }
-        guard entry.key == key else {
-            fail("the action key of '\(stage)' is \(entry.key?.prefix(12) ?? "unknown") on this rank, but the stage planned \(key.prefix(12)): the recipe, a source or the hprune binary differs between nodes")
-        }
-        var scheduler = Scheduler(
-            graph: ws.graph, kinds: StageKinds.executables, store: store,
-            context: ws.keyContext(backend: resolved.name, numerics: resolved.versions),
-            sources: sources, fileDependencies: deps, recipeDirectory: ws.recipeDirectory, backend: resolved.name,
-            options: RunOptions(), isTerminal: false)
-        scheduler.jobCommand = Self.commandLine(recipe: recipe, store: store, backend: resolved.name)
-        var upstream: [String: [String: Digest]] = [:]
-        for e in plan.entries where e.cached { upstream[e.name] = e.outputs }
-        // Rank 0's progress goes to stderr, where the stage's parent process reads it; the other ranks stay quiet.
-        let progress = world.rank == 0
-            ? ProgressSink(stage: stage, isTerminal: false, emit: { Terminal.err($0) }) : ProgressSink.silent
-        let outputs: [String: Digest]
-        let recorder: StageRecorder
-        do {
-            (outputs, recorder) = try await scheduler.runAsRank(stage, upstream: upstream, key: key, progress: progress)
-        } catch let f as StageFailure {
-            fail(f.message + (f.log.map { " (\($0))" } ?? ""))
-        } catch {
-            fail("\(error)")
         }
         if world.rank == 0 {
-            try writeResult(JobResult(status: "ran", seconds: elapsed(clock), log: recorder.logText,
-                                      metrics: recorder.metrics.map { JobMetric(name: $0.name, value: $0.value, unit: $0.unit) },
-                                      outputs: outputs.mapValues(\.hex)))
+            try writeResult(JobResult(status: "ran", seconds: elapsed(clock), log: done.recorder.logText,
+                                      metrics: done.recorder.metrics.map { JobMetric(name: $0.name, value: $0.value, unit: $0.unit) },
+                                      outputs: done.outputs.mapValues(\.hex)))
         }
         try? world.barrier()
         MPICollective.finalize()

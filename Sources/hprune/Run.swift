@@ -7,6 +7,7 @@ import RecipeLanguage
 import Scheduler
 import StageGraph
 import Stages
+import Training
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -37,6 +38,24 @@ struct Run: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // Started by mpirun / srun as one of N ranks: rank 0 drives, the others follow (Ranks.swift).
+        var driver: DataParallel.Driver?
+        if let n = MPILaunch.worldSize(), n > 1 {
+            if (executor ?? "local") == "slurm" {
+                Terminal.err("error: `--executor slurm` under mpirun/srun: run the driver as one process (a stage's `ranks:` gets its own tasks)")
+                throw Exit.invalid
+            }
+            let world = try Ranks.join(expected: n)
+            if world.rank != 0 {
+                return try await Ranks.follow(world, recipe: recipe, storeOptions: storeOptions, backend: backend)
+            }
+            driver = DataParallel.Driver(world: world)
+            DataParallel.driver = driver
+        }
+        defer {
+            driver?.finish()
+            if driver != nil { MPICollective.finalize() }
+        }
         let ws = try recipe.workspace()
         try checkStageNames(force, in: ws)
         let store = try storeOptions.open(for: ws)
@@ -62,7 +81,8 @@ struct Run: AsyncParsableCommand {
 
         let executorName = executor ?? ws.recipe.executor
         let remote = try executorName == "slurm" ? slurmExecutor(ws: ws, store: store, backend: backendName) : nil
-        let jobs = self.jobs ?? (remote == nil ? ProcessInfo.processInfo.activeProcessorCount : 64)
+        // Under mpirun, rank 0 runs one stage at a time: a data-parallel stage's collectives must not interleave.
+        let jobs = driver != nil ? 1 : self.jobs ?? (remote == nil ? ProcessInfo.processInfo.activeProcessorCount : 64)
         if !quiet && remote != nil { Terminal.err("executor slurm: each stage that is not cached runs as a Slurm job (logs in \(store.root.path)/slurm/logs)") }
 
         var scheduler = Scheduler(
@@ -70,9 +90,16 @@ struct Run: AsyncParsableCommand {
             context: ws.keyContext(backend: backendName, numerics: resolved.versions),
             sources: sources, fileDependencies: deps, recipeDirectory: ws.recipeDirectory, backend: backendName,
             options: RunOptions(jobs: jobs, keepGoing: keepGoing, force: Set(force)), isTerminal: Terminal.stderrIsTTY,
-            events: { event in
+            events: { [driver] event in
                 recorder.handle(event)
                 if let line = ProgressLines.line(for: event, quiet: quiet) { Terminal.err(line) }
+                // A data-parallel stage that failed on rank 0 leaves the other ranks inside its collectives: end them.
+                if let driver, case .finished(let r, _, _) = event, r.status != .ran, r.status != .cached,
+                   let key = r.key, key == driver.announcedKey {
+                    Terminal.err("error: stage '\(r.name)' \(r.status.rawValue) on rank 0 while \(driver.world.size - 1) more ranks train it: \(r.error ?? ""); ending all ranks")
+                    recorder.end(status: r.status == .cancelled ? "cancelled" : "failed")
+                    driver.world.abort(code: r.status == .cancelled ? 130 : 1)
+                }
             },
             output: { line in
                 guard !quiet else { return }

@@ -4,6 +4,28 @@ import Testing
 @testable import ArtifactStore
 
 @Suite struct SourceHashTests {
+    /// A job's store (`writesLedger: false`) uses the driver's memos but adds none, so only the driver writes.
+    @Test func aStoreThatDoesNotWriteTheLedgerReadsMemosAndAddsNone() throws {
+        let dir = try TempDir(); defer { dir.remove() }
+        let known = dir.sub("known.bin"), fresh = dir.sub("fresh.bin")
+        try write("hashed by the driver", to: known)
+        try write("first seen by a job", to: fresh)
+        try setModified(known, secondsAgo: 3600)
+        try setModified(fresh, secondsAgo: 3600)
+        let driver = try ArtifactStore(root: dir.sub("store"))
+        _ = try driver.hashSource(at: known)
+
+        let job = try ArtifactStore(root: dir.sub("store"), writesLedger: false)
+        #expect(try job.hashSource(at: known) == Digest.of(Data("hashed by the driver".utf8)))
+        #expect(job.sourceFilesHashed == 0, "the driver's memo is read")
+        #expect(try job.hashSource(at: fresh) == Digest.of(Data("first seen by a job".utf8)))
+        #expect(try job.hashSource(at: fresh) == Digest.of(Data("first seen by a job".utf8)))
+        #expect(job.sourceFilesHashed == 2, "nothing was remembered")
+        let later = try ArtifactStore(root: dir.sub("store"))
+        _ = try later.hashSource(at: fresh)
+        #expect(later.sourceFilesHashed == 1, "the job wrote no memo")
+    }
+
     @Test func unchangedFileIsNotRehashedChangedFileIs() throws {
         let dir = try TempDir(); defer { dir.remove() }
         let file = dir.sub("weights.bin")

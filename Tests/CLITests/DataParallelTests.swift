@@ -1,7 +1,8 @@
 // Data-parallel `distill` for real, with Open MPI's mpirun: 1, 2 and 4 ranks at the same global batch and
-// micro-batches give bit-identical weights (equal model digests), `ranks` is not part of the cache key, and a
-// rank killed mid-run (SIGKILL) fails the stage with the checkpoint named; the next run resumes from it and ends
-// with the weights of an uninterrupted run. Skipped, with the reason printed, only where `mpirun` is absent.
+// micro-batches give bit-identical weights (equal model digests), `ranks` is not part of the cache key, a rank
+// killed mid-run (SIGKILL) fails the stage with the checkpoint named and the next run resumes from it to the
+// weights of an uninterrupted run, and `mpirun -np 2 hprune run` trains with both ranks to the same weights.
+// Skipped, with the reason printed, only where `mpirun` is absent.
 import Foundation
 import Testing
 import TestSupport
@@ -135,6 +136,16 @@ struct DataParallelTests {
         let resumed = try stageMetric(second, store: store, stage: "distill", "resumed_from_step")
         #expect(resumed.count == 1 && resumed[0] >= 3 && resumed[0] < 12, "\(resumed)")
         #expect(outputDigests(second)["distill"]?["model"] == expected)
+
+        // Started by the user as `mpirun -np 2 hprune run`: rank 0 drives (teacher and student alone), and the
+        // distillation trains on both ranks (the recipe's `ranks: 1` aside) with the same weights.
+        let launched = try copy(base, dir.path + "/launched")
+        let m = try mpirun(["-np", "2", "--bind-to", "none", CLI.binary.path, "run", recipe, "--store", launched, "--json"])
+        #expect(m.status == 0, "\(m.stderr)")
+        #expect(statuses(m)["distill"] == "ran", "\(m.stdout)\n\(m.stderr)")
+        #expect(outputDigests(m)["distill"]?["model"] == expected)
+        let log = try stageLog(m, store: launched, stage: "distill")
+        #expect(log.contains("micro-batches: 4 of 2 (batch 8), summed in order over Open MPI") && log.contains("2 ranks"), "\(log)")
     }
 
     @Test func ranksNeedEnoughMicroBatchesAtValidate() throws {
@@ -159,6 +170,31 @@ struct DataParallelTests {
         #expect(r.stderr.contains("`ranks: 2` needs `mpirun`, which is not on PATH: install Open MPI"), "\(r.stderr)")
         #expect(r.stderr.contains("or set `ranks: 1`"), "\(r.stderr)")
     }
+}
+
+/// `mpirun args…` (Open MPI refuses root unless told; CI runs as root), waited for; stdout is rank 0's.
+func mpirun(_ args: [String], timeout: Double = 240) throws -> CLIResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = ["mpirun"] + args
+    var env = ProcessInfo.processInfo.environment
+    env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+    env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    env.removeValue(forKey: "HPRUNE_STORE")
+    p.environment = env
+    let dir = FileManager.default.temporaryDirectory
+    let out = dir.appendingPathComponent("mpirun-\(UUID().uuidString).out"), err = dir.appendingPathComponent("mpirun-\(UUID().uuidString).err")
+    FileManager.default.createFile(atPath: out.path, contents: nil)
+    FileManager.default.createFile(atPath: err.path, contents: nil)
+    p.standardOutput = try FileHandle(forWritingTo: out)
+    p.standardError = try FileHandle(forWritingTo: err)
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    let deadline = Date().addingTimeInterval(timeout)
+    while p.isRunning && Date() < deadline { usleep(10_000) }
+    if p.isRunning { p.terminate() }
+    p.waitUntilExit()
+    return Running(process: p, out: out, err: err).result()
 }
 
 /// The log tail of `stage` in the run of `run`'s JSON.
