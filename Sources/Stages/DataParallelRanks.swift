@@ -194,7 +194,7 @@ public enum DataParallel {
             }
             return digests
         }
-        let checkpoint = ctx.store.action(for: "ckpt-" + ctx.actionKey)?.extra["step"]
+        let checkpoint = ctx.store.partial(namespace: ctx.actionKey, name: "checkpoint")?.extra["step"]   // TrainingLoop.saveCheckpoint
         let resume = checkpoint.map { "the checkpoint after step \($0) is kept; run again to resume from it" }
             ?? "no checkpoint was saved yet (`checkpoint_every`)"
         let why = result?.error ?? rankErrors(err)

@@ -203,10 +203,13 @@ func stageLog(_ run: CLIResult, store: String, stage: String) throws -> String {
     return try CLI.run(["show", id, "--store", store, "--log", stage]).stdout
 }
 
-/// Whether a training checkpoint record (`actions/ck/ckpt-<key>.json`) exists in `store`.
+/// Whether a training checkpoint (a partial result, `partials/<action key>/checkpoint.json`) exists in `store`.
 func checkpointRecorded(_ store: String) -> Bool {
-    let dir = store + "/actions/ck"
-    return ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).contains { $0.hasPrefix("ckpt-") && $0.hasSuffix(".json") }
+    // Training checkpoints are partial results: partials/<action key>/checkpoint.json.
+    let root = store + "/partials"
+    return ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).contains {
+        FileManager.default.fileExists(atPath: root + "/" + $0 + "/checkpoint.json")
+    }
 }
 
 /// The pid of data-parallel rank `rank` working on `store` (its command line has `--data-parallel` and the store;
